@@ -1,0 +1,303 @@
+"""Reads and validates a PhysioNet EGD + MIMIC-CXR(-JPG) tree into per-image records.
+
+The validation pass reads everything first and collects *every* problem (file, line and
+record) before anything is built; :func:`read_tree` then either raises one
+:class:`EgdValidationError` listing them all, or, with ``skip_invalid_rows=True``, drops the
+offending images and reports their ids.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import logging
+import random
+from collections.abc import Iterable, Sequence
+
+from etils import epath
+
+from data_builders.mimic_cxr_egd import egd_format as fmt
+
+# The real master sheet has long quoted free text; the csv module's default limit is 128 KiB.
+csv.field_size_limit(1 << 24)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """One bad-input finding: the file, where in it, and what is wrong."""
+  file: str
+  where: str
+  message: str
+  dicom_id: str | None = None
+
+  def __str__(self) -> str:
+    return f'{self.file} {self.where}: {self.message}'
+
+
+class EgdValidationError(ValueError):
+  """Raised with every problem found in the tree, one per line."""
+
+  def __init__(self, problems: Sequence[Problem]):
+    self.problems = list(problems)
+    lines = '\n'.join(f'  - {p}' for p in self.problems)
+    super().__init__(
+        f'{len(self.problems)} problem(s) in the EGD/MIMIC-CXR tree:\n{lines}\n'
+        'Fix the files, or build with skip_invalid_rows=True (build.py --skip_invalid_rows) to '
+        'drop the affected images; their ids are then listed in the dataset metadata.')
+
+
+@dataclasses.dataclass
+class Fixations:
+  """Fixations of one image in file (temporal) order; pixels of the original image."""
+  x: list[int] = dataclasses.field(default_factory=list)
+  y: list[int] = dataclasses.field(default_factory=list)
+  start_s: list[float] = dataclasses.field(default_factory=list)
+  duration_s: list[float] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class EgdRecord:
+  """One master-sheet row joined with its fixations and image file."""
+  dicom_id: str
+  study_id: int
+  patient_id: int
+  label: int
+  image_path: epath.Path
+  record: int  # 1-based data record of master_sheet.csv
+  line: int    # line of master_sheet.csv where the record starts
+  fixations: Fixations = dataclasses.field(default_factory=Fixations)
+
+
+@dataclasses.dataclass
+class EgdTree:
+  """What :func:`read_tree` found: records by split and the bookkeeping for metadata."""
+  splits: dict[str, list[EgdRecord]]
+  skipped_ids: list[str]
+  problems: list[Problem]
+  calibration_rows: int
+  image_format: str  # 'jpg' or 'dicom'
+
+
+def official_split(patient_ids: Iterable[int], seed: int = 42) -> dict[int, str]:
+  """The official EGD patient split (``Experiments/utils/dataset.py::split_dataset``).
+
+  Unique patient ids in order of first appearance are shuffled by Python's ``random`` seeded
+  with ``seed``; the first ``round(0.8 n)`` are train, and the rest is halved by ``round``
+  into validation and test (Python's ``round``: halves go to the even number).
+  """
+  pids = list(dict.fromkeys(patient_ids))
+  random.seed(seed)
+  random.shuffle(pids)
+  n_train = round(0.8 * len(pids))
+  rest = pids[n_train:]
+  n_val = round(0.5 * len(rest))
+  split = {pid: 'train' for pid in pids[:n_train]}
+  split.update({pid: 'validation' for pid in rest[:n_val]})
+  split.update({pid: 'test' for pid in rest[n_val:]})
+  return split
+
+
+def _check_header(name: str, header: Sequence[str], verbatim: Sequence[str],
+                  required: Sequence[str]) -> list[Problem]:
+  missing = [c for c in required if c not in header]
+  if missing:
+    return [Problem(name, 'line 1', f'header lacks required column(s) {missing}; '
+                    f'expected the verbatim {len(verbatim)}-column PhysioNet header')]
+  if list(header) != list(verbatim):
+    extra = [c for c in header if c not in verbatim]
+    absent = [c for c in verbatim if c not in header]
+    logging.warning('%s: header differs from the verbatim PhysioNet one (unexpected %s, '
+                    'absent %s, or reordered); reading the required columns by name.',
+                    name, extra, absent)
+  return []
+
+
+def _parse_int(value: str) -> int:
+  f = float(value)
+  if f != int(f):
+    raise ValueError(value)
+  return int(f)
+
+
+def _image_exists_and_opens(path: epath.Path, is_jpg: bool) -> str | None:
+  """Returns None if the image header reads, else why not."""
+  if not path.exists():
+    return 'image file not found'
+  try:
+    if is_jpg:
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      with path.open('rb') as f, Image.open(f) as img:
+        img.size  # pylint: disable=pointless-statement
+    else:
+      import pydicom  # pylint: disable=g-import-not-at-top
+      with path.open('rb') as f:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        int(ds.Rows), int(ds.Columns)  # pylint: disable=expression-not-assigned
+  except Exception as e:  # pylint: disable=broad-except
+    return f'image unreadable ({type(e).__name__}: {e})'
+  return None
+
+
+def _image_root(manual_dir: epath.Path) -> tuple[epath.Path, bool]:
+  jpg_root = manual_dir / fmt.JPG_DIR
+  dicom_root = manual_dir / fmt.DICOM_DIR
+  if jpg_root.exists():
+    return jpg_root, True
+  if dicom_root.exists():
+    return dicom_root, False
+  raise FileNotFoundError(
+      f'Neither {jpg_root} (MIMIC-CXR-JPG) nor {dicom_root} (MIMIC-CXR DICOM) exists under '
+      f'the manual_dir {manual_dir}.')
+
+
+def read_tree(manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False,
+              split_seed: int = 42) -> EgdTree:
+  """Reads, validates and splits an EGD tree laid out as on PhysioNet.
+
+  Args:
+    manual_dir: folder holding ``egd-cxr/1.0.0/`` and ``mimic-cxr-jpg/2.0.0/`` (or
+      ``mimic-cxr/2.0.0/`` with DICOMs).
+    skip_invalid_rows: drop images with problems instead of raising.
+    split_seed: seed of the official patient split (the official experiments use 42).
+
+  Returns:
+    An :class:`EgdTree`. Calibration-screen fixations (39-character ids) are dropped and
+    counted; off-image fixations are kept here and dropped once the image size is known.
+
+  Raises:
+    FileNotFoundError: a required file or folder is missing.
+    EgdValidationError: any problem, listing every one (unless ``skip_invalid_rows``; problems
+      that make the whole tree unusable, like a header without required columns, always raise).
+  """
+  manual_dir = epath.Path(manual_dir)
+  egd = manual_dir / fmt.EGD_DIR
+  master_file = egd / 'master_sheet.csv'
+  fixations_file = egd / 'fixations.csv'
+  for f in (master_file, fixations_file):
+    if not f.exists():
+      raise FileNotFoundError(f'{f} not found. The manual_dir must hold egd-cxr/1.0.0/ as '
+                              'downloaded from PhysioNet.')
+  image_root, is_jpg = _image_root(manual_dir)
+  master_name = f'{fmt.EGD_DIR}/master_sheet.csv'
+  fix_name = f'{fmt.EGD_DIR}/fixations.csv'
+
+  problems: list[Problem] = []
+  records: dict[str, EgdRecord] = {}
+  all_pids: list[int] = []
+  with master_file.open('r', encoding='utf-8-sig') as f:
+    reader = csv.reader(f)
+    header = next(reader, [])
+    fatal = _check_header(master_name, header, fmt.MASTER_SHEET_COLUMNS, fmt.MASTER_REQUIRED)
+    if fatal:
+      raise EgdValidationError(fatal)
+    col = {name: i for i, name in enumerate(header)}
+    line = reader.line_num + 1
+    for rec_no, row in enumerate(reader, start=1):
+      start_line, line = line, reader.line_num + 1
+      where = f'line {start_line} (record {rec_no})'
+      if len(row) != len(header):
+        problems.append(Problem(master_name, where,
+                                f'has {len(row)} fields, the header has {len(header)}'))
+        continue
+      dicom_id = row[col['dicom_id']]
+      try:
+        patient_id = _parse_int(row[col['patient_id']])
+        study_id = _parse_int(row[col['study_id']])
+      except ValueError:
+        problems.append(Problem(master_name, where, 'patient_id/study_id not integers: '
+                                f'{row[col["patient_id"]]!r}, {row[col["study_id"]]!r}',
+                                dicom_id))
+        continue
+      all_pids.append(patient_id)
+      try:
+        onehot = [_parse_int(row[col[c]]) for c in fmt.CLASS_NAMES]
+      except ValueError:
+        onehot = None
+      if onehot is None or sorted(onehot) != [0, 0, 1]:
+        labels = {c: row[col[c]] for c in fmt.CLASS_NAMES}
+        problems.append(Problem(master_name, where,
+                                f'dicom_id {dicom_id} needs exactly one label of {labels}',
+                                dicom_id))
+        continue
+      if dicom_id in records:
+        first = records[dicom_id]
+        problems.append(Problem(master_name, where, f'duplicate dicom_id {dicom_id} (first at '
+                                f'line {first.line}, record {first.record})', dicom_id))
+        continue
+      rel = fmt.image_relpath(row[col['path']], is_jpg)
+      image_path = image_root / rel
+      why = _image_exists_and_opens(image_path, is_jpg)
+      if why:
+        problems.append(Problem(master_name, where, f'{why}: {image_path}', dicom_id))
+        continue
+      records[dicom_id] = EgdRecord(dicom_id=dicom_id, study_id=study_id,
+                                    patient_id=patient_id, label=onehot.index(1),
+                                    image_path=image_path, record=rec_no,
+                                    line=start_line)
+
+  bad_ids = {p.dicom_id for p in problems if p.dicom_id}
+  calibration_rows = 0
+  with fixations_file.open('r', encoding='utf-8-sig') as f:
+    reader = csv.reader(f)
+    header = next(reader, [])
+    fatal = _check_header(fix_name, header, fmt.GAZE_COLUMNS, fmt.FIXATIONS_REQUIRED)
+    if fatal:
+      raise EgdValidationError(problems + fatal)
+    col = {name: i for i, name in enumerate(header)}
+    unknown: dict[str, list[int]] = collections.defaultdict(list)
+    for row in reader:
+      line = reader.line_num
+      if len(row) != len(header):
+        problems.append(Problem(fix_name, f'line {line}',
+                                f'has {len(row)} fields, the header has {len(header)}'))
+        continue
+      dicom_id = row[col['DICOM_ID']]
+      rec = records.get(dicom_id)
+      if rec is None:
+        if dicom_id in bad_ids:
+          continue
+        if len(dicom_id) == fmt.CALIBRATION_ID_LENGTH:
+          calibration_rows += 1
+        else:
+          unknown[dicom_id].append(line)
+        continue
+      try:
+        x = _parse_int(row[col['X_ORIGINAL']])
+        y = _parse_int(row[col['Y_ORIGINAL']])
+        start, duration = float(row[col['FPOGS']]), float(row[col['FPOGD']])
+      except ValueError:
+        problems.append(Problem(fix_name, f'line {line}', 'X_ORIGINAL/Y_ORIGINAL/FPOGS/FPOGD '
+                                'not numeric', dicom_id))
+        continue
+      fx = rec.fixations
+      fx.x.append(x)
+      fx.y.append(y)
+      fx.start_s.append(start)
+      fx.duration_s.append(duration)
+    for dicom_id, lines in unknown.items():
+      shown = ', '.join(map(str, lines[:5])) + (' ...' if len(lines) > 5 else '')
+      problems.append(Problem(
+          fix_name, f'line(s) {shown}', f'{len(lines)} fixation(s) for DICOM_ID {dicom_id!r}, '
+          'which is neither in master_sheet.csv nor a 39-character calibration screen id'))
+
+  fixated = {d for d, r in records.items() if r.fixations.x}
+  for dicom_id, rec in records.items():
+    if dicom_id not in fixated and dicom_id not in bad_ids:
+      problems.append(Problem(master_name, f'line {rec.line} (record {rec.record})',
+                              f'dicom_id {dicom_id} has no fixations in fixations.csv',
+                              dicom_id))
+
+  skippable = all(p.dicom_id or p.file == fix_name for p in problems)
+  if problems and (not skip_invalid_rows or not skippable):
+    raise EgdValidationError(problems)
+  skipped = {p.dicom_id for p in problems if p.dicom_id}
+  for dicom_id in skipped:
+    records.pop(dicom_id, None)
+
+  split_of = official_split(all_pids, seed=split_seed)
+  splits = {'train': [], 'validation': [], 'test': []}
+  for rec in records.values():
+    splits[split_of[rec.patient_id]].append(rec)
+  return EgdTree(splits=splits, skipped_ids=sorted(skipped), problems=problems,
+                 calibration_rows=calibration_rows, image_format='jpg' if is_jpg else 'dicom')

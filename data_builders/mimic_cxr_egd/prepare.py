@@ -1,0 +1,47 @@
+"""Builds ``mimic_cxr_egd`` configs as ArrayRecord (no TensorFlow) and summarises them."""
+
+import json
+
+import tensorflow_datasets as tfds
+
+from data_builders.mimic_cxr_egd import mimic_cxr_egd_dataset_builder as egd_builder
+
+
+def make_builder(manual_dir, data_dir, config='224', gaze_sigma=None, skip_invalid_rows=False,
+                 num_workers=None) -> egd_builder.MimicCxrEgd:
+  """The builder for a named config, or a derived one for a sigma / skip override."""
+  base = {c.name: c for c in egd_builder.MimicCxrEgd.BUILDER_CONFIGS}
+  if config not in base:
+    raise ValueError(f'unknown config {config!r}; choose one of {sorted(base)}')
+  cfg = base[config]
+  if gaze_sigma is not None or skip_invalid_rows:
+    sigma = cfg.gaze_sigma if gaze_sigma is None else gaze_sigma
+    name = config + (f'_sigma{sigma:g}' if gaze_sigma is not None else '') + (
+        '_skip' if skip_invalid_rows else '')
+    cfg = egd_builder.EgdConfig(name=name, description=f'{cfg.description} (derived)',
+                                  image_size=cfg.image_size, gaze_sigma=sigma,
+                                  skip_invalid_rows=skip_invalid_rows)
+  del manual_dir  # passed to download_and_prepare
+  return egd_builder.MimicCxrEgd(config=cfg, data_dir=data_dir, file_format='array_record',
+                                   num_workers=num_workers)
+
+
+def build(manual_dir, data_dir, **kwargs) -> egd_builder.MimicCxrEgd:
+  builder = make_builder(manual_dir, data_dir, **kwargs)
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  return builder
+
+
+def summary(builder) -> str:
+  info = builder.info
+  lines = [f'{info.full_name} at {builder.data_dir}']
+  for name, split in info.splits.items():
+    lines.append(f'  {name:<10} {split.num_examples:>5} examples')
+  meta = dict(info.metadata or {})
+  for key in ('patients_per_split', 'dropped_calibration_fixations',
+              'dropped_off_image_fixations', 'image_format'):
+    lines.append(f'  {key}: {json.dumps(meta.get(key))}')
+  skipped = meta.get('skipped_ids') or []
+  lines.append(f'  skipped_ids ({len(skipped)}): {", ".join(skipped) if skipped else "none"}')
+  return '\n'.join(lines)

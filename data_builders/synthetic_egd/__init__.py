@@ -1,0 +1,1 @@
+"""Synthetic look-alike of the PhysioNet EGD + MIMIC-CXR-JPG trees."""

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Sets up .venv (if needed) and runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+exec .venv/bin/python -m pytest -n 2 -q "$@"
