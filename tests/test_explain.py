@@ -1,0 +1,158 @@
+"""Explainers against finite differences, hand-worked cases and their definitions."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mimic_jax import explain
+from mimic_jax.models import resnet
+
+
+def _tiny(norm):
+  return resnet.ResNet(stage_sizes=(1, 1), width=8, num_classes=3, norm=norm, stem_pool=False)
+
+
+@pytest.fixture(scope='module')
+def batch():
+  rng = np.random.default_rng(0)
+  return (jnp.asarray(rng.normal(size=(4, 16, 16, 1)), jnp.float32),
+          jnp.asarray([0, 1, 2, 1]))
+
+
+def test_input_gradients_match_central_finite_differences(batch):
+  x, y = batch
+  with jax.enable_x64(True):
+    model = _tiny('group')
+    x64 = x.astype(jnp.float64)
+    variables = model.init(jax.random.key(0), x64)
+    variables = jax.tree.map(lambda v: v.astype(jnp.float64), variables)
+    f = lambda v: model.apply(variables, v, train=False)  # pylint: disable=unnecessary-lambda-assignment
+    logits, g = explain.input_gradients(f, x64, y)
+    np.testing.assert_allclose(logits, f(x64))
+    h = 1e-6
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+      b, i, j = rng.integers(4), rng.integers(16), rng.integers(16)
+      e = jnp.zeros_like(x64).at[b, i, j, 0].set(h)
+      fd = (f(x64 + e)[b, y[b]] - f(x64 - e)[b, y[b]]) / (2 * h)
+      assert float(g[b, i, j, 0]) == pytest.approx(float(fd), rel=1e-5, abs=1e-9)
+
+
+class _KnownCam(nn.Module):
+  """Feature map A = x (exposed as 'feat'); logits = mean_hw(A) @ W."""
+  w: np.ndarray
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    a = self.perturb('feat', x)
+    self.sow('intermediates', 'feat', a)
+    return jnp.mean(a, axis=(1, 2)) @ jnp.asarray(self.w)
+
+
+def test_grad_cam_on_a_hand_built_model():
+  rng = np.random.default_rng(2)
+  w = rng.normal(size=(4, 3)).astype(np.float32)
+  x = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
+  y = np.array([2, 0])
+  model = _KnownCam(w)
+  variables = model.init(jax.random.key(0), x)
+  variables = {k: v for k, v in variables.items() if k != 'perturbations'}
+  logits, cam = explain.grad_cam(model.apply, variables, x, y, layer='feat')
+  # d logit_y / dA[h, w, c] = W[c, y] / (H W) everywhere, so the channel weights are that too.
+  expected = np.maximum(np.einsum('bhwc,cb->bhw', x, w[:, y]) / 30.0, 0.0)
+  np.testing.assert_allclose(cam, expected, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(logits, x.mean(axis=(1, 2)) @ w, rtol=1e-5)
+  with pytest.raises(ValueError, match="layer 'nope' is not exposed"):
+    explain.grad_cam(model.apply, variables, x, y, layer='nope')
+
+
+def test_gradient_shap_mean_matches_its_definition():
+  # f_y(x) = sum(v_y * x^2): grad = 2 v_y x, so E_alpha[(x - b) * 2 v_y (b + alpha (x - b))]
+  # = (x - b) * 2 v_y * (b + (x - b) / 2) = v_y (x^2 - b^2).
+  rng = np.random.default_rng(3)
+  v = jnp.asarray(rng.normal(size=(3, 4, 4, 1)), jnp.float32)
+  f = lambda x: jnp.einsum('bhwc,khwc->bk', x ** 2, v)  # pylint: disable=unnecessary-lambda-assignment
+  x = jnp.asarray(rng.normal(size=(2, 4, 4, 1)), jnp.float32)
+  y = jnp.asarray([1, 2])
+  b = 0.1307
+  _, attr = explain.gradient_shap(f, x, y, jax.random.key(0), samples=20000, baseline=b)
+  expected = v[y] * (x ** 2 - b ** 2)
+  # Monte Carlo: the alpha term has std |(x-b) 2 v (x-b)| / sqrt(12) / sqrt(n).
+  tol = 5 * np.abs(2 * v[y] * (x - b) ** 2) / np.sqrt(12 * 20000) + 1e-5
+  assert np.all(np.abs(attr - expected) <= tol)
+
+
+def test_integrated_gradients_completeness_and_linear_shap():
+  rng = np.random.default_rng(4)
+  v = jnp.asarray(rng.normal(size=(3, 4, 4, 1)), jnp.float32)
+  quad = lambda x: jnp.einsum('bhwc,khwc->bk', x ** 2, v)  # pylint: disable=unnecessary-lambda-assignment
+  x = jnp.asarray(rng.normal(size=(2, 4, 4, 1)), jnp.float32)
+  y = jnp.asarray([0, 2])
+  logits, ig = explain.integrated_gradients(quad, x, y, steps=8)
+  # Completeness: sum of attributions = f(x) - f(baseline 0) (exact for a quadratic, midpoint).
+  np.testing.assert_allclose(ig.sum(axis=(1, 2, 3)), logits[jnp.arange(2), y], rtol=1e-5)
+  lin = lambda x: jnp.einsum('bhwc,khwc->bk', x, v)  # pylint: disable=unnecessary-lambda-assignment
+  _, shap = explain.gradient_shap(lin, x, y, jax.random.key(1), samples=3, baseline=0.5)
+  np.testing.assert_allclose(shap, (x - 0.5) * v[y], rtol=1e-5, atol=1e-6)
+  _, gxi = explain.gradient_x_input(lin, x, y)
+  np.testing.assert_allclose(gxi, x * v[y], rtol=1e-6)
+  _, sg = explain.smoothgrad(lin, x, y, jax.random.key(2), samples=4)
+  np.testing.assert_allclose(sg, jnp.broadcast_to(v[y], x.shape), rtol=1e-5)
+
+
+def test_eval_mode_batchnorm_keeps_explanations_per_example(batch):
+  x, y = batch
+  model = _tiny('batch')
+  variables = model.init(jax.random.key(0), x)
+  # Non-trivial running statistics.
+  _, upd = model.apply(variables, x * 3 + 1, train=True, mutable=['batch_stats'])
+  variables = {**variables, **upd}
+  other = jnp.concatenate([x[:1], jnp.flip(x[1:], axis=1) * 2.0])
+  def grads(inputs, train):
+    def f(z):
+      if train:
+        return model.apply(variables, z, train=True, mutable=['batch_stats'])[0]
+      return model.apply(variables, z, train=False)
+    return explain.input_gradients(f, inputs, y)[1]
+  np.testing.assert_allclose(grads(x, False)[0], grads(other, False)[0], rtol=1e-6, atol=1e-7)
+  # Train-mode statistics couple the batch: the same example's explanation changes.
+  assert not np.allclose(grads(x, True)[0], grads(other, True)[0], atol=1e-4)
+
+
+def test_explanations_are_differentiable_in_the_parameters(batch):
+  x, y = batch
+  with jax.enable_x64(True):
+    model = _tiny('group')
+    x64 = x.astype(jnp.float64)
+    # Zero-initialised residual norms put ReLU inputs exactly on their kink (one-sided
+    # derivatives differ there); a small random shift moves the point off every kink.
+    rng = np.random.default_rng(6)
+    params = jax.tree.map(lambda v: v.astype(jnp.float64) + 0.05 * rng.normal(size=v.shape),
+                          model.init(jax.random.key(1), x64)['params'])
+
+    def loss(p):
+      _, g = explain.input_gradients(lambda z: model.apply({'params': p}, z), x64, y)
+      return jnp.sum(explain.postprocess(g, normalize='sum') ** 2)
+
+    grad = jax.grad(loss)(params)
+    direction = jax.tree.map(lambda p: jnp.asarray(np.random.default_rng(5).normal(size=p.shape)),
+                             params)
+    h = 1e-6
+    plus = loss(jax.tree.map(lambda p, d: p + h * d, params, direction))
+    minus = loss(jax.tree.map(lambda p, d: p - h * d, params, direction))
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grad),
+                                                  jax.tree.leaves(direction)))
+    assert float(analytic) == pytest.approx(float((plus - minus) / (2 * h)), rel=1e-4)
+
+
+def test_postprocess_steps():
+  a = jnp.asarray([[[[-2.0, 1.0], [0.0, 3.0]], [[1.0, 1.0], [-4.0, 0.0]]]])  # (1, 2, 2, 2)
+  np.testing.assert_allclose(explain.postprocess(a, normalize='none'),
+                             [[[3.0, 3.0], [2.0, 4.0]]])
+  np.testing.assert_allclose(explain.postprocess(a, sign='relu', normalize='none'),
+                             [[[1.0, 3.0], [2.0, 0.0]]])
+  np.testing.assert_allclose(explain.postprocess(a), [[[0.5, 0.5], [0.0, 1.0]]])
+  np.testing.assert_allclose(explain.postprocess(a, normalize='sum').sum(), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(explain.postprocess(a, pool=2, normalize='none'), [[[3.0]]])
