@@ -1,0 +1,151 @@
+"""Training objectives: ``single``, ``ensemble``, ``mimic`` (explanation ensemble) and ``gaze``.
+
+Ensembles keep their M sub-models as one parameter tree with a leading axis M and run them
+with ``jax.vmap``. Every loss here is a pure function of parameters and a batch, so one
+``jax.value_and_grad`` gives the update; the ``mimic`` sub-model loss contains an explanation
+(``jax.vjp`` inside), so its gradient is double backprop.
+
+Shapes: images ``x`` float32 ``(B, H, W, C)``, labels ``y`` int ``(B,)``, gaze float32
+``(B, S, S)`` summing to 1 per example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from mimic_jax import explain
+
+KLD_EPS = 2.220446049250313e-16  # float64 machine epsilon, as the MIT saliency benchmark
+
+
+def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy, natural log."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def init_ensemble(model: nn.Module, rng: jax.Array, x: jax.Array, num_models: int) -> dict:
+  """Variables of ``num_models`` independently initialised sub-models, stacked on axis 0."""
+  return jax.vmap(lambda k: model.init(k, x))(jax.random.split(rng, num_models))
+
+
+def ensemble_logits(apply_fn: Callable, variables: dict, x: jax.Array) -> jax.Array:
+  """``(M, B, K)`` logits of stacked sub-models in eval mode."""
+  return jax.vmap(lambda v: apply_fn(v, x, train=False))(variables)
+
+
+def ensemble_prediction(member_logits: jax.Array) -> jax.Array:
+  """Mean of the sub-models' log-softmax: ``(M, B, K) -> (B, K)`` (the paper's output)."""
+  return jax.nn.log_softmax(member_logits, axis=-1).mean(axis=0)
+
+
+def ensemble_ce(member_logits: jax.Array, y: jax.Array) -> jax.Array:
+  """Sum over sub-models of their mean cross-entropies."""
+  return jax.vmap(cross_entropy, in_axes=(0, None))(member_logits, y).sum()
+
+
+class Discriminator(nn.Module):
+  """MLP ``F -> hidden -> M`` guessing which sub-model made a flattened explanation."""
+  num_models: int
+  hidden: int = 512
+
+  @nn.compact
+  def __call__(self, maps: jax.Array) -> jax.Array:
+    h = nn.relu(nn.Dense(self.hidden)(maps.reshape(maps.shape[0], -1)))
+    return nn.Dense(self.num_models)(h)
+
+
+def member_explanations(apply_fn: Callable, variables: dict, x, y, rng, *,
+                        explainer: str = 'gradient_shap', explainer_kwargs: dict | None = None,
+                        post: dict | None = None) -> jax.Array:
+  """``(M, B, h, w)`` post-processed true-class explanations of every sub-model.
+
+  Sub-models run in eval mode inside the explanation (BatchNorm running averages), so each
+  example's map depends on that example alone; gradients flow to the parameters.
+  """
+  fn = explain.ATTRIBUTION_EXPLAINERS[explainer]
+  post = post or {'sign': 'abs', 'normalize': 'minmax'}
+  rngs = jax.random.split(rng, jax.tree.leaves(variables)[0].shape[0])
+
+  def one(v, k):
+    _, attr = fn(lambda z: apply_fn(v, z, train=False), x, y, k, **(explainer_kwargs or {}))
+    return explain.postprocess(attr, **post)
+
+  return jax.vmap(one)(variables, rngs)
+
+
+def discriminator_ce(disc_apply: Callable, disc_params: dict, maps: jax.Array) -> jax.Array:
+  """CE of the discriminator on ``(M, B, ...)`` maps, labels = sub-model index (model-major)."""
+  m, b = maps.shape[:2]
+  logits = disc_apply({'params': disc_params}, maps.reshape(m * b, *maps.shape[2:]))
+  return cross_entropy(logits, jnp.repeat(jnp.arange(m), b))
+
+
+def mimic_member_loss(apply_fn, variables, disc_apply, disc_params, x, y, rng, *,
+                      beta: float = 1.0, objective: str = 'neg_ce',
+                      explanation_gradient: str = 'through', explainer: str = 'gradient_shap',
+                      explainer_kwargs: dict | None = None, post: dict | None = None):
+  """Sub-models' loss of the explanation ensemble: ``sum_m CE_m + beta * adversarial``.
+
+  ``objective='neg_ce'`` (the paper): adversarial = ``-CE_D``; ``'confusion'``: CE of the
+  discriminator's prediction against the uniform distribution over sub-models.
+  ``explanation_gradient='stop'`` cuts the gradient at the explanation, as the released
+  PyTorch code did (captum builds no graph), which leaves exactly the ``beta = 0`` gradient.
+
+  Returns ``(loss, aux)`` with ``aux = {'ce', 'disc_ce', 'maps'}``.
+  """
+  member_logits = jax.vmap(lambda v: apply_fn(v, x, train=False))(variables)
+  ce = ensemble_ce(member_logits, y)
+  maps = member_explanations(apply_fn, variables, x, y, rng, explainer=explainer,
+                             explainer_kwargs=explainer_kwargs, post=post)
+  if explanation_gradient == 'stop':
+    maps = jax.lax.stop_gradient(maps)
+  elif explanation_gradient != 'through':
+    raise ValueError(f'explanation_gradient={explanation_gradient!r}; use "through" or "stop"')
+  d_ce = discriminator_ce(disc_apply, disc_params, maps)
+  if objective == 'neg_ce':
+    adversarial = -d_ce
+  elif objective == 'confusion':
+    m, b = maps.shape[:2]
+    logits = disc_apply({'params': disc_params}, maps.reshape(m * b, *maps.shape[2:]))
+    adversarial = optax.softmax_cross_entropy(logits, jnp.full_like(logits, 1.0 / m)).mean()
+  else:
+    raise ValueError(f'objective={objective!r}; use "neg_ce" or "confusion"')
+  return ce + beta * adversarial, {'ce': ce, 'disc_ce': d_ce, 'maps': maps}
+
+
+def kld_loss(saliency: jax.Array, gaze: jax.Array) -> jax.Array:
+  """Mean over the batch of MIT KLD(gaze || saliency): both sum-normalised per example,
+  ``sum G log(eps + G / (S + eps))``. ``saliency`` and ``gaze`` are ``(B, S, S)``."""
+  s = saliency / jnp.maximum(saliency.sum(axis=(1, 2), keepdims=True), KLD_EPS)
+  g = gaze / jnp.maximum(gaze.sum(axis=(1, 2), keepdims=True), KLD_EPS)
+  return jnp.mean(jnp.sum(g * jnp.log(KLD_EPS + g / (s + KLD_EPS)), axis=(1, 2)))
+
+
+def gaze_loss(apply_fn, variables, x, y, gaze, *, weight: float = 1.0, penalty: str = 'kld'):
+  """``CE + weight * penalty`` for one model (use ``jax.vmap`` for ensembles).
+
+  ``penalty='kld'``: KLD(gaze || |input gradient| summed over channels, resized to the gaze
+  grid by average pooling). ``'rrr'``: right-for-the-right-reasons, the squared input gradient
+  of the summed log-probabilities outside the gaze (mask ``1 - gaze / max(gaze)``).
+  """
+  logits = apply_fn(variables, x, train=False)
+  ce = cross_entropy(logits, y)
+  if penalty == 'kld':
+    _, g = explain.input_gradients(lambda z: apply_fn(variables, z, train=False), x, y)
+    pool = x.shape[1] // gaze.shape[1]
+    sal = explain.postprocess(g, sign='abs', normalize='none', pool=pool)
+    term = kld_loss(sal, gaze)
+  elif penalty == 'rrr':
+    logp = lambda z: jax.nn.log_softmax(apply_fn(variables, z, train=False)).sum()  # pylint: disable=unnecessary-lambda-assignment
+    g = jax.grad(logp)(x).sum(axis=-1)
+    gz = jax.image.resize(gaze, (gaze.shape[0], *x.shape[1:3]), 'linear')
+    mask = 1.0 - gz / jnp.maximum(gz.max(axis=(1, 2), keepdims=True), KLD_EPS)
+    term = jnp.mean(jnp.sum((mask * g) ** 2, axis=(1, 2)))
+  else:
+    raise ValueError(f'penalty={penalty!r}; use "kld" or "rrr"')
+  return ce + weight * term, {'ce': ce, 'penalty': term}

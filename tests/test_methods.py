@@ -1,0 +1,102 @@
+"""The objectives: vmapped ensembles, the explanation gradient in ``mimic``, the gaze KLD."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special
+
+from mimic_jax import methods
+from mimic_jax.models import resnet
+
+M = 3
+
+
+@pytest.fixture(scope='module')
+def setup():
+  model = resnet.ResNet(stage_sizes=(1, 1), width=8, num_classes=3, norm='group',
+                        stem_pool=False)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(4, 16, 16, 1)), jnp.float32)
+  y = jnp.asarray([0, 1, 2, 1])
+  variables = methods.init_ensemble(model, jax.random.key(0), x, M)
+  disc = methods.Discriminator(num_models=M, hidden=16)
+  disc_params = disc.init(jax.random.key(1), jnp.zeros((1, 8, 8)))['params']
+  return model, x, y, variables, disc, disc_params
+
+
+def test_vmapped_ensemble_equals_a_python_loop(setup):
+  model, x, y, variables, _, _ = setup
+  logits = methods.ensemble_logits(model.apply, variables, x)
+  loop = [model.apply(jax.tree.map(lambda v, i=i: v[i], variables), x) for i in range(M)]
+  np.testing.assert_allclose(logits, np.stack(loop), rtol=1e-5, atol=1e-6)
+  ce = methods.ensemble_ce(logits, y)
+  ref_ce = sum(-special.log_softmax(np.asarray(l, np.float64), axis=-1)[np.arange(4), y].mean()
+               for l in loop)
+  assert float(ce) == pytest.approx(ref_ce, rel=1e-5)
+  pred = methods.ensemble_prediction(logits)
+  ref_pred = np.mean([special.log_softmax(np.asarray(l, np.float64), axis=-1) for l in loop], 0)
+  np.testing.assert_allclose(pred, ref_pred, rtol=1e-5, atol=1e-6)
+
+
+def _member_grads(setup, **kwargs):
+  model, x, y, variables, disc, disc_params = setup
+  loss = lambda v: methods.mimic_member_loss(  # pylint: disable=unnecessary-lambda-assignment
+      model.apply, v, disc.apply, disc_params, x, y, jax.random.key(2),
+      explainer='input_gradients', post={'sign': 'abs', 'normalize': 'minmax', 'pool': 2},
+      **kwargs)[0]
+  return jax.grad(loss)(variables)
+
+
+def test_explanation_gradient_reaches_the_sub_models(setup):
+  g0 = _member_grads(setup, beta=0.0)
+  g1 = _member_grads(setup, beta=1.0)
+  stop = _member_grads(setup, beta=1.0, explanation_gradient='stop')
+  diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g0),
+                                                            jax.tree.leaves(g1)))
+  assert diff > 1e-4  # beta > 0 changes the sub-models' gradients (double backprop)
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(stop)):
+    np.testing.assert_array_equal(a, b)  # 'stop' is exactly the released code's beta = 0
+  conf = _member_grads(setup, beta=1.0, objective='confusion')
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(conf)))
+
+
+def test_discriminator_labels_are_model_major(setup):
+  _, _, _, _, disc, disc_params = setup
+  maps = jnp.asarray(np.random.default_rng(1).random((M, 4, 8, 8)), jnp.float32)
+  logits = np.asarray(disc.apply({'params': disc_params}, maps.reshape(M * 4, 8, 8)), np.float64)
+  labels = np.repeat(np.arange(M), 4)
+  ref = -special.log_softmax(logits, axis=-1)[np.arange(M * 4), labels].mean()
+  assert float(methods.discriminator_ce(disc.apply, disc_params, maps)) == pytest.approx(
+      ref, rel=1e-5)
+
+
+def test_kld_loss_matches_the_mit_formula_in_float64():
+  rng = np.random.default_rng(2)
+  s = rng.random((3, 6, 6))
+  g = rng.random((3, 6, 6)) * (rng.random((3, 6, 6)) > 0.5)
+  eps = np.finfo(np.float64).eps
+  ref = []
+  for si, gi in zip(s, g):
+    p, q = si / si.sum(), gi / gi.sum()
+    ref.append(np.sum(q * np.log(eps + q / (p + eps))))
+  with jax.enable_x64(True):
+    got = methods.kld_loss(jnp.asarray(s), jnp.asarray(g))
+  assert float(got) == pytest.approx(np.mean(ref), rel=1e-12)
+  assert float(methods.kld_loss(jnp.asarray(g + 0.0), jnp.asarray(g))) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize('penalty', ['kld', 'rrr'])
+def test_gaze_loss_is_finite_and_differentiable(setup, penalty):
+  model, x, y, variables, _, _ = setup
+  single = jax.tree.map(lambda v: v[0], variables)
+  gaze = jnp.asarray(np.random.default_rng(3).random((4, 8, 8)), jnp.float32)
+  gaze = gaze / gaze.sum(axis=(1, 2), keepdims=True)
+  (loss, aux), grads = jax.value_and_grad(
+      lambda v: methods.gaze_loss(model.apply, v, x, y, gaze, weight=0.5, penalty=penalty),
+      has_aux=True)(single)
+  assert np.isfinite(float(loss)) and float(loss) == pytest.approx(
+      float(aux['ce'] + 0.5 * aux['penalty']), rel=1e-6)
+  zero = jax.grad(lambda v: methods.gaze_loss(model.apply, v, x, y, gaze, weight=0.0,
+                                              penalty=penalty)[0])(single)
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(zero)))
