@@ -85,23 +85,28 @@ def discriminator_ce(disc_apply: Callable, disc_params: dict, maps: jax.Array) -
   return cross_entropy(logits, jnp.repeat(jnp.arange(m), b))
 
 
-def mimic_member_loss(apply_fn, variables, disc_apply, disc_params, x, y, rng, *,
-                      beta: float = 1.0, objective: str = 'neg_ce',
-                      explanation_gradient: str = 'through', explainer: str = 'gradient_shap',
-                      explainer_kwargs: dict | None = None, post: dict | None = None):
+def mimic_member_loss(member_logits: jax.Array, maps: jax.Array, y: jax.Array,
+                      disc_apply: Callable, disc_params: dict, *, beta: float = 1.0,
+                      objective: str = 'neg_ce', explanation_gradient: str = 'through'):
   """Sub-models' loss of the explanation ensemble: ``sum_m CE_m + beta * adversarial``.
 
-  ``objective='neg_ce'`` (the paper): adversarial = ``-CE_D``; ``'confusion'``: CE of the
-  discriminator's prediction against the uniform distribution over sub-models.
-  ``explanation_gradient='stop'`` cuts the gradient at the explanation, as the released
-  PyTorch code did (captum builds no graph), which leaves exactly the ``beta = 0`` gradient.
+  Args:
+    member_logits: ``(M, B, K)`` logits of the sub-models (train mode in training).
+    maps: ``(M, B, h, w)`` their explanations from :func:`member_explanations`, still
+      differentiable with respect to the sub-models' parameters.
+    y: ``(B,)`` labels.
+    disc_apply, disc_params: the discriminator (held fixed here).
+    beta: weight of the adversarial term.
+    objective: ``'neg_ce'`` (the paper): adversarial = ``-CE_D``; ``'confusion'``: CE of the
+      discriminator's prediction against the uniform distribution over sub-models.
+    explanation_gradient: ``'through'`` (double backprop) or ``'stop'``, which cuts the
+      gradient at the explanation as the released PyTorch code did (captum builds no graph)
+      and so leaves exactly the ``beta = 0`` gradient.
 
-  Returns ``(loss, aux)`` with ``aux = {'ce', 'disc_ce', 'maps'}``.
+  Returns:
+    ``(loss, aux)`` with ``aux = {'ce', 'disc_ce'}``.
   """
-  member_logits = jax.vmap(lambda v: apply_fn(v, x, train=False))(variables)
   ce = ensemble_ce(member_logits, y)
-  maps = member_explanations(apply_fn, variables, x, y, rng, explainer=explainer,
-                             explainer_kwargs=explainer_kwargs, post=post)
   if explanation_gradient == 'stop':
     maps = jax.lax.stop_gradient(maps)
   elif explanation_gradient != 'through':
@@ -115,7 +120,7 @@ def mimic_member_loss(apply_fn, variables, disc_apply, disc_params, x, y, rng, *
     adversarial = optax.softmax_cross_entropy(logits, jnp.full_like(logits, 1.0 / m)).mean()
   else:
     raise ValueError(f'objective={objective!r}; use "neg_ce" or "confusion"')
-  return ce + beta * adversarial, {'ce': ce, 'disc_ce': d_ce, 'maps': maps}
+  return ce + beta * adversarial, {'ce': ce, 'disc_ce': d_ce}
 
 
 def kld_loss(saliency: jax.Array, gaze: jax.Array) -> jax.Array:
@@ -126,26 +131,24 @@ def kld_loss(saliency: jax.Array, gaze: jax.Array) -> jax.Array:
   return jnp.mean(jnp.sum(g * jnp.log(KLD_EPS + g / (s + KLD_EPS)), axis=(1, 2)))
 
 
-def gaze_loss(apply_fn, variables, x, y, gaze, *, weight: float = 1.0, penalty: str = 'kld'):
-  """``CE + weight * penalty`` for one model (use ``jax.vmap`` for ensembles).
+def gaze_penalty(apply_fn: Callable, variables: dict, x, y, gaze, *,
+                 penalty: str = 'kld') -> jax.Array:
+  """Gaze-alignment penalty of one model (``jax.vmap`` it over an ensemble), eval mode.
 
-  ``penalty='kld'``: KLD(gaze || |input gradient| summed over channels, resized to the gaze
-  grid by average pooling). ``'rrr'``: right-for-the-right-reasons, the squared input gradient
-  of the summed log-probabilities outside the gaze (mask ``1 - gaze / max(gaze)``).
+  ``penalty='kld'``: MIT KLD(gaze || |input gradient of the true-class logit| summed over
+  channels and average-pooled to the gaze grid). ``'rrr'``: right for the right reasons (Ross
+  et al. 2017), the squared input gradient of the summed log-probabilities weighted by
+  ``1 - gaze / max(gaze)`` (the regions the radiologist did not look at), summed over pixels.
+  Both are differentiable with respect to the parameters (double backprop).
   """
-  logits = apply_fn(variables, x, train=False)
-  ce = cross_entropy(logits, y)
+  logit_fn = lambda z: apply_fn(variables, z, train=False)  # pylint: disable=unnecessary-lambda-assignment
   if penalty == 'kld':
-    _, g = explain.input_gradients(lambda z: apply_fn(variables, z, train=False), x, y)
-    pool = x.shape[1] // gaze.shape[1]
-    sal = explain.postprocess(g, sign='abs', normalize='none', pool=pool)
-    term = kld_loss(sal, gaze)
-  elif penalty == 'rrr':
-    logp = lambda z: jax.nn.log_softmax(apply_fn(variables, z, train=False)).sum()  # pylint: disable=unnecessary-lambda-assignment
-    g = jax.grad(logp)(x).sum(axis=-1)
+    _, g = explain.input_gradients(logit_fn, x, y)
+    sal = explain.postprocess(g, sign='abs', normalize='none', pool=x.shape[1] // gaze.shape[1])
+    return kld_loss(sal, gaze)
+  if penalty == 'rrr':
+    g = jax.grad(lambda z: jax.nn.log_softmax(logit_fn(z)).sum())(x).sum(axis=-1)
     gz = jax.image.resize(gaze, (gaze.shape[0], *x.shape[1:3]), 'linear')
     mask = 1.0 - gz / jnp.maximum(gz.max(axis=(1, 2), keepdims=True), KLD_EPS)
-    term = jnp.mean(jnp.sum((mask * g) ** 2, axis=(1, 2)))
-  else:
-    raise ValueError(f'penalty={penalty!r}; use "kld" or "rrr"')
-  return ce + weight * term, {'ce': ce, 'penalty': term}
+    return jnp.mean(jnp.sum((mask * g) ** 2, axis=(1, 2)))
+  raise ValueError(f'penalty={penalty!r}; use "kld" or "rrr"')

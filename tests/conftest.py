@@ -4,7 +4,15 @@ import os
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 
+import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
+
+# Tests check numbers, not speed: compile fast (as flax's examples do), and share compiled
+# steps between the runs of a session through the persistent cache.
+jax.config.update('jax_disable_most_optimizations', True)
+jax.config.update('jax_compilation_cache_dir',
+                  os.path.join(os.environ.get('TMPDIR', '/tmp'), 'mimic_jax_test_xla_cache'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 # grain's multiprocessing reads absl flags; pytest never parses them (google/grain#1355).
@@ -25,3 +33,16 @@ def synthetic_tree(tmp_path_factory):
   specs = generate.write_tree(out, num_images=40, seed=3, scale=FIXTURE_SCALE,
                               shortcut={'train': 1.0, 'test': 0.0}, num_workers=0)
   return out, specs
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset(tmp_path_factory):
+  """``configs/test.py``'s dataset built once: returns (data_dir, manual_dir)."""
+  from configs import test as test_config  # pylint: disable=g-import-not-at-top
+  from mimic_jax import synthetic_data  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('tiny')
+  config = test_config.get_config()
+  config.data.data_dir = str(root / 'tfds')
+  config.data.manual_dir = str(root / 'manual')
+  synthetic_data.ensure_dataset(config.data)
+  return config.data.data_dir, config.data.manual_dir

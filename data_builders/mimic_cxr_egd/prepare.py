@@ -7,6 +7,13 @@ import tensorflow_datasets as tfds
 from data_builders.mimic_cxr_egd import mimic_cxr_egd_dataset_builder as egd_builder
 
 
+def config_name(config: str, gaze_sigma: float | None = None,
+                skip_invalid_rows: bool = False) -> str:
+  """Name of a named config, or of one derived from it by a sigma or skip override."""
+  return (config + (f'_sigma{gaze_sigma:g}' if gaze_sigma is not None else '') +
+          ('_skip' if skip_invalid_rows else ''))
+
+
 def make_builder(manual_dir, data_dir, config='224', gaze_sigma=None, skip_invalid_rows=False,
                  num_workers=None) -> egd_builder.MimicCxrEgd:
   """The builder for a named config, or a derived one for a sigma / skip override."""
@@ -16,8 +23,7 @@ def make_builder(manual_dir, data_dir, config='224', gaze_sigma=None, skip_inval
   cfg = base[config]
   if gaze_sigma is not None or skip_invalid_rows:
     sigma = cfg.gaze_sigma if gaze_sigma is None else gaze_sigma
-    name = config + (f'_sigma{sigma:g}' if gaze_sigma is not None else '') + (
-        '_skip' if skip_invalid_rows else '')
+    name = config_name(config, gaze_sigma, skip_invalid_rows)
     cfg = egd_builder.EgdConfig(name=name, description=f'{cfg.description} (derived)',
                                   image_size=cfg.image_size, gaze_sigma=sigma,
                                   skip_invalid_rows=skip_invalid_rows)

@@ -1,21 +1,33 @@
-"""Model zoo: ``create_model(config.model)``."""
+"""Model zoo: ``create_model(config.model)``.
+
+All models take ``(B, H, W, C)`` float32 input and return ``(B, num_classes)`` logits; call
+with ``train=True`` (and ``mutable=['batch_stats']``) to use and update batch statistics, and
+``train=False`` to use running averages. Explanations are always computed with ``train=False``
+so that one example's map never depends on the other members of its batch (train-mode
+BatchNorm statistics would couple them); ``norm='group'`` (ResNets only) removes batch
+statistics altogether. Each model exposes its last feature map as ``features`` for Grad-CAM.
+"""
 
 import ml_collections
 
+from mimic_jax.models import densenet
+from mimic_jax.models import efficientnet
 from mimic_jax.models import resnet
 
 ARCHITECTURES = {
     'resnet18': resnet.ResNet18,
     'tiny_resnet': resnet.TinyResNet,
+    'densenet121': densenet.DenseNet121,
+    'efficientnet_b0': efficientnet.EfficientNetB0,
 }
 
 
 def create_model(model: ml_collections.ConfigDict):
-  """Instantiates ``model.arch`` with ``num_classes`` and ``norm`` from the config."""
+  """Instantiates ``model.arch`` with ``num_classes``, ``norm`` and (ResNets) ``width``."""
   if model.arch not in ARCHITECTURES:
     raise ValueError(f'config.model.arch={model.arch!r} is unknown; choose one of '
                      f'{sorted(ARCHITECTURES)}')
   kwargs = {'num_classes': model.num_classes, 'norm': model.norm}
-  if model.get('width'):
+  if model.get('width') and 'resnet' in model.arch:
     kwargs['width'] = model.width
   return ARCHITECTURES[model.arch](**kwargs)

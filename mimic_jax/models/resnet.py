@@ -3,7 +3,8 @@
 Input ``x``: float32 ``(B, H, W, C)`` (C = 1, or 3 for ImageNet-style input). Output: logits
 ``(B, num_classes)``. Every stage output passes through ``self.perturb('stage{i}', ...)`` and
 ``self.sow('intermediates', 'stage{i}', ...)`` so that explainers can take gradients with
-respect to, and read, any stage's feature map (Grad-CAM).
+respect to, and read, any stage's feature map (Grad-CAM); the last one is also ``features``,
+the name every model in the zoo gives its final feature map.
 
 Normalisation: ``norm='batch'`` (BatchNorm; in ``train=False`` mode it uses running averages,
 so each example's output depends on that example alone) or ``norm='group'`` (GroupNorm,
@@ -68,6 +69,8 @@ class ResNet(nn.Module):
         x = BasicBlock(self.width * 2**i, strides, self.norm)(x, train)
       x = self.perturb(f'stage{i + 1}', x)
       self.sow('intermediates', f'stage{i + 1}', x)
+    x = self.perturb('features', x)  # the last stage again, under the common name
+    self.sow('intermediates', 'features', x)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, name='head')(x)
 

@@ -1,0 +1,22 @@
+"""Tiny config for tests: a few steps of a tiny ResNet at 32 px."""
+
+from configs import mimic
+
+
+def get_config(variant: str | None = None):
+  """``variant`` is a method variant of ``configs/mimic.py`` (default ``mimic``)."""
+  c = mimic.get_config(f'{variant or "mimic"},synthetic')
+  c.data.data_dir = 'data/test/tfds'
+  c.data.manual_dir = 'data/test/physionet'
+  c.data.synthetic.num_images = 40
+  c.data.synthetic.scale = 0.36
+  c.model.width = 8
+  c.batch_size = 8
+  c.num_train_steps = 4
+  c.checkpoint_every_steps = 2
+  c.log_every_steps = 1
+  c.mimic.disc_hidden = 8
+  c.mimic.post.pool = 8
+  c.data.threads = 1
+  c.data.prefetch = 2
+  return c

@@ -1,0 +1,65 @@
+"""Validates a config before any work, naming the offending key."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from mimic_jax import explain
+from mimic_jax import models
+
+CHOICES = {
+    'method': ('single', 'ensemble', 'mimic', 'gaze'),
+    'model.norm': ('batch', 'group'),
+    'model.input_channels': (1, 3),
+    'mimic.objective': ('neg_ce', 'confusion'),
+    'mimic.alternation': ('epoch', 'step'),
+    'mimic.explanation_gradient': ('through', 'stop'),
+    'mimic.explainer': tuple(explain.ATTRIBUTION_EXPLAINERS),
+    'mimic.post.sign': ('abs', 'relu', 'none'),
+    'mimic.post.normalize': ('minmax', 'sum', 'none'),
+    'mimic.post.channels': ('sum', 'mean', 'max'),
+    'gaze.penalty': ('kld', 'rrr'),
+    'data.builder_config': ('224', '128', '64'),
+}
+
+
+def _get(config, dotted):
+  for k in dotted.split('.'):
+    config = config[k]
+  return config
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Raises ``ValueError`` naming the first bad key, with the allowed values."""
+  for key, allowed in CHOICES.items():
+    value = _get(config, key)
+    if value not in allowed:
+      raise ValueError(f'config.{key}={value!r} is invalid; choose one of {list(allowed)}')
+  if config.model.arch not in models.ARCHITECTURES:
+    raise ValueError(f'config.model.arch={config.model.arch!r} is invalid; choose one of '
+                     f'{sorted(models.ARCHITECTURES)}')
+  if config.model.norm == 'group' and 'resnet' not in config.model.arch:
+    raise ValueError(f'config.model.norm="group" needs a ResNet; config.model.arch is '
+                     f'{config.model.arch!r}')
+  if config.method in ('ensemble', 'mimic') and config.ensemble.num_models < 2:
+    raise ValueError(f'config.ensemble.num_models={config.ensemble.num_models} must be >= 2 '
+                     f'for method {config.method!r}')
+  if config.gaze.num_models < 1:
+    raise ValueError(f'config.gaze.num_models={config.gaze.num_models} must be >= 1')
+  n = jax.device_count() if num_devices is None else num_devices
+  if config.batch_size <= 0 or config.batch_size % n:
+    raise ValueError(f'config.batch_size={config.batch_size} must be a positive multiple of '
+                     f'the device count {n}')
+  for key in ('learning_rate', 'mimic.disc_learning_rate'):
+    if not _get(config, key) > 0:
+      raise ValueError(f'config.{key}={_get(config, key)} must be > 0')
+  if config.mimic.period < 2:
+    raise ValueError(f'config.mimic.period={config.mimic.period} must be >= 2')
+  if config.mimic.post.pool < 1:
+    raise ValueError(f'config.mimic.post.pool={config.mimic.post.pool} must be >= 1')
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise ValueError('config.num_epochs or config.num_train_steps must be > 0')
+  for key in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    if _get(config, key) < 1:
+      raise ValueError(f'config.{key}={_get(config, key)} must be >= 1')

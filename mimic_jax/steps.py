@@ -1,0 +1,171 @@
+"""Train state and the pure, jit-compiled step functions (one per phase).
+
+Every method is an ensemble of M stacked sub-models (``single`` and ``gaze`` on one model use
+M = 1), so one code path serves all: parameters and BatchNorm statistics carry a leading axis
+M and run under ``jax.vmap``; Adam is elementwise, so one optimiser on the stacked tree is M
+independent optimisers. The forward pass that gives the cross-entropy runs in train mode
+(batch statistics, updated); explanations run in eval mode with the running averages, so each
+example's map depends on that example alone.
+
+Steps are written for one device, global batch semantics; ``train.py`` jits them over a mesh.
+(No ``from __future__ import annotations`` here: clu reads the metric annotations.)
+"""
+
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from clu import metrics as clu_metrics
+from flax.training import train_state
+
+from mimic_jax import explain
+from mimic_jax import methods
+
+
+class TrainState(train_state.TrainState):
+  """Stacked sub-models, their BatchNorm statistics, the discriminator (``mimic`` only) and
+  the step's random key (raw uint32 ``[2]``, checkpointable)."""
+  batch_stats: Any
+  rng: jax.Array
+  disc: train_state.TrainState | None = None
+
+
+@flax.struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+  loss: clu_metrics.Average.from_output('loss')
+  ce: clu_metrics.Average.from_output('ce')
+  accuracy: clu_metrics.Average.from_output('accuracy')
+  penalty: clu_metrics.Average.from_output('penalty')
+  disc_ce: clu_metrics.Average.from_output('disc_ce')
+
+
+def num_members(config: ml_collections.ConfigDict) -> int:
+  """M: 1 for ``single``, ``ensemble.num_models`` for ``ensemble``/``mimic``,
+  ``gaze.num_models`` for ``gaze``."""
+  return {'single': 1, 'ensemble': config.ensemble.num_models,
+          'mimic': config.ensemble.num_models, 'gaze': config.gaze.num_models}[config.method]
+
+
+def _optimizer(lr: float) -> optax.GradientTransformation:
+  return optax.adam(lr)
+
+
+def create_state(config: ml_collections.ConfigDict, model, image_shape, rng) -> TrainState:
+  """Initialises M sub-models (independent keys) and, for ``mimic``, the discriminator."""
+  init_rng, disc_rng, step_rng = jax.random.split(rng, 3)
+  x = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = methods.init_ensemble(model, init_rng, x, num_members(config))
+  disc = None
+  if config.method == 'mimic':
+    d = methods.Discriminator(num_models=num_members(config), hidden=config.mimic.disc_hidden)
+    pool = config.mimic.post.pool
+    side = image_shape[0] // pool
+    dparams = d.init(disc_rng, jnp.zeros((1, side, side)))['params']
+    disc = train_state.TrainState.create(apply_fn=d.apply, params=dparams,
+                                         tx=_optimizer(config.mimic.disc_learning_rate))
+  return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                           tx=_optimizer(config.learning_rate),
+                           batch_stats=variables.get('batch_stats', {}), disc=disc,
+                           rng=jax.random.key_data(step_rng))
+
+
+def _eval_variables(params, batch_stats):
+  return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
+
+
+def _train_forward(state: TrainState, params, x):
+  """``(M, B, K)`` train-mode logits and the updated batch statistics."""
+  if not state.batch_stats:
+    return jax.vmap(lambda p: state.apply_fn({'params': p}, x, train=True))(params), {}
+
+  def one(p, bs):
+    logits, upd = state.apply_fn({'params': p, 'batch_stats': bs}, x, train=True,
+                                 mutable=['batch_stats'])
+    return logits, upd['batch_stats']
+
+  return jax.vmap(one)(params, state.batch_stats)
+
+
+def _maps(config, state: TrainState, params, x, y, rng):
+  mc = config.mimic
+  return methods.member_explanations(
+      state.apply_fn, _eval_variables(params, state.batch_stats), x, y, rng,
+      explainer=mc.explainer, explainer_kwargs=mc.explainer_kwargs.to_dict(),
+      post=mc.post.to_dict())
+
+
+def _accuracy(member_logits, y):
+  return jnp.mean(jnp.argmax(methods.ensemble_prediction(member_logits), -1) == y)
+
+
+def member_step(config: ml_collections.ConfigDict, state: TrainState, batch: dict,
+                adversarial: bool = True):
+  """One update of the sub-models.
+
+  ``single``/``ensemble``: sum of CEs. ``gaze``: plus ``gaze.weight`` times the sum over
+  sub-models of the gaze penalty. ``mimic``: plus ``beta`` times the adversarial term when
+  ``adversarial`` (else CE only: the discriminator phase of the alternation).
+
+  Returns ``(new_state, TrainMetrics)``.
+  """
+  x, y = batch['image'], batch['label']
+  rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+
+  def loss_fn(params):
+    logits, new_bs = _train_forward(state, params, x)
+    ce = methods.ensemble_ce(logits, y)
+    aux = {'ce': ce, 'penalty': jnp.zeros(()), 'disc_ce': jnp.zeros(()),
+           'accuracy': _accuracy(logits, y)}
+    loss = ce
+    if config.method == 'gaze':
+      pen = jax.vmap(lambda v: methods.gaze_penalty(
+          state.apply_fn, v, x, y, batch['gaze'], penalty=config.gaze.penalty))(
+              _eval_variables(params, state.batch_stats))
+      aux['penalty'] = pen.sum()
+      loss = ce + config.gaze.weight * aux['penalty']
+    elif config.method == 'mimic' and adversarial:
+      maps = _maps(config, state, params, x, y, step_rng)
+      loss, mimic_aux = methods.mimic_member_loss(
+          logits, maps, y, state.disc.apply_fn, state.disc.params, beta=config.mimic.beta,
+          objective=config.mimic.objective,
+          explanation_gradient=config.mimic.explanation_gradient)
+      aux['disc_ce'] = mimic_aux['disc_ce']
+    aux['loss'] = loss
+    return loss, (aux, new_bs)
+
+  (_, (aux, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, batch_stats=new_bs,
+                                    rng=jax.random.key_data(rng))
+  return new_state, TrainMetrics.single_from_model_output(**aux)
+
+
+def disc_step(config: ml_collections.ConfigDict, state: TrainState, batch: dict):
+  """The discriminator phase of ``mimic``: sub-models take a CE step and the discriminator a
+  step on their (detached) explanations."""
+  x, y = batch['image'], batch['label']
+  maps = jax.lax.stop_gradient(
+      _maps(config, state, state.params, x, y, jax.random.fold_in(
+          jax.random.wrap_key_data(state.rng), 1)))
+  d_ce, d_grads = jax.value_and_grad(
+      lambda p: methods.discriminator_ce(state.disc.apply_fn, p, maps))(state.disc.params)
+  state = state.replace(disc=state.disc.apply_gradients(grads=d_grads))
+  state, m = member_step(config, state, batch, adversarial=False)
+  return state, m.replace(disc_ce=clu_metrics.Average.from_model_output(d_ce))
+
+
+def predict(state: TrainState, x):
+  """``(B, K)`` ensemble log-probabilities (mean of the sub-models' log-softmax), eval mode."""
+  logits = methods.ensemble_logits(state.apply_fn,
+                                   _eval_variables(state.params, state.batch_stats), x)
+  return methods.ensemble_prediction(logits)
+
+
+def gradcam_maps(state: TrainState, x, y, layer: str = 'features'):
+  """``(M, B, h, w)`` Grad-CAM of every sub-model for the classes ``y``."""
+  variables = _eval_variables(state.params, state.batch_stats)
+  return jax.vmap(lambda v: explain.grad_cam(state.apply_fn, v, x, y, layer=layer)[1])(
+      variables)

@@ -1,0 +1,188 @@
+"""The training loop: mesh and shardings, input pipeline, jit steps, checkpoints, logs.
+
+``train_and_evaluate(config, workdir)`` trains until ``num_train_steps`` (or ``num_epochs``),
+resuming from the latest checkpoint in ``workdir/checkpoints`` if there is one (parameters,
+optimiser, BatchNorm statistics, the random key and, since batches are indexed by step, the
+data position).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from mimic_jax import config_check
+from mimic_jax import input_pipeline
+from mimic_jax import metric_writer
+from mimic_jax import models
+from mimic_jax import steps
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or infinite loss; nothing after the last good step was saved."""
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D data-parallel mesh over ``devices`` (default: all).
+
+  Auto axes: the steps are written for one device and XLA partitions them from the input
+  shardings (explicit-sharding mode rejects the reshapes that vmapped convolutions make).
+  """
+  devices = jax.devices() if devices is None else devices
+  return jax.make_mesh((len(devices),), ('data',), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def is_discriminator_phase(config, step: int, steps_per_epoch: int) -> bool:
+  """``mimic`` alternation: epoch (or step) index % period == 0 trains the discriminator."""
+  index = step // steps_per_epoch if config.mimic.alternation == 'epoch' else step
+  return index % config.mimic.period == 0
+
+
+def _fmt_time(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+def _to_global(batch: dict, sharding) -> dict:
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def evaluate(state, config, source, data_sharding, predict_fn) -> dict[str, float]:
+  """Accuracy and CE of the ensemble prediction over a whole split."""
+  correct = total = nll = 0.0
+  for batch in input_pipeline.eval_batches(source, global_batch=config.batch_size,
+                                           input_channels=config.model.input_channels):
+    g = _to_global({'image': batch['image']}, data_sharding)
+    logp = np.asarray(jax.device_get(predict_fn(state, g['image'])))
+    mask = batch['mask']
+    y = batch['label']
+    correct += float(np.sum((logp.argmax(-1) == y) & mask))
+    nll -= float(np.sum(logp[np.arange(len(y)), y] * mask))
+    total += float(mask.sum())
+  return {'accuracy': correct / total, 'ce': nll / total}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None,
+                       stop_after: int | None = None) -> steps.TrainState:
+  """Trains ``config`` in ``workdir``; returns the final state.
+
+  Args:
+    config: see ``configs/mimic.py``.
+    workdir: run directory (local or ``gs://``): checkpoints, logs, config.
+    devices: devices of the data-parallel mesh (default: all).
+    stop_after: stop (with a checkpoint) after this global step, as if interrupted.
+  """
+  mesh = make_mesh(devices)
+  config_check.validate(config, num_devices=mesh.size)
+  workdir = epath.Path(workdir)
+  writer = metric_writer.MetricWriter(workdir)
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
+
+  data_sharding = NamedSharding(mesh, P('data'))
+  repl = NamedSharding(mesh, P())
+  train_source = input_pipeline.data_source(config.data, 'train')
+  train_ds, info = input_pipeline.train_dataset(
+      train_source, global_batch=config.batch_size,
+      input_channels=config.model.input_channels, seed=config.seed)
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else config.num_epochs * info.steps_per_epoch)
+  image_shape = train_ds[0]['image'].shape[1:]
+
+  model = models.create_model(config.model)
+  init = jax.jit(functools.partial(steps.create_state, config, model, image_shape),
+                 out_shardings=repl)
+  state = init(jax.random.PRNGKey(config.seed))
+  ckpt = ocp.CheckpointManager(
+      workdir / 'checkpoints',
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+  start = 0
+  if ckpt.latest_step() is not None:
+    start = ckpt.latest_step()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    state = ckpt.restore(start, args=ocp.args.StandardRestore(abstract))
+    writer.log(f'Resumed from checkpoint step {start} in {workdir / "checkpoints"}')
+
+  member = jax.jit(functools.partial(steps.member_step, config), donate_argnums=(0,),
+                   out_shardings=(repl, repl))
+  disc = jax.jit(functools.partial(steps.disc_step, config), donate_argnums=(0,),
+                 out_shardings=(repl, repl))
+  predict_fn = jax.jit(steps.predict)
+  val_source = input_pipeline.data_source(config.data, 'validation')
+
+  def save(step):
+    ckpt.save(step, args=ocp.args.StandardSave(state))
+
+  writer.log(f'Training {config.method} ({steps.num_members(config)} x {config.model.arch}) '
+             f'for {total_steps} steps, {info.steps_per_epoch} per epoch, global batch '
+             f'{config.batch_size} on {mesh.size} device(s); workdir {workdir}')
+  it = input_pipeline.iterate_from(train_ds, start, threads=config.data.threads,
+                                   prefetch=config.data.prefetch)
+  acc = None
+  t0, done_at_t0 = time.time(), start
+  end = total_steps if stop_after is None else min(total_steps, stop_after)
+  step = start
+  with jax.set_mesh(mesh):
+    while step < end:
+      batch = _to_global(next(it), data_sharding)
+      use_disc = config.method == 'mimic' and is_discriminator_phase(
+          config, step, info.steps_per_epoch)
+      state, m = (disc if use_disc else member)(state, batch)
+      acc = m if acc is None else acc.merge(m)
+      step += 1
+      last = step == end
+      if step % config.log_every_steps == 0 or step % config.checkpoint_every_steps == 0 or last:
+        scalars = {k: float(v) for k, v in acc.compute().items()}
+        acc = None
+        if not all(np.isfinite(list(scalars.values()))):
+          ckpt.wait_until_finished()
+          raise NonFiniteLossError(
+              f'non-finite training metrics at step {step}: {scalars}; stopped without '
+              f'checkpointing this state (last checkpoint: step {ckpt.latest_step()}). Lower '
+              'config.learning_rate or check the inputs.')
+        writer.write_scalars(step, scalars, prefix='train/')
+        rate = (step - done_at_t0) * config.batch_size / max(time.time() - t0, 1e-9)
+        eta = (total_steps - step) * config.batch_size / max(rate, 1e-9)
+        writer.log(f'step {step}/{total_steps} epoch {step / info.steps_per_epoch:.2f} | '
+                   + ' '.join(f'{k} {v:.4f}' for k, v in scalars.items())
+                   + f' | {rate:.1f} ex/s | ETA {_fmt_time(eta)}')
+      if step % info.steps_per_epoch == 0 and (
+          step // info.steps_per_epoch) % config.eval_every_epochs == 0 or last:
+        val = evaluate(state, config, val_source, data_sharding, predict_fn)
+        writer.write_scalars(step, val, prefix='validation/')
+        writer.log(f'validation at step {step}: ' +
+                   ' '.join(f'{k} {v:.4f}' for k, v in val.items()))
+      if step % config.checkpoint_every_steps == 0 or last:
+        save(step)
+  ckpt.wait_until_finished()
+  ckpt.close()
+  writer.close()
+  return state
+
+
+def load_state(config: ml_collections.ConfigDict, workdir: str, devices=None):
+  """The latest checkpointed state of a run (for evaluation), replicated on the mesh."""
+  mesh = make_mesh(devices)
+  source = input_pipeline.data_source(config.data, 'train')
+  image_shape = input_pipeline.preprocess(source[0], config.model.input_channels)['image'].shape
+  model = models.create_model(config.model)
+  state = jax.jit(functools.partial(steps.create_state, config, model, image_shape),
+                  out_shardings=NamedSharding(mesh, P()))(jax.random.PRNGKey(config.seed))
+  with ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints') as ckpt:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    return ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(abstract))

@@ -1,0 +1,46 @@
+"""Model shapes, parameter counts against torchvision's published ones, and exposed layers."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from mimic_jax import models
+
+
+def _count(tree):
+  return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(tree))
+
+
+# torchvision's documented totals with a 1000-class head on RGB input (resnet18 11,689,512;
+# densenet121 7,978,856; efficientnet_b0 5,288,548); ours have 3 classes, so swap the head.
+@pytest.mark.parametrize('arch,torchvision_total,features', [
+    ('resnet18', 11_689_512, 512), ('densenet121', 7_978_856, 1024),
+    ('efficientnet_b0', 5_288_548, 1280)])
+def test_parameter_counts_match_torchvision(arch, torchvision_total, features):
+  model = models.create_model(ml_collections.ConfigDict(
+      {'arch': arch, 'num_classes': 3, 'norm': 'batch', 'width': 64}))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+  expected = torchvision_total - (features * 1000 + 1000) + (features * 3 + 3)
+  assert _count(shapes['params']) == expected
+
+
+@pytest.mark.parametrize('arch', ['tiny_resnet', 'resnet18', 'densenet121', 'efficientnet_b0'])
+def test_forward_shapes_and_features_layer(arch):
+  model = models.create_model(ml_collections.ConfigDict(
+      {'arch': arch, 'num_classes': 3, 'norm': 'batch', 'width': None}))
+  x = jnp.ones((2, 64, 64, 1))
+  variables = model.init(jax.random.key(0), x)
+  logits, state = model.apply(variables, x, train=False, mutable=['intermediates'])
+  assert logits.shape == (2, 3)
+  feats = state['intermediates']['features'][0]
+  assert feats.ndim == 4 and feats.shape[0] == 2
+  _, upd = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  assert set(upd) == {'batch_stats'}
+
+
+def test_unknown_architecture_names_the_key():
+  with pytest.raises(ValueError, match=r"config.model.arch='vgg' is unknown"):
+    models.create_model(ml_collections.ConfigDict({'arch': 'vgg', 'num_classes': 3,
+                                                   'norm': 'batch'}))

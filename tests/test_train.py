@@ -1,0 +1,103 @@
+"""Training end to end: every method, 1 vs 8 devices, resume, non-finite loss, config checks."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import mimic as mimic_config
+from configs import test as test_config
+from mimic_jax import config_check
+from mimic_jax import train
+
+
+def _config(tiny_dataset, variant='mimic', **overrides):
+  c = test_config.get_config(variant)
+  c.data.data_dir, c.data.manual_dir = tiny_dataset
+  for k, v in overrides.items():
+    node = c
+    *path, leaf = k.split('.')
+    for p in path:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def _leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats,
+                                                  state.disc.params if state.disc else None))]
+
+
+@pytest.mark.parametrize('variant', ['baseline', 'ensemble', 'gaze'])
+def test_each_method_trains_and_writes_logs(tiny_dataset, tmp_path, variant):
+  config = _config(tiny_dataset, variant)
+  state = train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  assert int(state.step) == 4
+  assert (tmp_path / 'checkpoints' / '4').exists()
+  log = (tmp_path / 'log.txt').read_text()
+  assert 'step 4/4' in log and 'ex/s' in log and 'ETA' in log and 'validation at step 4' in log
+  assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  assert len(lines) == 5  # 4 train steps + 1 validation
+  if variant == 'gaze':
+    assert '"train/penalty": 0.0' not in lines[0]
+
+
+def test_one_and_eight_devices_give_the_same_parameters(tiny_dataset, tmp_path):
+  assert jax.device_count() == 8
+  config = _config(tiny_dataset, 'mimic')
+  one = train.train_and_evaluate(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
+  eight = train.train_and_evaluate(config, str(tmp_path / 'eight'), devices=jax.devices())
+  for a, b in zip(_leaves(one), _leaves(eight)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
+  config = _config(tiny_dataset, 'mimic', num_train_steps=6, checkpoint_every_steps=2,
+                   **{'mimic.alternation': 'step'})
+  full = train.train_and_evaluate(config, str(tmp_path / 'full'), devices=jax.devices()[:1])
+  train.train_and_evaluate(config, str(tmp_path / 'cut'), devices=jax.devices()[:1],
+                           stop_after=3)
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'cut'), devices=jax.devices()[:1])
+  assert 'Resumed from checkpoint step 3' in (tmp_path / 'cut' / 'log.txt').read_text()
+  for a, b in zip(_leaves(full), _leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(full.rng, resumed.rng)
+
+
+def test_non_finite_loss_stops_before_checkpointing(tiny_dataset, tmp_path):
+  config = _config(tiny_dataset, 'baseline', learning_rate=1e38, checkpoint_every_steps=1)
+  with pytest.raises(train.NonFiniteLossError, match='non-finite training metrics at step') as e:
+    train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  bad_step = int(str(e.value).split('at step ')[1].split(':')[0])
+  saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
+  assert saved and max(saved) == bad_step - 1
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('ensemble.num_models', 1, r'config.ensemble.num_models=1 must be >= 2'),
+    ('batch_size', 12, r'config.batch_size=12 must be a positive multiple of the device count 8'),
+    ('mimic.explainer', 'lime', r"config.mimic.explainer='lime' is invalid"),
+    ('method', 'gan', r"config.method='gan' is invalid"),
+    ('model.arch', 'vgg', r"config.model.arch='vgg' is invalid"),
+])
+def test_invalid_values_name_the_key(key, value, message):
+  c = mimic_config.get_config('synthetic')
+  node = c
+  *path, leaf = key.split('.')
+  for p in path:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=message):
+    config_check.validate(c, num_devices=8)
+
+
+def test_config_variants():
+  assert mimic_config.get_config().method == 'mimic'
+  assert mimic_config.get_config().model.arch == 'densenet121'
+  assert mimic_config.get_config('baseline').method == 'single'
+  assert mimic_config.get_config('gaze,synthetic').method == 'gaze'
+  assert mimic_config.get_config('synthetic').model.arch == 'tiny_resnet'
+  for v in ('mimic', 'baseline', 'ensemble', 'gaze', 'synthetic'):
+    config_check.validate(mimic_config.get_config(v), num_devices=1)
+  with pytest.raises(ValueError, match='unknown config variant'):
+    mimic_config.get_config('baseline,gaze')
