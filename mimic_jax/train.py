@@ -88,6 +88,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
   config_check.validate(config, num_devices=mesh.size)
   workdir = epath.Path(workdir)
   writer = metric_writer.MetricWriter(workdir)
+  try:
+    return _train(config, workdir, mesh, writer, stop_after)
+  finally:
+    writer.close()
+
+
+def _train(config, workdir, mesh, writer, stop_after) -> steps.TrainState:
+  """The body of :func:`train_and_evaluate`."""
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
@@ -169,7 +177,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
         save(step)
   ckpt.wait_until_finished()
   ckpt.close()
-  writer.close()
   return state
 
 

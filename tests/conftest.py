@@ -9,9 +9,13 @@ import pytest  # pylint: disable=g-import-not-at-top
 
 # Tests check numbers, not speed: compile fast (as flax's examples do), and share compiled
 # steps between the runs of a session through the persistent cache.
+# The environment variables reach the main.py subprocesses too.
+os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'true'
+os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(os.environ.get('TMPDIR', '/tmp'),
+                                                       'mimic_jax_test_xla_cache')
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
 jax.config.update('jax_disable_most_optimizations', True)
-jax.config.update('jax_compilation_cache_dir',
-                  os.path.join(os.environ.get('TMPDIR', '/tmp'), 'mimic_jax_test_xla_cache'))
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 from absl import flags  # pylint: disable=g-import-not-at-top
 

@@ -1,5 +1,7 @@
 """Model shapes, parameter counts against torchvision's published ones, and exposed layers."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,13 +32,15 @@ def test_parameter_counts_match_torchvision(arch, torchvision_total, features):
 def test_forward_shapes_and_features_layer(arch):
   model = models.create_model(ml_collections.ConfigDict(
       {'arch': arch, 'num_classes': 3, 'norm': 'batch', 'width': None}))
-  x = jnp.ones((2, 64, 64, 1))
-  variables = model.init(jax.random.key(0), x)
-  logits, state = model.apply(variables, x, train=False, mutable=['intermediates'])
+  x = jnp.ones((2, 32, 32, 1))
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  logits, state = jax.jit(functools.partial(model.apply, train=False,
+                                            mutable=['intermediates']))(variables, x)
   assert logits.shape == (2, 3)
   feats = state['intermediates']['features'][0]
   assert feats.ndim == 4 and feats.shape[0] == 2
-  _, upd = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  _, upd = jax.jit(functools.partial(model.apply, train=True,
+                                     mutable=['batch_stats']))(variables, x)
   assert set(upd) == {'batch_stats'}
 
 

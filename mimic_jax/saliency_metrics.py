@@ -1,0 +1,203 @@
+"""Saliency-map metrics of the MIT saliency benchmark (Bylinskii et al., TPAMI 2018).
+
+Float64 NumPy reference implementations following ``cvzoya/saliency/code_forMetrics`` (see
+``shared/specs/saliency-metrics.md``), one function per metric, plus batched ``jax.numpy``
+versions of KLD, NSS, CC and SIM for use inside ``jit``.
+
+Conventions:
+- ``saliency`` is the model map, ``gaze`` the continuous gaze density, ``fixation_map`` the
+  binary map of fixated pixels (a non-zero pixel counts once), ``baseline`` a baseline map.
+- A saliency map of another size is first resized to the gaze grid (bilinear, pixel-centre
+  aligned, edges clamped; MIT uses MATLAB's bicubic ``imresize``, which differs slightly).
+- ``EPS`` is float64 machine epsilon, MATLAB's ``eps``.
+- Degenerate input returns NaN as MIT does: a constant saliency map for NSS, CC, SIM, the AUCs
+  and IG (0/0 in the z-score or min-max step), a constant gaze map for CC and SIM; no (or, for
+  AUC-Borji and shuffled AUC, only one) fixated pixel for NSS, IG and the AUCs.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+EPS = np.finfo(np.float64).eps
+
+
+def resize_to(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+  """Bilinear resize of a 2-D map to ``shape`` (pixel centres aligned, edges clamped)."""
+  saliency = np.asarray(saliency, np.float64)
+  if saliency.shape == tuple(shape):
+    return saliency
+  zoom = (shape[0] / saliency.shape[0], shape[1] / saliency.shape[1])
+  return ndimage.zoom(saliency, zoom, order=1, mode='nearest', grid_mode=True)
+
+
+def _minmax(m: np.ndarray) -> np.ndarray:
+  lo, hi = m.min(), m.max()
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return (m - lo) / (hi - lo)  # NaN for a constant map, as MATLAB's 0/0
+
+
+def kld(saliency, gaze) -> float:
+  """KL(gaze || saliency) in nats: ``sum G log(eps + G / (S + eps))`` on sum-normalised maps
+  (an all-zero map is left as it is). Lower is better; 0 for identical maps."""
+  g = np.asarray(gaze, np.float64)
+  s = resize_to(saliency, g.shape)
+  if s.any():
+    s = s / s.sum()
+  if g.any():
+    g = g / g.sum()
+  return float(np.sum(g * np.log(EPS + g / (s + EPS))))
+
+
+def nss(saliency, fixation_map) -> float:
+  """Normalised scanpath saliency: mean over fixated pixels (each once) of the saliency map
+  z-scored with the N-1 standard deviation. 0 is chance; higher is better."""
+  f = np.asarray(fixation_map) != 0
+  s = resize_to(saliency, f.shape)
+  if not f.any() or s.max() == s.min():  # exact test: round-off makes std of a constant > 0
+    return float('nan')
+  return float(((s - s.mean()) / s.std(ddof=1))[f].mean())
+
+
+def cc(saliency, gaze) -> float:
+  """Pearson correlation of the two maps (NaN if either is constant)."""
+  g = np.asarray(gaze, np.float64)
+  s = resize_to(saliency, g.shape)
+  if s.max() == s.min() or g.max() == g.min():
+    return float('nan')
+  return float(np.mean((s - s.mean()) * (g - g.mean())) / (s.std() * g.std()))
+
+
+def sim(saliency, gaze) -> float:
+  """Similarity (histogram intersection) of the min-max-then-sum-normalised maps."""
+  g = np.asarray(gaze, np.float64)
+  s = resize_to(saliency, g.shape)
+  maps = []
+  for m in (s, g):
+    if m.any():
+      m = _minmax(m)
+      m = m / m.sum()
+    maps.append(m)
+  return float(np.sum(np.minimum(*maps)))
+
+
+def auc_judd(saliency, fixation_map) -> float:
+  """AUC-Judd without jitter: thresholds at the fixated pixels' values, negatives the
+  non-fixated pixels, trapezoid over (0, 0), ..., (1, 1)."""
+  f = np.asarray(fixation_map).ravel() != 0
+  s = _minmax(resize_to(saliency, np.shape(fixation_map))).ravel()
+  if not f.any() or np.isnan(s).any():
+    return float('nan')
+  sth = np.sort(s[f])[::-1]
+  n_fix, n_pix = sth.size, s.size
+  s_sorted = np.sort(s)
+  above = n_pix - np.searchsorted(s_sorted, sth, side='left')  # #{S >= t}
+  k = np.arange(1, n_fix + 1)
+  tp = np.concatenate([[0.0], k / n_fix, [1.0]])
+  fp = np.concatenate([[0.0], (above - k) / (n_pix - n_fix), [1.0]])
+  return float(np.trapezoid(tp, fp))
+
+
+def _grid(top: float, step: float) -> np.ndarray:
+  """MATLAB ``0:step:top`` (with its round-off tolerance), descending."""
+  n = int(np.floor(top / step + 1e-10))
+  return (np.arange(n + 1) * step)[::-1]
+
+
+def _sampled_auc(sth: np.ndarray, negatives_per_split, step: float) -> float:
+  scores = []
+  for neg in negatives_per_split:
+    th = _grid(max(sth.max(), neg.max()), step)
+    tp = np.concatenate([[0.0], (sth[None, :] >= th[:, None]).mean(1), [1.0]])
+    fp = np.concatenate([[0.0], (neg[None, :] >= th[:, None]).mean(1), [1.0]])
+    scores.append(np.trapezoid(tp, fp))
+  return float(np.mean(scores))
+
+
+def auc_borji(saliency, fixation_map, n_splits: int = 100, step: float = 0.1,
+              seed: int = 0) -> float:
+  """AUC-Borji: per split, as many negatives as fixations drawn uniformly with replacement
+  from all pixels; thresholds ``0:step:max``; mean over splits."""
+  f = np.asarray(fixation_map).ravel() != 0
+  s = _minmax(resize_to(saliency, np.shape(fixation_map))).ravel()
+  if f.sum() <= 1 or np.isnan(s).any():
+    return float('nan')
+  sth = s[f]
+  rng = np.random.default_rng(seed)
+  negs = (s[rng.integers(0, s.size, sth.size)] for _ in range(n_splits))
+  return _sampled_auc(sth, negs, step)
+
+
+def auc_shuffled(saliency, fixation_map, other_fixation_map, n_splits: int = 100,
+                 step: float = 0.1, seed: int = 0) -> float:
+  """Shuffled AUC: negatives are pixels fixated in ``other_fixation_map`` (e.g. the union of
+  other images' fixations), a random subset of ``min(n_fix, n_other)`` per split."""
+  f = np.asarray(fixation_map).ravel() != 0
+  other = np.asarray(other_fixation_map).ravel() != 0
+  s = _minmax(resize_to(saliency, np.shape(fixation_map))).ravel()
+  if f.sum() <= 1 or not other.any() or np.isnan(s).any():
+    return float('nan')
+  sth, s_other = s[f], s[other]
+  k = min(sth.size, s_other.size)
+  rng = np.random.default_rng(seed)
+  negs = (s_other[rng.permutation(s_other.size)[:k]] for _ in range(n_splits))
+  return _sampled_auc(sth, negs, step)
+
+
+def information_gain(saliency, fixation_map, baseline) -> float:
+  """Information gain over ``baseline`` in bits per fixated pixel: both maps min-max then
+  sum-normalised, ``mean log2(eps + S) - log2(eps + B)`` at the fixated pixels."""
+  f = np.asarray(fixation_map) != 0
+  s = _minmax(resize_to(saliency, f.shape))
+  b = _minmax(resize_to(baseline, f.shape))
+  if not f.any() or np.isnan(s).any() or np.isnan(b).any():
+    return float('nan')
+  s, b = s / s.sum(), b / b.sum()
+  return float(np.mean(np.log2(EPS + s[f]) - np.log2(EPS + b[f])))
+
+
+# ---- batched jax.numpy versions: (B, H, W) maps of equal size, float32 or float64 ----------
+
+
+def _sum_normalise(m):
+  total = m.sum(axis=(1, 2), keepdims=True)
+  return jnp.where(total != 0, m / jnp.where(total != 0, total, 1.0), m)
+
+
+def kld_batch(saliency, gaze):
+  """``(B,)`` KL(gaze || saliency), as :func:`kld`."""
+  eps = jnp.finfo(jnp.float64).eps
+  s, g = _sum_normalise(saliency), _sum_normalise(gaze)
+  return jnp.sum(g * jnp.log(eps + g / (s + eps)), axis=(1, 2))
+
+
+def nss_batch(saliency, fixation_map):
+  """``(B,)`` NSS, as :func:`nss` (N-1 std; NaN if constant or no fixation)."""
+  n = saliency.shape[1] * saliency.shape[2]
+  mean = saliency.mean(axis=(1, 2), keepdims=True)
+  std = jnp.sqrt(((saliency - mean) ** 2).sum(axis=(1, 2), keepdims=True) / (n - 1))
+  z = (saliency - mean) / std
+  f = (fixation_map != 0).astype(saliency.dtype)
+  return (z * f).sum(axis=(1, 2)) / f.sum(axis=(1, 2))
+
+
+def cc_batch(saliency, gaze):
+  """``(B,)`` Pearson correlation, as :func:`cc`."""
+  s = saliency - saliency.mean(axis=(1, 2), keepdims=True)
+  g = gaze - gaze.mean(axis=(1, 2), keepdims=True)
+  return (s * g).mean(axis=(1, 2)) / (jnp.sqrt((s ** 2).mean(axis=(1, 2))) *
+                                      jnp.sqrt((g ** 2).mean(axis=(1, 2))))
+
+
+def sim_batch(saliency, gaze):
+  """``(B,)`` similarity, as :func:`sim`."""
+  def norm(m):
+    lo = m.min(axis=(1, 2), keepdims=True)
+    hi = m.max(axis=(1, 2), keepdims=True)
+    mm = (m - lo) / (hi - lo)
+    mm = mm / mm.sum(axis=(1, 2), keepdims=True)
+    nonzero = jnp.any(m != 0, axis=(1, 2), keepdims=True)
+    return jnp.where(nonzero, mm, m)
+  return jnp.minimum(norm(saliency), norm(gaze)).sum(axis=(1, 2))
