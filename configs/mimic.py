@@ -35,7 +35,9 @@ def _base() -> ml_collections.ConfigDict:
   c.model.width = ml_collections.FieldReference(None, field_type=int)  # ResNets only
   c.model.input_channels = 3         # 3: grey replicated + ImageNet normalisation; or 1
 
-  c.ensemble = ml_collections.ConfigDict({'num_models': 3})
+  # execution: vmap | unrolled | auto (unrolled on CPU, where vmapped second-order
+  # convolutions are slow; see mimic_jax/methods.py:map_members).
+  c.ensemble = ml_collections.ConfigDict({'num_models': 3, 'execution': 'auto'})
 
   c.mimic = ml_collections.ConfigDict()
   c.mimic.beta = 1.0

@@ -20,6 +20,7 @@ CHOICES = {
     'mimic.post.normalize': ('minmax', 'sum', 'none'),
     'mimic.post.channels': ('sum', 'mean', 'max'),
     'gaze.penalty': ('kld', 'rrr'),
+    'ensemble.execution': ('vmap', 'unrolled', 'auto'),
     'data.builder_config': ('224', '128', '64'),
 }
 

@@ -49,7 +49,7 @@ def _member_maps(state: steps.TrainState, x, y, rng, explainer: str, size: int):
   kwargs = {'samples': 8} if explainer == 'gradient_shap' else {}
   maps = methods.member_explanations(
       state.apply_fn, variables, x, y, rng, explainer=explainer, explainer_kwargs=kwargs,
-      post={'sign': 'abs', 'channels': 'sum', 'normalize': 'none'})
+      post={'sign': 'abs', 'channels': 'sum', 'normalize': 'none'}, execution='auto')
   if maps.shape[-1] != size:
     m, b = maps.shape[:2]
     maps = jax.image.resize(maps, (m, b, size, size), 'linear')

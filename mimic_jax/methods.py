@@ -1,7 +1,7 @@
 """Training objectives: ``single``, ``ensemble``, ``mimic`` (explanation ensemble) and ``gaze``.
 
 Ensembles keep their M sub-models as one parameter tree with a leading axis M and run them
-with ``jax.vmap``. Every loss here is a pure function of parameters and a batch, so one
+with ``jax.vmap`` (or unrolled, see :func:`map_members`). Every loss here is a pure function of parameters and a batch, so one
 ``jax.value_and_grad`` gives the update; the ``mimic`` sub-model loss contains an explanation
 (``jax.vjp`` inside), so its gradient is double backprop.
 
@@ -28,14 +28,36 @@ def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
+def map_members(fn: Callable, *stacked, execution: str = 'vmap'):
+  """Applies ``fn`` to each sub-model's slice of the stacked pytrees ``stacked`` (leading axis
+  M) and stacks the results.
+
+  ``execution='vmap'``: one batched computation (``jax.vmap``); convolutions over stacked
+  parameters become grouped convolutions, fast on GPU/TPU. ``'unrolled'``: M separate
+  computations in one program; on XLA:CPU the second-order gradients of grouped convolutions
+  are slow (11.5 s vs 1.5 s for 3 tiny ResNets' GradientSHAP step, benchmarks/RESULTS.md).
+  ``'auto'``: ``'unrolled'`` on CPU, else ``'vmap'``.
+  """
+  if execution == 'auto':
+    execution = 'unrolled' if jax.default_backend() == 'cpu' else 'vmap'
+  if execution == 'vmap':
+    return jax.vmap(fn)(*stacked)
+  if execution != 'unrolled':
+    raise ValueError(f'execution={execution!r}; use "vmap", "unrolled" or "auto"')
+  m = jax.tree.leaves(stacked[0])[0].shape[0]
+  outs = [fn(*jax.tree.map(lambda t, i=i: t[i], stacked)) for i in range(m)]
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+
 def init_ensemble(model: nn.Module, rng: jax.Array, x: jax.Array, num_models: int) -> dict:
   """Variables of ``num_models`` independently initialised sub-models, stacked on axis 0."""
   return jax.vmap(lambda k: model.init(k, x))(jax.random.split(rng, num_models))
 
 
-def ensemble_logits(apply_fn: Callable, variables: dict, x: jax.Array) -> jax.Array:
+def ensemble_logits(apply_fn: Callable, variables: dict, x: jax.Array,
+                    execution: str = 'vmap') -> jax.Array:
   """``(M, B, K)`` logits of stacked sub-models in eval mode."""
-  return jax.vmap(lambda v: apply_fn(v, x, train=False))(variables)
+  return map_members(lambda v: apply_fn(v, x, train=False), variables, execution=execution)
 
 
 def ensemble_prediction(member_logits: jax.Array) -> jax.Array:
@@ -61,7 +83,7 @@ class Discriminator(nn.Module):
 
 def member_explanations(apply_fn: Callable, variables: dict, x, y, rng, *,
                         explainer: str = 'gradient_shap', explainer_kwargs: dict | None = None,
-                        post: dict | None = None) -> jax.Array:
+                        post: dict | None = None, execution: str = 'vmap') -> jax.Array:
   """``(M, B, h, w)`` post-processed true-class explanations of every sub-model.
 
   Sub-models run in eval mode inside the explanation (BatchNorm running averages), so each
@@ -75,7 +97,7 @@ def member_explanations(apply_fn: Callable, variables: dict, x, y, rng, *,
     _, attr = fn(lambda z: apply_fn(v, z, train=False), x, y, k, **(explainer_kwargs or {}))
     return explain.postprocess(attr, **post)
 
-  return jax.vmap(one)(variables, rngs)
+  return map_members(one, variables, rngs, execution=execution)
 
 
 def discriminator_ce(disc_apply: Callable, disc_params: dict, maps: jax.Array) -> jax.Array:

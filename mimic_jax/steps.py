@@ -2,7 +2,8 @@
 
 Every method is an ensemble of M stacked sub-models (``single`` and ``gaze`` on one model use
 M = 1), so one code path serves all: parameters and BatchNorm statistics carry a leading axis
-M and run under ``jax.vmap``; Adam is elementwise, so one optimiser on the stacked tree is M
+M and run under ``jax.vmap`` (or unrolled, ``config.ensemble.execution``); Adam is
+elementwise, so one optimiser on the stacked tree is M
 independent optimisers. The forward pass that gives the cross-entropy runs in train mode
 (batch statistics, updated); explanations run in eval mode with the running averages, so each
 example's map depends on that example alone.
@@ -77,17 +78,18 @@ def _eval_variables(params, batch_stats):
   return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
 
 
-def _train_forward(state: TrainState, params, x):
+def _train_forward(state: TrainState, params, x, execution: str):
   """``(M, B, K)`` train-mode logits and the updated batch statistics."""
   if not state.batch_stats:
-    return jax.vmap(lambda p: state.apply_fn({'params': p}, x, train=True))(params), {}
+    return methods.map_members(lambda p: state.apply_fn({'params': p}, x, train=True), params,
+                               execution=execution), {}
 
   def one(p, bs):
     logits, upd = state.apply_fn({'params': p, 'batch_stats': bs}, x, train=True,
                                  mutable=['batch_stats'])
     return logits, upd['batch_stats']
 
-  return jax.vmap(one)(params, state.batch_stats)
+  return methods.map_members(one, params, state.batch_stats, execution=execution)
 
 
 def _maps(config, state: TrainState, params, x, y, rng):
@@ -95,7 +97,7 @@ def _maps(config, state: TrainState, params, x, y, rng):
   return methods.member_explanations(
       state.apply_fn, _eval_variables(params, state.batch_stats), x, y, rng,
       explainer=mc.explainer, explainer_kwargs=mc.explainer_kwargs.to_dict(),
-      post=mc.post.to_dict())
+      post=mc.post.to_dict(), execution=config.ensemble.execution)
 
 
 def _accuracy(member_logits, y):
@@ -116,15 +118,16 @@ def member_step(config: ml_collections.ConfigDict, state: TrainState, batch: dic
   rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
 
   def loss_fn(params):
-    logits, new_bs = _train_forward(state, params, x)
+    logits, new_bs = _train_forward(state, params, x, config.ensemble.execution)
     ce = methods.ensemble_ce(logits, y)
     aux = {'ce': ce, 'penalty': jnp.zeros(()), 'disc_ce': jnp.zeros(()),
            'accuracy': _accuracy(logits, y)}
     loss = ce
     if config.method == 'gaze':
-      pen = jax.vmap(lambda v: methods.gaze_penalty(
-          state.apply_fn, v, x, y, batch['gaze'], penalty=config.gaze.penalty))(
-              _eval_variables(params, state.batch_stats))
+      pen = methods.map_members(
+          lambda v: methods.gaze_penalty(state.apply_fn, v, x, y, batch['gaze'],
+                                         penalty=config.gaze.penalty),
+          _eval_variables(params, state.batch_stats), execution=config.ensemble.execution)
       aux['penalty'] = pen.sum()
       loss = ce + config.gaze.weight * aux['penalty']
     elif config.method == 'mimic' and adversarial:
@@ -157,15 +160,17 @@ def disc_step(config: ml_collections.ConfigDict, state: TrainState, batch: dict)
   return state, m.replace(disc_ce=clu_metrics.Average.from_model_output(d_ce))
 
 
-def predict(state: TrainState, x):
+def predict(state: TrainState, x, execution: str = 'auto'):
   """``(B, K)`` ensemble log-probabilities (mean of the sub-models' log-softmax), eval mode."""
   logits = methods.ensemble_logits(state.apply_fn,
-                                   _eval_variables(state.params, state.batch_stats), x)
+                                   _eval_variables(state.params, state.batch_stats), x,
+                                   execution=execution)
   return methods.ensemble_prediction(logits)
 
 
-def gradcam_maps(state: TrainState, x, y, layer: str = 'features'):
+def gradcam_maps(state: TrainState, x, y, layer: str = 'features', execution: str = 'auto'):
   """``(M, B, h, w)`` Grad-CAM of every sub-model for the classes ``y``."""
   variables = _eval_variables(state.params, state.batch_stats)
-  return jax.vmap(lambda v: explain.grad_cam(state.apply_fn, v, x, y, layer=layer)[1])(
-      variables)
+  return methods.map_members(
+      lambda v: explain.grad_cam(state.apply_fn, v, x, y, layer=layer)[1], variables,
+      execution=execution)

@@ -9,7 +9,7 @@ data position).
 from __future__ import annotations
 
 import functools
-import json
+import os
 import time
 
 import jax
@@ -30,6 +30,12 @@ from mimic_jax import steps
 
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss; nothing after the last good step was saved."""
+
+
+def _absolute(path) -> epath.Path:
+  """Orbax wants absolute paths; URLs such as ``gs://`` are left as they are."""
+  path = str(path)
+  return epath.Path(path if '://' in path else os.path.abspath(path))
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
@@ -86,7 +92,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
   """
   mesh = make_mesh(devices)
   config_check.validate(config, num_devices=mesh.size)
-  workdir = epath.Path(workdir)
+  workdir = _absolute(workdir)
   writer = metric_writer.MetricWriter(workdir)
   try:
     return _train(config, workdir, mesh, writer, stop_after)
@@ -188,7 +194,7 @@ def load_state(config: ml_collections.ConfigDict, workdir: str, devices=None):
   model = models.create_model(config.model)
   state = jax.jit(functools.partial(steps.create_state, config, model, image_shape),
                   out_shardings=NamedSharding(mesh, P()))(jax.random.PRNGKey(config.seed))
-  with ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints') as ckpt:
+  with ocp.CheckpointManager(_absolute(workdir) / 'checkpoints') as ckpt:
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

@@ -22,11 +22,16 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "[setup] creating .venv with $("$PY" --version 2>&1) ($PY)"
   "$PY" -m venv .venv
 fi
-quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | quiet
-if .venv/bin/python -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
-  .venv/bin/python -m pip install -q -c requirements-lock.txt -e '.[test]' 2>&1 | quiet
-else
-  .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | quiet
+# Reinstall only when the dependency files changed since the last successful install.
+stamp=$(cat setup.cfg requirements-lock.txt | sha256sum | cut -d' ' -f1)
+if [[ "$(cat .venv/.mimic_jax_installed 2>/dev/null)" != "$stamp" ]]; then
+  quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | quiet
+  if .venv/bin/python -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
+    .venv/bin/python -m pip install -q -c requirements-lock.txt -e '.[test]' 2>&1 | quiet
+  else
+    .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | quiet
+  fi
+  echo "$stamp" > .venv/.mimic_jax_installed
 fi
 .venv/bin/python -c 'import jax, flax, tensorflow_datasets as t; print(f"[setup] .venv ready: jax {jax.__version__}, flax {flax.__version__}, tfds {t.__version__}")'

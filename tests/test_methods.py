@@ -39,6 +39,23 @@ def test_vmapped_ensemble_equals_a_python_loop(setup):
   np.testing.assert_allclose(pred, ref_pred, rtol=1e-5, atol=1e-6)
 
 
+def test_unrolled_execution_equals_vmap(setup):
+  model, x, y, variables, _, _ = setup
+  kw = dict(explainer='gradient_shap', explainer_kwargs={'samples': 2},
+            post={'sign': 'abs', 'normalize': 'minmax', 'pool': 2})
+  for execution in ('unrolled', 'auto'):
+    np.testing.assert_allclose(
+        methods.ensemble_logits(model.apply, variables, x, execution=execution),
+        methods.ensemble_logits(model.apply, variables, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        methods.member_explanations(model.apply, variables, x, y, jax.random.key(0),
+                                    execution=execution, **kw),
+        methods.member_explanations(model.apply, variables, x, y, jax.random.key(0), **kw),
+        rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match='execution='):
+    methods.map_members(lambda v: v, variables, execution='pmap')
+
+
 def _member_grads(setup, **kwargs):
   model, x, y, variables, disc, disc_params = setup
 
