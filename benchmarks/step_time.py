@@ -3,6 +3,8 @@ r"""Train-step time of each method, JAX side by side with PyTorch eager (GPU or 
   python benchmarks/step_time.py --arch densenet121 --size 224 --batch 32 \
       [--methods single,ensemble,mimic,gaze] [--executions vmap,unrolled] [--torch] \
       [--out results.json]
+  python benchmarks/step_time.py --synthetic --size 64 --methods single,mimic \
+      --executions vmap,unrolled --steps 3       # the CPU-size configs
 
 JAX: the jit-compiled ``member_step`` of ``mimic_jax.steps`` (mimic: the adversarial phase,
 GradientSHAP with 5 samples; gaze: the input-gradient KLD penalty), Adam, float32, random
@@ -34,17 +36,22 @@ _METHODS = flags.DEFINE_list('methods', ['single', 'ensemble', 'mimic', 'gaze'],
 _EXECUTIONS = flags.DEFINE_list('executions', ['vmap'], 'Ensemble executions to time.')
 _TORCH = flags.DEFINE_bool('torch', False, 'Also time PyTorch eager steps.')
 _OUT = flags.DEFINE_string('out', None, 'JSON output file.')
+_SYNTHETIC = flags.DEFINE_bool('synthetic', False, 'Use the CPU-size synthetic configs '
+                               '(tiny GroupNorm ResNet, 1 channel) instead of --arch.')
 
 VARIANT = {'single': 'baseline', 'ensemble': 'ensemble', 'mimic': 'mimic', 'gaze': 'gaze'}
 
 
 def _config(method, execution):
-  c = mimic.get_config(VARIANT[method])
-  c.model.arch = _ARCH.value
-  c.model.norm = 'batch'
+  if _SYNTHETIC.value:
+    c = mimic.get_config(f'{VARIANT[method]},synthetic')
+  else:
+    c = mimic.get_config(VARIANT[method])
+    c.model.arch = _ARCH.value
+    c.model.norm = 'batch'
+    c.mimic.post.pool = 8
   c.batch_size = _BATCH.value
   c.ensemble.execution = execution
-  c.mimic.post.pool = 8
   return c
 
 
@@ -135,12 +142,13 @@ def main(argv):
   del argv
   rng = np.random.default_rng(0)
   s, b = _SIZE.value, _BATCH.value
-  x = rng.normal(size=(b, s, s, 3)).astype(np.float32)
+  x = rng.normal(size=(b, s, s, 1 if _SYNTHETIC.value else 3)).astype(np.float32)
   y = (np.arange(b) % 3).astype(np.int32)
   gaze = rng.random((b, s, s)).astype(np.float32)
   gaze /= gaze.sum(axis=(1, 2), keepdims=True)
   batch = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'gaze': jnp.asarray(gaze)}
-  out = {'device': str(jax.devices()[0]), 'jax': jax.__version__, 'arch': _ARCH.value,
+  arch = 'synthetic config' if _SYNTHETIC.value else _ARCH.value
+  out = {'device': str(jax.devices()[0]), 'jax': jax.__version__, 'arch': arch,
          'size': s, 'batch': b, 'jax_steps': {}, 'torch_steps': {}}
   for method in _METHODS.value:
     for execution in (_EXECUTIONS.value if method in ('ensemble', 'mimic') else ['vmap']):
