@@ -4,10 +4,13 @@ r"""mimic-jax entry point.
 
 Validates the config, prepares the dataset (for ``synthetic`` configs: writes the synthetic
 PhysioNet tree and builds it with the same TFDS builder as real data), then, by ``--mode``:
-``train`` (resuming from the latest checkpoint in the workdir), ``evaluate`` (the latest
+``train`` (resuming from the latest checkpoint in the workdir; on SIGTERM it checkpoints at
+the next step and exits with code 42), ``evaluate`` (the latest
 checkpoint on the test split: metrics against gaze, report and gallery in
 ``<workdir>/eval/test/``), or ``train_and_evaluate``.
 """
+
+import sys
 
 import jax
 from absl import app
@@ -42,7 +45,11 @@ def main(argv):
   builder = synthetic_data.ensure_dataset(config.data)
   print(prepare.summary(builder), flush=True)
   if _MODE.value in ('train', 'train_and_evaluate'):
-    train.train_and_evaluate(config, _WORKDIR.value)
+    try:
+      train.train_and_evaluate(config, _WORKDIR.value)
+    except train.Preempted as e:
+      logging.warning('%s', e)
+      sys.exit(train.PREEMPTED_EXIT_CODE)
   if _MODE.value in ('evaluate', 'train_and_evaluate'):
     evaluate.evaluate_run(config, _WORKDIR.value, split=_SPLIT.value)
     print(f'Evaluation report: {_WORKDIR.value}/eval/{_SPLIT.value}/report.md', flush=True)

@@ -3,13 +3,17 @@
 ``train_and_evaluate(config, workdir)`` trains until ``num_train_steps`` (or ``num_epochs``),
 resuming from the latest checkpoint in ``workdir/checkpoints`` if there is one (parameters,
 optimiser, BatchNorm statistics, the random key and, since batches are indexed by step, the
-data position).
+data position). A checkpoint that cannot be read back (a run killed while writing it) is
+skipped for the one before. SIGTERM makes the loop write a checkpoint at the next step
+boundary and raise :class:`Preempted` (``main.py`` exits with ``PREEMPTED_EXIT_CODE``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import signal
+import threading
 import time
 
 import jax
@@ -28,8 +32,65 @@ from mimic_jax import models
 from mimic_jax import steps
 
 
+PREEMPTED_EXIT_CODE = 42
+
+
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss; nothing after the last good step was saved."""
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; a checkpoint of ``step`` was written. Rerun the command to resume."""
+
+  def __init__(self, step: int):
+    super().__init__(f'preempted (SIGTERM): checkpoint at step {step} written; rerun the same '
+                     'command to resume')
+    self.step = step
+
+
+class _SigtermFlag:
+  """Records SIGTERM (what a spot/preemptible VM receives) instead of dying mid-step."""
+
+  def __init__(self):
+    self.received = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.received = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def any_process(self) -> bool:
+    """True if any process got SIGTERM, so that all stop at the same step."""
+    if jax.process_count() == 1:
+      return self.received
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(np.any(multihost_utils.process_allgather(np.int32(self.received))))
+
+
+def _restore_latest_good(ckpt, state, writer):
+  """Restores the newest checkpoint that reads back; falls back past corrupted ones.
+
+  Returns ``(state, step)``, with step 0 and the given state if none reads back.
+  """
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  for step in sorted(ckpt.all_steps(), reverse=True):
+    try:
+      restored = ckpt.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # pylint: disable=broad-except
+      writer.log(f'Checkpoint step {step} cannot be restored ({type(e).__name__}: '
+                 f'{str(e)[:200]}); trying the previous one')
+      continue
+    return restored, step
+  return state, 0
 
 
 def _absolute(path) -> epath.Path:
@@ -125,9 +186,7 @@ def _train(config, workdir, mesh, writer, stop_after) -> steps.TrainState:
       options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
   start = 0
   if ckpt.latest_step() is not None:
-    start = ckpt.latest_step()
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    state = ckpt.restore(start, args=ocp.args.StandardRestore(abstract))
+    state, start = _restore_latest_good(ckpt, state, writer)
     writer.log(f'Resumed from checkpoint step {start} in {workdir / "checkpoints"}')
 
   member = jax.jit(functools.partial(steps.member_step, config), donate_argnums=(0,),
@@ -149,7 +208,7 @@ def _train(config, workdir, mesh, writer, stop_after) -> steps.TrainState:
   t0, done_at_t0 = time.time(), start
   end = total_steps if stop_after is None else min(total_steps, stop_after)
   step = start
-  with jax.set_mesh(mesh):
+  with jax.set_mesh(mesh), _SigtermFlag() as sigterm:
     while step < end:
       batch = _to_global(next(it), data_sharding)
       use_disc = config.method == 'mimic' and is_discriminator_phase(
@@ -181,6 +240,13 @@ def _train(config, workdir, mesh, writer, stop_after) -> steps.TrainState:
                    ' '.join(f'{k} {v:.4f}' for k, v in val.items()))
       if step % config.checkpoint_every_steps == 0 or last:
         save(step)
+      if not last and sigterm.any_process():
+        if ckpt.latest_step() != step:
+          save(step)
+        ckpt.wait_until_finished()
+        writer.log(f'SIGTERM: checkpoint at step {step} written; exiting with code '
+                   f'{PREEMPTED_EXIT_CODE}. Rerun the same command to resume.')
+        raise Preempted(step)
   ckpt.wait_until_finished()
   ckpt.close()
   return state
