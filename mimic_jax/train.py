@@ -175,12 +175,7 @@ def _train(config, workdir, mesh, writer, stop_after) -> steps.TrainState:
       input_channels=config.model.input_channels, seed=config.seed)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.num_epochs * info.steps_per_epoch)
-  image_shape = train_ds[0]['image'].shape[1:]
-
-  model = models.create_model(config.model)
-  init = jax.jit(functools.partial(steps.create_state, config, model, image_shape),
-                 out_shardings=repl)
-  state = init(jax.random.PRNGKey(config.seed))
+  state = _initial_state(config, mesh, train_ds[0]['image'].shape[1:])
   ckpt = ocp.CheckpointManager(
       workdir / 'checkpoints',
       options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
@@ -252,14 +247,19 @@ def _train(config, workdir, mesh, writer, stop_after) -> steps.TrainState:
   return state
 
 
+def _initial_state(config, mesh, image_shape) -> steps.TrainState:
+  """Freshly initialised state (seeded by ``config.seed``), replicated over ``mesh``."""
+  model = models.create_model(config.model)
+  init = jax.jit(functools.partial(steps.create_state, config, model, image_shape),
+                 out_shardings=NamedSharding(mesh, P()))
+  return init(jax.random.PRNGKey(config.seed))
+
+
 def load_state(config: ml_collections.ConfigDict, workdir: str, devices=None):
   """The latest checkpointed state of a run (for evaluation), replicated on the mesh."""
-  mesh = make_mesh(devices)
   source = input_pipeline.data_source(config.data, 'train')
   image_shape = input_pipeline.preprocess(source[0], config.model.input_channels)['image'].shape
-  model = models.create_model(config.model)
-  state = jax.jit(functools.partial(steps.create_state, config, model, image_shape),
-                  out_shardings=NamedSharding(mesh, P()))(jax.random.PRNGKey(config.seed))
+  state = _initial_state(config, make_mesh(devices), image_shape)
   with ocp.CheckpointManager(_absolute(workdir) / 'checkpoints') as ckpt:
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')

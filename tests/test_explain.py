@@ -68,13 +68,19 @@ def test_grad_cam_on_a_hand_built_model():
     explain.grad_cam(model.apply, variables, x, y, layer='nope')
 
 
-def test_gradient_shap_mean_matches_its_definition():
-  # f_y(x) = sum(v_y * x^2): grad = 2 v_y x, so E_alpha[(x - b) * 2 v_y (b + alpha (x - b))]
-  # = (x - b) * 2 v_y * (b + (x - b) / 2) = v_y (x^2 - b^2).
-  rng = np.random.default_rng(3)
+def _quadratic(seed):
+  """``f_y(x) = sum(v_y * x^2)`` with random ``v``, and a random batch (x, y) for it."""
+  rng = np.random.default_rng(seed)
   v = jnp.asarray(rng.normal(size=(3, 4, 4, 1)), jnp.float32)
   f = lambda x: jnp.einsum('bhwc,khwc->bk', x ** 2, v)  # pylint: disable=unnecessary-lambda-assignment
   x = jnp.asarray(rng.normal(size=(2, 4, 4, 1)), jnp.float32)
+  return v, f, x
+
+
+def test_gradient_shap_mean_matches_its_definition():
+  # f_y(x) = sum(v_y * x^2): grad = 2 v_y x, so E_alpha[(x - b) * 2 v_y (b + alpha (x - b))]
+  # = (x - b) * 2 v_y * (b + (x - b) / 2) = v_y (x^2 - b^2).
+  v, f, x = _quadratic(3)
   y = jnp.asarray([1, 2])
   b = 0.1307
   _, attr = explain.gradient_shap(f, x, y, jax.random.key(0), samples=20000, baseline=b)
@@ -85,10 +91,7 @@ def test_gradient_shap_mean_matches_its_definition():
 
 
 def test_integrated_gradients_completeness_and_linear_shap():
-  rng = np.random.default_rng(4)
-  v = jnp.asarray(rng.normal(size=(3, 4, 4, 1)), jnp.float32)
-  quad = lambda x: jnp.einsum('bhwc,khwc->bk', x ** 2, v)  # pylint: disable=unnecessary-lambda-assignment
-  x = jnp.asarray(rng.normal(size=(2, 4, 4, 1)), jnp.float32)
+  v, quad, x = _quadratic(4)
   y = jnp.asarray([0, 2])
   logits, ig = explain.integrated_gradients(quad, x, y, steps=8)
   # Completeness: sum of attributions = f(x) - f(baseline 0) (exact for a quadratic, midpoint).
