@@ -8,6 +8,11 @@ PhysioNet tree and builds it with the same TFDS builder as real data), then, by 
 the next step and exits with code 42), ``evaluate`` (the latest
 checkpoint on the test split: metrics against gaze, report and gallery in
 ``<workdir>/eval/test/``), or ``train_and_evaluate``.
+
+Multi-process: run the same command in every process. On a Cloud TPU slice nothing more is
+needed; elsewhere add ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``
+(see mimic_jax/distributed.py). Every process evaluates on its local devices; process 0
+writes logs and reports.
 """
 
 import sys
@@ -20,6 +25,7 @@ from ml_collections import config_flags
 
 from data_builders.mimic_cxr_egd import prepare
 from mimic_jax import config_check
+from mimic_jax import distributed
 from mimic_jax import evaluate
 from mimic_jax import synthetic_data
 from mimic_jax import train
@@ -29,7 +35,29 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (local or gs://).
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'train_and_evaluate'],
                           'What to do.')
 _SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
+_MULTIPROCESS = flags.DEFINE_enum(
+    'multiprocess', 'auto', ['auto', 'on', 'off'],
+    'on: jax.distributed.initialize() finds the other processes (Cloud TPU VMs, GKE, Slurm); '
+    'auto: only when the three flags below are given or the environment names the workers '
+    '(see mimic_jax/distributed.py); off: one process.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 (explicit multi-process runs).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
+_LOCAL_DEVICES = flags.DEFINE_list('local_device_ids', None,
+                                   'Devices of this process (e.g. one GPU per process).')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _prepare_dataset(config):
+  """Process 0 prepares the dataset first (a shared data dir is built once); the others then
+  find it ready, or build their own copy where the data dir is per host."""
+  if jax.process_count() == 1:
+    return synthetic_data.ensure_dataset(config.data)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  builder = synthetic_data.ensure_dataset(config.data) if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices('mimic_jax: dataset prepared by process 0')
+  return builder or synthetic_data.ensure_dataset(config.data)
 
 
 def main(argv):
@@ -37,12 +65,17 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   try:
+    distributed.initialize(distributed.Settings(  # before anything touches a device
+        mode=_MULTIPROCESS.value, coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+        local_device_ids=(None if _LOCAL_DEVICES.value is None
+                          else tuple(int(d) for d in _LOCAL_DEVICES.value))))
     config_check.validate(config)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   logging.info('JAX process %d/%d, %d local devices', jax.process_index(),
                jax.process_count(), jax.local_device_count())
-  builder = synthetic_data.ensure_dataset(config.data)
+  builder = _prepare_dataset(config)
   print(prepare.summary(builder), flush=True)
   if _MODE.value in ('train', 'train_and_evaluate'):
     try:

@@ -59,6 +59,7 @@ def _base() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.data_dir = 'data/tfds'            # TFDS data dir (local or gs://)
+  c.data.local_cache_dir = '/tmp/mimic_jax_tfds'  # per-host copy of a gs:// data dir
   c.data.manual_dir = 'data/physionet'     # holds egd-cxr/1.0.0 and mimic-cxr-jpg/2.0.0
   c.data.builder_config = '224'
   c.data.gaze_sigma = ml_collections.FieldReference(None, field_type=float)  # None: 150 px

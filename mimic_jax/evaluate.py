@@ -115,8 +115,13 @@ def _summarise(per_image: dict[str, list[float]]) -> dict[str, dict[str, float]]
 
 def evaluate_run(config: ml_collections.ConfigDict, workdir: str, split: str = 'test',
                  devices=None) -> dict:
-  """Evaluates the latest checkpoint of ``workdir``; returns and writes the results."""
-  state = train.load_state(config, workdir, devices=devices)
+  """Evaluates the latest checkpoint of ``workdir``; returns and writes the results.
+
+  ``devices`` default to this process's own: in a multi-process run every process evaluates
+  the whole split by itself (EGD's test split is small) and process 0 writes the results.
+  """
+  state = train.load_state(config, workdir,
+                           devices=jax.local_devices() if devices is None else devices)
   data = collect(config, state, split)
   baseline = _mean_train_gaze(config)
   other = _other_fixations(data['fixation_map'])
@@ -142,6 +147,8 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, split: str = '
           'mean_pairwise_correlation': consistency.mean_pairwise_correlation(member_maps),
           'cv_consistency': consistency.cv_consistency(member_maps)}
     results['explanations'][e] = entry
+  if jax.process_index() != 0:
+    return results
   out = epath.Path(workdir) / 'eval' / split
   out.mkdir(parents=True, exist_ok=True)
   (out / 'metrics.json').write_text(json.dumps(results, indent=1))

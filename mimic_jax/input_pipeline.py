@@ -1,10 +1,11 @@
 """TFDS ArrayRecord -> grain -> device batches.
 
-Each process reads its own strided shard of a split (``process_index::process_count``),
-shuffles it with a seed, differently every epoch, preprocesses, and batches
-``global_batch / process_count`` examples. Training batches are a grain ``MapDataset``
-indexed by step, so resuming at step ``s`` starts exactly where the interrupted run was
-(the data position is the step). Reading runs in background threads with prefetch.
+Training: every epoch is a seeded permutation of the split cut into global batches; each
+process reads and preprocesses only its contiguous ``global_batch / process_count`` part of
+each, so the global batches do not depend on the number of processes. Training batches are
+a grain ``MapDataset`` indexed by step, so resuming at step ``s`` starts exactly where the
+interrupted run was (the data position is the step). Reading runs in background threads
+with prefetch. Evaluation: each process reads a strided share, padded to equal batches.
 
 Batch dict (per process, ``b`` examples, S the builder's image size):
   ``image`` float32 ``(b, S, S, C)`` normalised; ``label`` int32 ``(b,)``;
@@ -15,6 +16,7 @@ Batch dict (per process, ``b`` examples, S the builder's image size):
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import grain
 import jax
@@ -22,7 +24,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_builders.mimic_cxr_egd import prepare
+from mimic_jax import data_staging
 
 IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], np.float32)
@@ -57,27 +59,60 @@ class SplitInfo:
 
 def data_source(data: ml_collections.ConfigDict, split: str):
   """Random-access source of one split of the configured ``mimic_cxr_egd`` build."""
-  name = f'mimic_cxr_egd/{prepare.config_name(data.builder_config, data.get("gaze_sigma"))}'
-  return tfds.data_source(name, split=split, data_dir=data.data_dir)
+  name = f'{data_staging.DATASET_NAME}/{data_staging.build_name(data)}'
+  return tfds.data_source(name, split=split, data_dir=data_staging.local_data_dir(data))
+
+
+class _StepIndices:
+  """Step -> the example indices this process reads for that step's global batch.
+
+  Epoch ``e`` is the permutation ``default_rng((seed, e))`` of the split; global batch ``s``
+  of an epoch is its ``s``-th run of ``global_batch`` indices (the remainder is dropped), and
+  process ``p`` of ``P`` reads the ``p``-th contiguous ``global_batch / P`` of them. The global
+  batches are therefore the same for any number of processes, and the process-local parts
+  concatenate in process order, as ``jax.make_array_from_process_local_data`` lays them out.
+  """
+
+  def __init__(self, num_examples: int, global_batch: int, seed: int, process_index: int,
+               process_count: int):
+    self._n, self._g, self._seed = num_examples, global_batch, seed
+    self._local = global_batch // process_count
+    self._offset = process_index * self._local
+    self.steps_per_epoch = num_examples // global_batch
+
+  def __len__(self) -> int:
+    return sys.maxsize  # endless: one entry per step
+
+  def __getitem__(self, step: int) -> np.ndarray:
+    epoch, within = divmod(int(step), self.steps_per_epoch)
+    order = np.random.default_rng((self._seed, epoch)).permutation(self._n)
+    start = within * self._g + self._offset
+    return order[start:start + self._local]
 
 
 def train_dataset(source, *, global_batch: int, input_channels: int, seed: int,
                   process_index: int | None = None, process_count: int | None = None,
                   ) -> tuple[grain.MapDataset, SplitInfo]:
-  """Infinite, epoch-wise reshuffled training batches of this process, indexed by step."""
+  """Endless, epoch-wise reshuffled training batches of this process, indexed by step.
+
+  Each process reads only its ``global_batch / process_count`` examples of every global
+  batch (see :class:`_StepIndices`).
+  """
   pi = jax.process_index() if process_index is None else process_index
   pc = jax.process_count() if process_count is None else process_count
   if global_batch % pc:
     raise ValueError(f'batch_size={global_batch} is not divisible by the process count {pc}')
-  local_batch = global_batch // pc
-  ds = grain.MapDataset.source(source)[pi::pc]
-  steps = len(ds) // local_batch
-  if steps == 0:
-    raise ValueError(f'the training split has {len(ds)} examples per process, fewer than one '
-                     f'batch of {local_batch}; lower config.batch_size')
-  ds = (ds.shuffle(seed=seed).map(lambda ex: preprocess(ex, input_channels))
-        .batch(local_batch, drop_remainder=True).repeat(None))
-  return ds, SplitInfo(num_examples=len(source), steps_per_epoch=steps)
+  if len(source) < global_batch:
+    raise ValueError(f'the training split has {len(source)} examples, fewer than one batch '
+                     f'of {global_batch}; lower config.batch_size')
+  indices = _StepIndices(len(source), global_batch, seed, pi, pc)
+
+  def read(idx: np.ndarray) -> dict:
+    examples = [preprocess(source[int(i)], input_channels) for i in idx]
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+  ds = grain.MapDataset.source(indices).map(read)
+  return ds, SplitInfo(num_examples=len(source), steps_per_epoch=indices.steps_per_epoch)
 
 
 def iterate_from(ds: grain.MapDataset, start_step: int, *, threads: int = 4,

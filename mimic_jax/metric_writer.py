@@ -2,6 +2,8 @@
 
 Only process 0 writes. ``metrics.jsonl`` holds one JSON object per write; ``log.txt`` the
 human-readable progress lines; ``tensorboard/`` the event files (``tensorboard --logdir``).
+Object storage (``gs://``) cannot append: there the two text files are kept in memory
+(starting from what a previous run left) and rewritten whole at each write.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class MetricWriter:
     self._active = jax.process_index() == 0
     self._dir = epath.Path(workdir)
     self._tb = None
+    self._remote = '://' in str(workdir)
+    self._text = {}  # remote only: file name -> full content
     if self._active:
       self._dir.mkdir(parents=True, exist_ok=True)
       try:
@@ -33,8 +37,7 @@ class MetricWriter:
     if not self._active:
       return
     scalars = {f'{prefix}{k}': float(v) for k, v in scalars.items()}
-    with (self._dir / 'metrics.jsonl').open('a') as f:
-      f.write(json.dumps({'step': step, 'time': time.time(), **scalars}) + '\n')
+    self._append('metrics.jsonl', json.dumps({'step': step, 'time': time.time(), **scalars}))
     if self._tb is not None:
       for k, v in scalars.items():
         self._tb.add_scalar(k, v, step)
@@ -44,8 +47,18 @@ class MetricWriter:
       return
     logging.info('%s', line)
     print(line, flush=True)
-    with (self._dir / 'log.txt').open('a') as f:
-      f.write(line + '\n')
+    self._append('log.txt', line)
+
+  def _append(self, name: str, line: str) -> None:
+    path = self._dir / name
+    if not self._remote:
+      with path.open('a') as f:
+        f.write(line + '\n')
+      return
+    if name not in self._text:
+      self._text[name] = path.read_text() if path.exists() else ''
+    self._text[name] += line + '\n'
+    path.write_text(self._text[name])
 
   def close(self) -> None:
     if self._tb is not None:

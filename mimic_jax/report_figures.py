@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -45,11 +46,17 @@ def gallery(data: dict, class_names, out_dir, per_class: int = 4) -> list:
           ax.set_title(title, fontsize=9)
     fig.suptitle(f'true class: {name}', fontsize=11)
     fig.tight_layout()
-    path = out_dir / f'gallery_{name}.png'
-    fig.savefig(str(path), dpi=90)
-    plt.close(fig)
+    path = epath.Path(out_dir) / f'gallery_{name}.png'
+    _save(fig, path, dpi=90)
     paths.append(path)
   return paths
+
+
+def _save(fig, path: epath.Path, dpi: int) -> None:
+  """PNG through epath, so that gs:// works."""
+  with path.open('wb') as f:
+    fig.savefig(f, format='png', dpi=dpi)
+  plt.close(fig)
 
 
 def comparison_chart(names, rows: dict, path) -> None:
@@ -64,5 +71,4 @@ def comparison_chart(names, rows: dict, path) -> None:
     ax.set_title(f'{metric.upper()} ({"lower" if metric == "kld" else "higher"} is better)')
     ax.tick_params(axis='x', rotation=20)
   fig.tight_layout()
-  fig.savefig(str(path), dpi=100)
-  plt.close(fig)
+  _save(fig, epath.Path(path), dpi=100)

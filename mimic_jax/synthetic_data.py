@@ -12,10 +12,12 @@ import tensorflow_datasets as tfds
 
 from data_builders.mimic_cxr_egd import prepare
 from data_builders.synthetic_egd import generate
+from mimic_jax import data_staging
 
 
 def ensure_dataset(data: ml_collections.ConfigDict):
-  """Writes the synthetic manual_dir if it is missing, then builds the TFDS dataset.
+  """Writes the synthetic manual_dir if it is missing, then builds the TFDS dataset; for a
+  ``gs://`` data dir, stages the build that is already there to the local cache instead.
 
   Args:
     data: ``config.data`` with ``data_dir``, ``builder_config``, ``gaze_sigma`` and, when
@@ -24,6 +26,10 @@ def ensure_dataset(data: ml_collections.ConfigDict):
   Returns:
     The prepared ``MimicCxrEgd`` builder.
   """
+  if data_staging.is_remote(data.data_dir):
+    # A build kept in a bucket: read from its local copy; nothing is built there.
+    return prepare.make_builder(data.manual_dir, data_staging.local_data_dir(data),
+                                config=data.builder_config, gaze_sigma=data.get('gaze_sigma'))
   manual_dir = data.manual_dir
   if data.get('synthetic') and not os.path.exists(
       os.path.join(manual_dir, 'egd-cxr', '1.0.0', 'fixations.csv')):

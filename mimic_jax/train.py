@@ -126,19 +126,25 @@ def _to_global(batch: dict, sharding) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def evaluate(state, config, source, data_sharding, predict_fn) -> dict[str, float]:
-  """Accuracy and CE of the ensemble prediction over a whole split."""
-  correct = total = nll = 0.0
+def _eval_sums(state, batch):
+  """Correct predictions, summed negative log-likelihood and example count of a batch."""
+  logp = steps.predict(state, batch['image'])
+  mask = batch['mask'].astype(jnp.float32)
+  nll = -jnp.take_along_axis(logp, batch['label'][:, None], axis=-1)[:, 0]
+  return jnp.stack([jnp.sum((jnp.argmax(logp, -1) == batch['label']) * mask),
+                    jnp.sum(nll * mask), jnp.sum(mask)])
+
+
+def evaluate(state, config, source, data_sharding, sums_fn) -> dict[str, float]:
+  """Accuracy and CE of the ensemble prediction over a whole split (every process reads a
+  share; the sums are global)."""
+  total = np.zeros(3)
   for batch in input_pipeline.eval_batches(source, global_batch=config.batch_size,
                                            input_channels=config.model.input_channels):
-    g = _to_global({'image': batch['image']}, data_sharding)
-    logp = np.asarray(jax.device_get(predict_fn(state, g['image'])))
-    mask = batch['mask']
-    y = batch['label']
-    correct += float(np.sum((logp.argmax(-1) == y) & mask))
-    nll -= float(np.sum(logp[np.arange(len(y)), y] * mask))
-    total += float(mask.sum())
-  return {'accuracy': correct / total, 'ce': nll / total}
+    g = _to_global({k: batch[k] for k in ('image', 'label', 'mask')}, data_sharding)
+    total += np.asarray(jax.device_get(sums_fn(state, g)), np.float64)
+  correct, nll, count = total
+  return {'accuracy': correct / count, 'ce': nll / count}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None,
@@ -188,7 +194,7 @@ def _train(config, workdir, mesh, writer, stop_after) -> steps.TrainState:
                    out_shardings=(repl, repl))
   disc = jax.jit(functools.partial(steps.disc_step, config), donate_argnums=(0,),
                  out_shardings=(repl, repl))
-  predict_fn = jax.jit(steps.predict)
+  sums_fn = jax.jit(_eval_sums, out_shardings=repl)
   val_source = input_pipeline.data_source(config.data, 'validation')
 
   def save(step):
@@ -229,7 +235,7 @@ def _train(config, workdir, mesh, writer, stop_after) -> steps.TrainState:
                    + f' | {rate:.1f} ex/s | ETA {_fmt_time(eta)}')
       if step % info.steps_per_epoch == 0 and (
           step // info.steps_per_epoch) % config.eval_every_epochs == 0 or last:
-        val = evaluate(state, config, val_source, data_sharding, predict_fn)
+        val = evaluate(state, config, val_source, data_sharding, sums_fn)
         writer.write_scalars(step, val, prefix='validation/')
         writer.log(f'validation at step {step}: ' +
                    ' '.join(f'{k} {v:.4f}' for k, v in val.items()))
