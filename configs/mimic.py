@@ -34,6 +34,12 @@ def _base() -> ml_collections.ConfigDict:
   c.model.norm = 'batch'             # batch | group (ResNets)
   c.model.width = ml_collections.FieldReference(None, field_type=int)  # ResNets only
   c.model.input_channels = 3         # 3: grey replicated + ImageNet normalisation; or 1
+  # ImageNet weights: a torchvision resnet18/densenet121 or timm efficientnet_b0 state dict
+  # (.safetensors, or .pth with PyTorch installed), or `python -m mimic_jax.convert_weights`
+  # output. With input_channels=1 the first convolution's RGB filters are summed.
+  c.model.pretrained = ml_collections.FieldReference(None, field_type=str)
+  c.model.member_init = 'same'       # same (paper: all sub-models from the same weights) | perturb
+  c.model.perturb_scale = 0.01       # perturb: noise std / each tensor's std
 
   # execution: vmap | unrolled | auto (unrolled on CPU, where vmapped second-order
   # convolutions are slow; see mimic_jax/methods.py:map_members).

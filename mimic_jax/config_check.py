@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import ml_collections
 
 from mimic_jax import explain
 from mimic_jax import models
+from mimic_jax import pretrained
 
 CHOICES = {
     'method': ('single', 'ensemble', 'mimic', 'gaze'),
@@ -48,6 +51,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                      f'for method {config.method!r}')
   if config.gaze.num_models < 1:
     raise ValueError(f'config.gaze.num_models={config.gaze.num_models} must be >= 1')
+  if config.model.get('pretrained'):
+    if config.model.arch not in pretrained.ARCHES:
+      raise ValueError(f'config.model.pretrained needs config.model.arch in {pretrained.ARCHES}, '
+                       f'not {config.model.arch!r}')
+    if config.model.norm != 'batch':
+      raise ValueError('config.model.pretrained needs config.model.norm="batch" (the '
+                       'checkpoints have BatchNorm)')
+    if not os.path.exists(config.model.pretrained):
+      raise ValueError(f'config.model.pretrained={config.model.pretrained!r} does not exist')
+    if config.model.member_init not in ('same', 'perturb'):
+      raise ValueError(f'config.model.member_init={config.model.member_init!r}; use same or '
+                       'perturb')
   n = jax.device_count() if num_devices is None else num_devices
   if config.batch_size <= 0 or config.batch_size % n:
     raise ValueError(f'config.batch_size={config.batch_size} must be a positive multiple of '

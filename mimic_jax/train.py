@@ -29,6 +29,7 @@ from mimic_jax import config_check
 from mimic_jax import input_pipeline
 from mimic_jax import metric_writer
 from mimic_jax import models
+from mimic_jax import pretrained
 from mimic_jax import steps
 
 
@@ -253,19 +254,32 @@ def _train(config, workdir, mesh, writer, stop_after) -> steps.TrainState:
   return state
 
 
-def _initial_state(config, mesh, image_shape) -> steps.TrainState:
-  """Freshly initialised state (seeded by ``config.seed``), replicated over ``mesh``."""
+def _initial_state(config, mesh, image_shape, load_pretrained: bool = True
+                   ) -> steps.TrainState:
+  """Freshly initialised state (seeded by ``config.seed``), replicated over ``mesh``; with
+  ``config.model.pretrained``, the sub-models' backbones come from that file."""
   model = models.create_model(config.model)
+  repl = NamedSharding(mesh, P())
   init = jax.jit(functools.partial(steps.create_state, config, model, image_shape),
-                 out_shardings=NamedSharding(mesh, P()))
-  return init(jax.random.PRNGKey(config.seed))
+                 out_shardings=repl)
+  state = init(jax.random.PRNGKey(config.seed))
+  if not (load_pretrained and config.model.get('pretrained')):
+    return state
+  weights, _ = pretrained.load(config.model.pretrained, config.model.arch)
+  fresh = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
+  stacked = pretrained.ensemble_from_pretrained(
+      fresh, weights, config.model.arch, config.model.member_init, config.model.perturb_scale,
+      seed=config.seed)
+  stacked = jax.tree.map(
+      lambda a: jax.make_array_from_callback(a.shape, repl, lambda idx: a[idx]), stacked)
+  return state.replace(params=stacked['params'], batch_stats=stacked.get('batch_stats', {}))
 
 
 def load_state(config: ml_collections.ConfigDict, workdir: str, devices=None):
   """The latest checkpointed state of a run (for evaluation), replicated on the mesh."""
   source = input_pipeline.data_source(config.data, 'train')
   image_shape = input_pipeline.preprocess(source[0], config.model.input_channels)['image'].shape
-  state = _initial_state(config, make_mesh(devices), image_shape)
+  state = _initial_state(config, make_mesh(devices), image_shape, load_pretrained=False)
   with ocp.CheckpointManager(_absolute(workdir) / 'checkpoints') as ckpt:
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up .venv (if needed) and runs the whole test suite.
+# Sets up .venv and .venv-torch (if needed) and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
+bash scripts/setup_torch_env.sh
 exec .venv/bin/python -m pytest -n 2 -q "$@"

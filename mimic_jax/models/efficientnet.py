@@ -1,4 +1,5 @@
-"""EfficientNet-B0 (Tan & Le 2019) in Flax Linen, with torchvision's layer structure.
+"""EfficientNet-B0 (Tan & Le 2019) in Flax Linen, layer for layer as timm's ``efficientnet_b0``
+(BatchNorm epsilon 1e-5, symmetric padding; ``mimic_jax.pretrained`` loads its weights).
 
 Input ``(B, H, W, C)``; logits ``(B, num_classes)``. Each of the 7 MBConv stages is exposed
 as ``stage{i}`` (``stage7``, 320 channels at H/32, is the paper's Grad-CAM layer
@@ -28,8 +29,8 @@ class MBConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not self.train, momentum=0.99,
-                             epsilon=1e-3)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not self.train, momentum=0.9,
+                             epsilon=1e-5)
     cin = x.shape[-1]
     hidden = cin * self.expand
     y = x
@@ -57,8 +58,8 @@ class EfficientNetB0(nn.Module):
   def __call__(self, x, train: bool = False):
     if self.norm != 'batch':
       raise ValueError('EfficientNet-B0 supports norm="batch" only (as torchvision)')
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.99,
-                             epsilon=1e-3)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5)
     x = nn.silu(norm(name='stem_norm')(
         nn.Conv(32, (3, 3), (2, 2), padding=1, use_bias=False, name='stem')(x)))
     for i, (expand, kernel, strides, out, repeats) in enumerate(B0_STAGES):
