@@ -34,6 +34,7 @@ def _base() -> ml_collections.ConfigDict:
   c.model.norm = 'batch'             # batch | group (ResNets)
   c.model.width = ml_collections.FieldReference(None, field_type=int)  # ResNets only
   c.model.input_channels = 3         # 3: grey replicated + ImageNet normalisation; or 1
+  c.model.dtype = 'float32'          # computation: float32 | bfloat16 (GPU/TPU); params f32
   # ImageNet weights: a torchvision resnet18/densenet121 or timm efficientnet_b0 state dict
   # (.safetensors, or .pth with PyTorch installed), or `python -m mimic_jax.convert_weights`
   # output. With input_channels=1 the first convolution's RGB filters are summed.

@@ -51,6 +51,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                      f'for method {config.method!r}')
   if config.gaze.num_models < 1:
     raise ValueError(f'config.gaze.num_models={config.gaze.num_models} must be >= 1')
+  if config.model.dtype not in models.DTYPES:
+    raise ValueError(f'config.model.dtype={config.model.dtype!r} is invalid; choose one of '
+                     f'{sorted(models.DTYPES)}')
   if config.model.get('pretrained'):
     if config.model.arch not in pretrained.ARCHES:
       raise ValueError(f'config.model.pretrained needs config.model.arch in {pretrained.ARCHES}, '

@@ -48,3 +48,24 @@ def test_unknown_architecture_names_the_key():
   with pytest.raises(ValueError, match=r"config.model.arch='vgg' is unknown"):
     models.create_model(ml_collections.ConfigDict({'arch': 'vgg', 'num_classes': 3,
                                                    'norm': 'batch'}))
+
+
+@pytest.mark.parametrize('arch', ['resnet18', 'densenet121', 'efficientnet_b0'])
+def test_bfloat16_computation_keeps_float32_parameters_and_logits(arch):
+  cfg = {'arch': arch, 'num_classes': 3, 'norm': 'batch', 'width': None}
+  f32 = models.create_model(ml_collections.ConfigDict(cfg))
+  bf16 = models.create_model(ml_collections.ConfigDict({**cfg, 'dtype': 'bfloat16'}))
+  x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+  init = jax.jit(f32.init)(jax.random.key(0), x)
+  variables = {'params': init['params'], 'batch_stats': init['batch_stats']}
+  shapes = jax.eval_shape(bf16.init, jax.random.key(0), x)
+  assert {v.dtype for v in jax.tree.leaves((shapes['params'], shapes['batch_stats']))} == {
+      jnp.dtype('float32')}
+  ref = jax.jit(functools.partial(f32.apply, train=False))(variables, x)
+  low = jax.jit(functools.partial(bf16.apply, train=False))(variables, x)
+  assert low.dtype == jnp.float32
+  _, inter = jax.jit(functools.partial(bf16.apply, train=False, mutable=['intermediates']))(
+      variables, x)
+  assert inter['intermediates']['features'][0].dtype == jnp.bfloat16
+  # bfloat16 keeps 8 bits of mantissa: the same logits to about 1e-2 of their scale.
+  np.testing.assert_allclose(low, ref, atol=0.05 * float(jnp.max(jnp.abs(ref))) + 1e-3)

@@ -8,12 +8,14 @@ BatchNorm statistics would couple them); ``norm='group'`` (ResNets only) removes
 statistics altogether. Each model exposes its last feature map as ``features`` for Grad-CAM.
 """
 
+import jax.numpy as jnp
 import ml_collections
 
 from mimic_jax.models import densenet
 from mimic_jax.models import efficientnet
 from mimic_jax.models import resnet
 
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 ARCHITECTURES = {
     'resnet18': resnet.ResNet18,
     'tiny_resnet': resnet.TinyResNet,
@@ -23,11 +25,13 @@ ARCHITECTURES = {
 
 
 def create_model(model: ml_collections.ConfigDict):
-  """Instantiates ``model.arch`` with ``num_classes``, ``norm`` and (ResNets) ``width``."""
+  """Instantiates ``model.arch`` with ``num_classes``, ``norm``, ``dtype`` (of the
+  computation; parameters stay float32) and (ResNets) ``width``."""
   if model.arch not in ARCHITECTURES:
     raise ValueError(f'config.model.arch={model.arch!r} is unknown; choose one of '
                      f'{sorted(ARCHITECTURES)}')
-  kwargs = {'num_classes': model.num_classes, 'norm': model.norm}
+  kwargs = {'num_classes': model.num_classes, 'norm': model.norm,
+            'dtype': DTYPES[model.get('dtype', 'float32')]}
   if model.get('width') and 'resnet' in model.arch:
     kwargs['width'] = model.width
   return ARCHITECTURES[model.arch](**kwargs)

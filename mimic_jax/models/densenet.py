@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -22,14 +23,15 @@ class DenseNet(nn.Module):
   bn_size: int = 4
   num_classes: int = 3
   norm: str = 'batch'
+  dtype: Any = jnp.float32  # computation dtype (parameters stay float32)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.norm != 'batch':
       raise ValueError('DenseNet supports norm="batch" only (as torchvision)')
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5)
-    conv = functools.partial(nn.Conv, use_bias=False)
+                             epsilon=1e-5, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
     x = conv(self.init_features, (7, 7), (2, 2), padding=3, name='conv0')(x)
     x = nn.relu(norm(name='norm0')(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
@@ -49,7 +51,9 @@ class DenseNet(nn.Module):
     x = nn.relu(norm(name='norm5')(x))
     x = self.perturb('features', x)
     self.sow('intermediates', 'features', x)
-    return nn.Dense(self.num_classes, name='classifier')(jnp.mean(x, axis=(1, 2)))
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(
+        jnp.mean(x, axis=(1, 2)))
+    return logits.astype(jnp.float32)
 
 
 DenseNet121 = functools.partial(DenseNet, block_sizes=(6, 12, 24, 16))

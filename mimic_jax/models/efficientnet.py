@@ -10,6 +10,7 @@ classifier dropout of the reference are not applied (deterministic training; doc
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -26,24 +27,26 @@ class MBConv(nn.Module):
   strides: int
   out: int
   train: bool
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     norm = functools.partial(nn.BatchNorm, use_running_average=not self.train, momentum=0.9,
-                             epsilon=1e-5)
+                             epsilon=1e-5, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, dtype=self.dtype)
     cin = x.shape[-1]
     hidden = cin * self.expand
     y = x
     if self.expand != 1:
-      y = nn.silu(norm()(nn.Conv(hidden, (1, 1), use_bias=False)(y)))
+      y = nn.silu(norm()(conv(hidden, (1, 1), use_bias=False)(y)))
     pad = self.kernel // 2
-    y = nn.Conv(hidden, (self.kernel, self.kernel), (self.strides, self.strides),
+    y = conv(hidden, (self.kernel, self.kernel), (self.strides, self.strides),
                 padding=pad, feature_group_count=hidden, use_bias=False)(y)
     y = nn.silu(norm()(y))
     s = jnp.mean(y, axis=(1, 2), keepdims=True)
-    s = nn.silu(nn.Conv(max(1, cin // 4), (1, 1))(s))
-    y = y * nn.sigmoid(nn.Conv(hidden, (1, 1))(s))
-    y = norm()(nn.Conv(self.out, (1, 1), use_bias=False)(y))
+    s = nn.silu(conv(max(1, cin // 4), (1, 1))(s))
+    y = y * nn.sigmoid(conv(hidden, (1, 1))(s))
+    y = norm()(conv(self.out, (1, 1), use_bias=False)(y))
     if self.strides == 1 and cin == self.out:
       y = y + x
     return y
@@ -53,22 +56,25 @@ class EfficientNetB0(nn.Module):
   """EfficientNet-B0 with a ``num_classes`` linear head."""
   num_classes: int = 3
   norm: str = 'batch'
+  dtype: Any = jnp.float32  # computation dtype (parameters stay float32)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.norm != 'batch':
-      raise ValueError('EfficientNet-B0 supports norm="batch" only (as torchvision)')
+      raise ValueError('EfficientNet-B0 supports norm="batch" only (as timm)')
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5)
-    x = nn.silu(norm(name='stem_norm')(
-        nn.Conv(32, (3, 3), (2, 2), padding=1, use_bias=False, name='stem')(x)))
+                             epsilon=1e-5, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    x = nn.silu(norm(name='stem_norm')(conv(32, (3, 3), (2, 2), padding=1, name='stem')(x)))
     for i, (expand, kernel, strides, out, repeats) in enumerate(B0_STAGES):
       for j in range(repeats):
-        x = MBConv(expand, kernel, strides if j == 0 else 1, out, train,
+        x = MBConv(expand, kernel, strides if j == 0 else 1, out, train, self.dtype,
                    name=f'stage{i + 1}_block{j + 1}')(x)
       x = self.perturb(f'stage{i + 1}', x)
       self.sow('intermediates', f'stage{i + 1}', x)
-    x = nn.silu(norm(name='head_norm')(nn.Conv(1280, (1, 1), use_bias=False, name='head')(x)))
+    x = nn.silu(norm(name='head_norm')(conv(1280, (1, 1), name='head')(x)))
     x = self.perturb('features', x)
     self.sow('intermediates', 'features', x)
-    return nn.Dense(self.num_classes, name='classifier')(jnp.mean(x, axis=(1, 2)))
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(
+        jnp.mean(x, axis=(1, 2)))
+    return logits.astype(jnp.float32)
