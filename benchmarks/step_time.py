@@ -1,21 +1,32 @@
-r"""Train-step time of each method, JAX side by side with PyTorch eager (GPU or CPU).
+r"""Train-step time of every method, JAX side by side with the PyTorch reference, in one run.
 
-  python benchmarks/step_time.py --arch densenet121 --size 224 --batch 32 \
-      [--methods single,ensemble,mimic,gaze] [--executions vmap,unrolled] [--torch] \
-      [--out results.json]
-  python benchmarks/step_time.py --synthetic --size 64 --methods single,mimic \
-      --executions vmap,unrolled --steps 3       # the CPU-size configs
+  .venv/bin/python benchmarks/step_time.py --presets cpu,densenet121,efficientnet_b0 \
+      [--batch_224 8] [--steps 3] [--methods single,ensemble,mimic_ig,mimic_gshap,gaze] \
+      [--dtype float32|bfloat16] [--torch_python .venv-torch/bin/python] [--torch_compile] \
+      [--out benchmarks/out/cpu.json]
 
-JAX: the jit-compiled ``member_step`` of ``mimic_jax.steps`` (mimic: the adversarial phase,
-GradientSHAP with 5 samples; gaze: the input-gradient KLD penalty), Adam, float32, random
-inputs, after one compiling call; FLOPs from XLA's cost analysis. PyTorch (``--torch``):
-torchvision's same architecture, the plain CE step and the gaze step (input gradient with
-``create_graph=True``, i.e. double backprop), Adam, eager. Peak device memory where the
-backend reports it.
+Presets: ``cpu`` is the CPU configuration of ``configs/mimic.py:synthetic`` (tiny GroupNorm
+ResNet, width 16, 64 x 64 grey images, batch 32, GradientSHAP with 2 samples);
+``densenet121`` / ``efficientnet_b0`` the paper's models at 224 x 224 RGB (GradientSHAP with
+5 samples). Methods: ``single``; ``ensemble`` (M = 3); ``mimic_ig`` / ``mimic_gshap``: the
+adversarial step of ``mimic`` (M = 3) with input gradients / GradientSHAP as the training
+explanation; ``gaze``: CE + the KLD penalty of the input gradient (M = 1).
+
+JAX: the jit-compiled ``mimic_jax.steps.member_step`` (Adam), random inputs, timed after two
+warm-up calls; FLOPs from XLA's cost analysis, as a fraction of this machine's float32
+matmul rate measured here; memory from XLA's buffer assignment (arguments + outputs +
+temporaries). PyTorch: ``benchmarks/torch_steps.py`` in its own environment (eager, and
+``torch.compile`` with ``--torch_compile``). Also the input pipeline's examples/s (ArrayRecord
+-> grain -> batches) on the synthetic build. Prints a Markdown table; ``--out`` keeps JSON.
 """
 
 import functools
 import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
 import time
 
 from absl import app
@@ -28,147 +39,198 @@ from configs import mimic
 from mimic_jax import models
 from mimic_jax import steps
 
-_ARCH = flags.DEFINE_string('arch', 'densenet121', 'Model architecture.')
-_SIZE = flags.DEFINE_integer('size', 224, 'Image side.')
-_BATCH = flags.DEFINE_integer('batch', 32, 'Global batch.')
-_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps.')
-_METHODS = flags.DEFINE_list('methods', ['single', 'ensemble', 'mimic', 'gaze'], 'Methods.')
-_EXECUTIONS = flags.DEFINE_list('executions', ['vmap'], 'Ensemble executions to time.')
-_TORCH = flags.DEFINE_bool('torch', False, 'Also time PyTorch eager steps.')
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+_PRESETS = flags.DEFINE_list('presets', ['cpu'], 'cpu, densenet121, efficientnet_b0.')
+_BATCH_224 = flags.DEFINE_integer('batch_224', 8, 'Batch of the 224 px presets.')
+_STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps (after two warm-up calls).')
+_METHODS = flags.DEFINE_list('methods', ['single', 'ensemble', 'mimic_ig', 'mimic_gshap',
+                                         'gaze'], 'Methods.')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'JAX computation.')
+_TORCH_PYTHON = flags.DEFINE_string('torch_python', str(ROOT / '.venv-torch/bin/python'),
+                                    'Python with torch/torchvision/timm; empty: skip PyTorch.')
+_TORCH_COMPILE = flags.DEFINE_bool('torch_compile', False, 'Also time torch.compile steps.')
+_THREADS = flags.DEFINE_integer('threads', os.cpu_count(), 'PyTorch CPU threads.')
+_EXECUTION = flags.DEFINE_enum('execution', 'auto', ['auto', 'vmap', 'unrolled'],
+                               'config.ensemble.execution of the JAX ensembles.')
 _OUT = flags.DEFINE_string('out', None, 'JSON output file.')
-_SYNTHETIC = flags.DEFINE_bool('synthetic', False, 'Use the CPU-size synthetic configs '
-                               '(tiny GroupNorm ResNet, 1 channel) instead of --arch.')
 
-VARIANT = {'single': 'baseline', 'ensemble': 'ensemble', 'mimic': 'mimic', 'gaze': 'gaze'}
+PLAIN = {'single': 'single', 'gaze': 'single', 'ensemble': 'ensemble',
+         'mimic_ig': 'ensemble', 'mimic_gshap': 'ensemble'}
 
 
-def _config(method, execution):
-  if _SYNTHETIC.value:
-    c = mimic.get_config(f'{VARIANT[method]},synthetic')
+def preset_config(preset: str, method: str):
+  """The config a method runs with in a preset."""
+  variant = {'single': 'baseline', 'ensemble': 'ensemble', 'gaze': 'gaze'}.get(method, 'mimic')
+  if preset == 'cpu':
+    c = mimic.get_config(f'{variant},synthetic')
   else:
-    c = mimic.get_config(VARIANT[method])
-    c.model.arch = _ARCH.value
-    c.model.norm = 'batch'
-    c.mimic.post.pool = 8
-  c.batch_size = _BATCH.value
-  c.ensemble.execution = execution
+    c = mimic.get_config(variant)
+    c.model.arch = preset
+    c.batch_size = _BATCH_224.value
+  c.model.dtype = _DTYPE.value
+  c.ensemble.execution = _EXECUTION.value
+  if method == 'mimic_ig':
+    c.mimic.explainer = 'input_gradients'
+    c.mimic.explainer_kwargs = {}
   return c
 
 
-def _peak_bytes():
-  try:
-    return jax.devices()[0].memory_stats().get('peak_bytes_in_use')
-  except Exception:  # pylint: disable=broad-except
-    return None
+def _size(preset):
+  return 64 if preset == 'cpu' else 224
 
 
-def time_jax(method, execution, batch):
-  c = _config(method, execution)
-  model = models.create_model(c.model)
+def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+  """float32 matmul rate of the default device through XLA."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  t0 = time.perf_counter()
+  for _ in range(reps):
+    out = f(a)
+  out.block_until_ready()
+  return reps * 2 * n**3 / (time.perf_counter() - t0) / 1e9
+
+
+def time_jax(config, batch) -> dict:
+  model = models.create_model(config.model)
   shape = batch['image'].shape[1:]
-  state = jax.jit(functools.partial(steps.create_state, c, model, shape))(jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(steps.member_step, c), donate_argnums=(0,))
+  state = jax.jit(functools.partial(steps.create_state, config, model, shape))(
+      jax.random.PRNGKey(0))
+  step = jax.jit(functools.partial(steps.member_step, config), donate_argnums=(0,))
+  t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
-  t0 = time.perf_counter()
-  state, _ = step(state, batch)
+  mem = compiled.memory_analysis()
+  mem_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+               if mem is not None else None)
+  for _ in range(2):  # warm-up
+    state, _ = step(state, batch)
   jax.block_until_ready(state)
-  first = time.perf_counter() - t0
   t0 = time.perf_counter()
   for _ in range(_STEPS.value):
     state, _ = step(state, batch)
   jax.block_until_ready(state)
   dt = (time.perf_counter() - t0) / _STEPS.value
-  return {'step_s': dt, 'images_per_s': _BATCH.value / dt, 'first_call_s': first,
-          'flops': flops, 'tflops_per_s': flops / dt / 1e12, 'peak_bytes': _peak_bytes()}
+  try:
+    peak = jax.devices()[0].memory_stats().get('peak_bytes_in_use')
+  except Exception:  # pylint: disable=broad-except
+    peak = None
+  return {'step_s': dt, 'images_per_s': config.batch_size / dt, 'compile_s': compile_s,
+          'gflop': flops / 1e9, 'gflop_per_s': flops / dt / 1e9, 'xla_buffer_bytes': mem_bytes,
+          'device_peak_bytes': peak}
 
 
-def time_torch(method, x_np, y_np, gaze_np):
-  import torch  # pylint: disable=g-import-not-at-top
-  import torchvision  # pylint: disable=g-import-not-at-top
-  dev = 'cuda' if torch.cuda.is_available() else 'cpu'
-  net = getattr(torchvision.models, _ARCH.value)(num_classes=3).to(dev)
-  opt = torch.optim.Adam(net.parameters(), 1e-4)
-  x = torch.tensor(np.repeat(x_np.transpose(0, 3, 1, 2), 3 // x_np.shape[-1], 1), device=dev)
-  y = torch.tensor(y_np, device=dev, dtype=torch.long)
-  gaze = torch.tensor(gaze_np, device=dev)
+def time_torch(preset, configs) -> dict:
+  c = configs['single']
+  gshap = configs.get('mimic_gshap', c).mimic.explainer_kwargs
+  spec = {'arch': c.model.arch, 'size': _size(preset), 'channels': c.model.input_channels,
+          'width': c.model.width or 64, 'batch': c.batch_size, 'steps': _STEPS.value,
+          'methods': list(configs), 'num_models': c.ensemble.num_models,
+          'gaze_weight': c.gaze.weight, 'beta': c.mimic.beta, 'pool': c.mimic.post.pool,
+          'gaze_size': _size(preset), 'disc_hidden': c.mimic.disc_hidden,
+          'gshap_samples': gshap.get('samples', 5), 'compile': _TORCH_COMPILE.value,
+          'threads': _THREADS.value, 'dtype': _DTYPE.value}
+  with tempfile.TemporaryDirectory() as tmp:
+    spec_path, out_path = pathlib.Path(tmp, 'spec.json'), pathlib.Path(tmp, 'out.json')
+    spec_path.write_text(json.dumps(spec))
+    proc = subprocess.run([_TORCH_PYTHON.value, str(ROOT / 'benchmarks' / 'torch_steps.py'),
+                           '--spec', str(spec_path), '--out', str(out_path)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+      return {'error': proc.stderr[-2000:]}
+    return json.loads(out_path.read_text())
 
-  def step():
-    opt.zero_grad(set_to_none=True)
-    if method == 'gaze':
-      xi = x.clone().requires_grad_(True)
-      net.eval()
-      logits_e = net(xi)
-      (g,) = torch.autograd.grad(logits_e.gather(1, y[:, None]).sum(), xi, create_graph=True)
-      sal = g.abs().sum(1)
-      s = sal / sal.sum((1, 2), keepdim=True).clamp_min(2.2e-16)
-      q = gaze / gaze.sum((1, 2), keepdim=True)
-      pen = (q * torch.log(2.2e-16 + q / (s + 2.2e-16))).sum((1, 2)).mean()
-      net.train()
-      loss = torch.nn.functional.cross_entropy(net(x), y) + pen
-    else:
-      net.train()
-      loss = torch.nn.functional.cross_entropy(net(x), y)
-    loss.backward()
-    opt.step()
 
-  def sync():
-    if dev == 'cuda':
-      torch.cuda.synchronize()
-
-  step()
-  sync()
-  if dev == 'cuda':
-    torch.cuda.reset_peak_memory_stats()
+def pipeline_rate(config, batches: int = 20) -> float:
+  """Training examples/s from the synthetic ArrayRecord build through grain."""
+  from mimic_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from mimic_jax import synthetic_data  # pylint: disable=g-import-not-at-top
+  synthetic_data.ensure_dataset(config.data)
+  source = input_pipeline.data_source(config.data, 'train')
+  ds, _ = input_pipeline.train_dataset(source, global_batch=config.batch_size,
+                                       input_channels=config.model.input_channels, seed=0)
+  it = input_pipeline.iterate_from(ds, 0, threads=config.data.threads,
+                                   prefetch=config.data.prefetch)
+  next(it)
   t0 = time.perf_counter()
-  for _ in range(_STEPS.value):
-    step()
-  sync()
-  dt = (time.perf_counter() - t0) / _STEPS.value
-  peak = torch.cuda.max_memory_allocated() if dev == 'cuda' else None
-  return {'step_s': dt, 'images_per_s': _BATCH.value / dt, 'peak_bytes': peak,
-          'torch': torch.__version__, 'device': dev}
+  for _ in range(batches):
+    next(it)
+  return batches * config.batch_size / (time.perf_counter() - t0)
 
 
-def _save(out):
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      json.dump(out, f, indent=1)
+def _random_batch(config, size):
+  rng = np.random.default_rng(0)
+  b, c = config.batch_size, config.model.input_channels
+  gaze = rng.random((b, size, size)).astype(np.float32)
+  return {'image': jnp.asarray(rng.normal(size=(b, size, size, c)).astype(np.float32)),
+          'label': jnp.asarray(np.arange(b) % 3, jnp.int32),
+          'gaze': jnp.asarray(gaze / gaze.sum(axis=(1, 2), keepdims=True))}
+
+
+def table(result) -> str:
+  rate = result['matmul_gflops_xla']
+  lines = [f'Device: {result["device"]}; jax {result["jax"]}; {result["dtype"]}; XLA float32 '
+           f'matmul {rate:.0f} GFLOP/s' + (
+               f', PyTorch {result["matmul_gflops_torch"]:.0f}'
+               if result.get('matmul_gflops_torch') else ''), '',
+           '| preset | method | JAX step (s) | img/s | GFLOP | GFLOP/s | % matmul | x plain '
+           '| JAX MB | torch eager (s) | JAX / eager | torch.compile (s) |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|']
+  for preset, pr in result['presets'].items():
+    for method, j in pr['jax'].items():
+      t = pr.get('torch', {})
+      eager = t.get('eager', {}).get(method)
+      comp = t.get('compiled', {}).get(method)
+      plain = pr['jax'].get(PLAIN[method], {}).get('step_s')
+      mem = j['device_peak_bytes'] or j['xla_buffer_bytes']
+      mb = mem / 2**20 if mem else float('nan')
+      tmem = t.get('peak_bytes', {}).get(method)
+      lines.append(
+          f'| {preset} (b{pr["batch"]}) | {method} | {j["step_s"]:.3f} | '
+          f'{j["images_per_s"]:.0f} | {j["gflop"]:.1f} | {j["gflop_per_s"]:.0f} | '
+          f'{100 * j["gflop_per_s"] / rate:.0f}% | '
+          + (f'{j["step_s"] / plain:.2f}' if plain else '-') + f' | {mb:.0f} | '
+          + (f'{eager:.3f}' + (f' ({tmem / 2**20:.0f} MB)' if tmem else '')
+             + f' | {j["step_s"] / eager:.2f}' if isinstance(eager, float) else '- | -') + ' | '
+          + (f'{comp:.3f}' if isinstance(comp, float) else (comp or '-')) + ' |')
+    if pr.get('pipeline_examples_per_s'):
+      single = pr['jax'].get('single', {}).get('images_per_s')
+      lines.append(f'\nInput pipeline ({preset}): {pr["pipeline_examples_per_s"]:.0f} '
+                   f'examples/s; the single step consumes {single:.0f}/s.')
+  return '\n'.join(lines)
 
 
 def main(argv):
   del argv
-  rng = np.random.default_rng(0)
-  s, b = _SIZE.value, _BATCH.value
-  x = rng.normal(size=(b, s, s, 1 if _SYNTHETIC.value else 3)).astype(np.float32)
-  y = (np.arange(b) % 3).astype(np.int32)
-  gaze = rng.random((b, s, s)).astype(np.float32)
-  gaze /= gaze.sum(axis=(1, 2), keepdims=True)
-  batch = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'gaze': jnp.asarray(gaze)}
-  arch = 'synthetic config' if _SYNTHETIC.value else _ARCH.value
-  out = {'device': str(jax.devices()[0]), 'jax': jax.__version__, 'arch': arch,
-         'size': s, 'batch': b, 'jax_steps': {}, 'torch_steps': {}}
-  for method in _METHODS.value:
-    for execution in (_EXECUTIONS.value if method in ('ensemble', 'mimic') else ['vmap']):
-      key = f'{method}/{execution}' if method in ('ensemble', 'mimic') else method
-      out['jax_steps'][key] = time_jax(method, execution, batch)
-      print('jax', key, json.dumps(out['jax_steps'][key]), flush=True)
-      _save(out)
-  if _TORCH.value:
-    for method in ('single', 'gaze'):
-      out['torch_steps'][method] = time_torch(method, x, y, gaze)
-      print('torch', method, json.dumps(out['torch_steps'][method]), flush=True)
-      _save(out)
-  single = out['jax_steps'].get('single', {}).get('step_s')
-  if single:
-    out['ratio_to_single'] = {k: v['step_s'] / single for k, v in out['jax_steps'].items()}
-  if out['torch_steps']:
-    out['jax_over_torch'] = {m: out['jax_steps'][m]['step_s'] / out['torch_steps'][m]['step_s']
-                             for m in out['torch_steps'] if m in out['jax_steps']}
-  print(json.dumps(out, indent=1))
-  _save(out)
+  result = {'device': str(jax.devices()[0]), 'jax': jax.__version__, 'dtype': _DTYPE.value,
+            'date': time.strftime('%Y-%m-%d'), 'command': ' '.join(sys.argv),
+            'matmul_gflops_xla': matmul_gflops(), 'presets': {}}
+  print(f'XLA float32 matmul: {result["matmul_gflops_xla"]:.0f} GFLOP/s', flush=True)
+  for preset in _PRESETS.value:
+    configs = {m: preset_config(preset, m) for m in _METHODS.value}
+    batch = _random_batch(next(iter(configs.values())), _size(preset))
+    pr = result['presets'][preset] = {'batch': batch['image'].shape[0], 'jax': {}}
+    if _TORCH_PYTHON.value:  # first: on a GPU it then leaves the memory to JAX
+      pr['torch'] = time_torch(preset, configs)
+      print(preset, 'torch', json.dumps(pr['torch']), flush=True)
+      result['matmul_gflops_torch'] = pr['torch'].get('matmul_gflops')
+    for method, config in configs.items():
+      pr['jax'][method] = time_jax(config, batch)
+      print(preset, 'jax', method, json.dumps(pr['jax'][method]), flush=True)
+      _save(result)
+    if preset == 'cpu':
+      pr['pipeline_examples_per_s'] = pipeline_rate(configs['single'])
+    _save(result)
+  print(table(result))
+
+
+def _save(result):
+  if _OUT.value:
+    pathlib.Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(_OUT.value).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == '__main__':

@@ -4,9 +4,11 @@ Run by ``step_time.py`` with .venv-torch's Python (PyTorch is never a mimic-jax 
 
   .venv-torch/bin/python benchmarks/torch_steps.py --spec SPEC.json --out OUT.json
 
-SPEC: ``{"arch", "size", "channels", "batch", "steps", "methods", "num_models",
-"gaze_weight", "beta", "pool", "explainers": {"mimic": [name, samples]}, "compile": bool,
-"threads"}``. The same architecture (torchvision DenseNet-121, timm EfficientNet-B0, or the
+SPEC (written by ``step_time.py``): ``{"arch", "width", "size", "channels", "batch", "steps",
+"methods" (single | ensemble | mimic_ig | mimic_gshap | gaze), "num_models", "gaze_weight",
+"gaze_size", "beta", "pool", "disc_hidden", "gshap_samples", "compile", "threads", "dtype"}``.
+On a CUDA device (used when present) ``dtype='bfloat16'`` runs the steps under
+``torch.autocast``; peak memory is ``torch.cuda.max_memory_allocated`` per method. The same architecture (torchvision DenseNet-121, timm EfficientNet-B0, or the
 twin of our tiny GroupNorm ResNet), batch, losses and Adam as ``mimic_jax.steps.member_step``,
 written as a PyTorch user would: eager, sub-models in a Python loop, explanations with
 ``torch.autograd.grad(..., create_graph=True)`` (double backprop), eval-mode explanations for
@@ -27,20 +29,24 @@ KLD_EPS = 2.220446049250313e-16
 
 
 class _Block(nn.Module):
-  """Our ``resnet.BasicBlock`` with GroupNorm (groups of 8 channels)."""
+  """Our ``resnet.BasicBlock`` with GroupNorm (groups of 8 channels) and pooling downsampling
+  (``downsample='pool'``: 2 x 2 average pooling, then stride-1 convolutions)."""
 
   def __init__(self, cin, cout, stride):
     super().__init__()
-    self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+    self.pool = stride
+    self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
     self.n1 = nn.GroupNorm(cout // 8, cout)
     self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
     self.n2 = nn.GroupNorm(cout // 8, cout)
     self.proj = None
-    if cin != cout or stride != 1:
-      self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+    if cin != cout:
+      self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, 1, bias=False),
                                 nn.GroupNorm(cout // 8, cout))
 
   def forward(self, x):
+    if self.pool > 1:
+      x = F.avg_pool2d(x, self.pool)
     y = F.relu(self.n1(self.conv1(x)))
     y = self.n2(self.conv2(y))
     return F.relu((x if self.proj is None else self.proj(x)) + y)
@@ -105,16 +111,19 @@ def explanation(net, x, y, explainer, samples, shared):
     (g,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), xi, create_graph=True)
     return g
   total = 0.0
-  for alpha in torch.rand(samples):
+  for alpha in torch.rand(samples).tolist():
     xs = (alpha * x).detach().requires_grad_(True)  # baseline 0
     (g,) = torch.autograd.grad(net(xs).gather(1, y[:, None]).sum(), xs, create_graph=True)
     total = total + x * g
   return total / samples
 
 
-def make_step(spec, method, nets, opt, disc, batch):
+def make_step(spec, key, nets, opt, disc, batch):
+  """One train step of method ``key`` (the sub-models' adversarial step for mimic_*)."""
   x, y, gaze = batch
-  explainer, samples = spec['explainers'].get('mimic', ['gradient_shap', 5])
+  method = 'mimic' if key.startswith('mimic') else key
+  explainer = 'input_gradients' if key == 'mimic_ig' else 'gradient_shap'
+  samples = spec['gshap_samples']
   bn = has_batchnorm(nets[0])
 
   def step():
@@ -147,7 +156,7 @@ def make_step(spec, method, nets, opt, disc, batch):
         maps.append(postprocess(a, spec['pool'], 'minmax'))
       m = torch.stack(maps)  # (M, B, h, w)
       d_logits = disc(m.reshape(m.shape[0] * m.shape[1], -1))
-      labels = torch.arange(len(nets)).repeat_interleave(x.shape[0])
+      labels = torch.arange(len(nets), device=x.device).repeat_interleave(x.shape[0])
       loss = loss - spec['beta'] * F.cross_entropy(d_logits, labels)
     loss.backward()
     opt.step()
@@ -156,11 +165,27 @@ def make_step(spec, method, nets, opt, disc, batch):
   return step
 
 
-def time_step(step, steps):
-  step()  # warm-up (and compilation)
+def _sync():
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
+
+
+def time_step(step, steps, dtype):
+  if torch.cuda.is_available() and dtype == 'bfloat16':
+    plain = step
+
+    def step():
+      with torch.autocast('cuda', dtype=torch.bfloat16):
+        return plain()
+  for _ in range(2):  # warm-up (allocator, thread pool; compilation)
+    step()
+  _sync()
+  if torch.cuda.is_available():
+    torch.cuda.reset_peak_memory_stats()
   t0 = time.perf_counter()
   for _ in range(steps):
     step()
+  _sync()
   return (time.perf_counter() - t0) / steps
 
 
@@ -173,16 +198,19 @@ def main():
     spec = json.load(f)
   torch.set_num_threads(spec['threads'])
   torch.manual_seed(0)
+  dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+  torch.set_default_device(dev)
   rng = np.random.default_rng(0)
   b, s, c = spec['batch'], spec['size'], spec['channels']
   x = torch.tensor(rng.normal(size=(b, c, s, s)).astype(np.float32))
   y = torch.tensor(np.arange(b) % 3, dtype=torch.long)
   gs = spec['gaze_size']
   gaze = torch.tensor(rng.random((b, gs, gs)).astype(np.float32))
-  out = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'eager': {},
-         'compiled': {}}
+  x, y, gaze = x.to(dev), y.to(dev), gaze.to(dev)
+  out = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'device': dev,
+         'eager': {}, 'compiled': {}, 'peak_bytes': {}}
   for method in spec['methods']:
-    m = spec['num_models'] if method in ('ensemble', 'mimic') else 1
+    m = spec['num_models'] if method in ('ensemble', 'mimic_ig', 'mimic_gshap') else 1
     nets = [build(spec['arch'], c, spec['width']) for _ in range(m)]
     params = [q for n in nets for q in n.parameters()]
     opt = torch.optim.Adam(params, 1e-4)
@@ -190,11 +218,14 @@ def main():
     disc = nn.Sequential(nn.Linear(side * side, spec['disc_hidden']), nn.ReLU(),
                          nn.Linear(spec['disc_hidden'], m))
     step = make_step(spec, method, nets, opt, disc, (x, y, gaze))
-    out['eager'][method] = time_step(step, spec['steps'])
+    out['eager'][method] = time_step(step, spec['steps'], spec.get('dtype', 'float32'))
+    if dev == 'cuda':
+      out['peak_bytes'][method] = torch.cuda.max_memory_allocated()
     print('torch eager', method, out['eager'][method], flush=True)
     if spec.get('compile'):
       try:
-        out['compiled'][method] = time_step(torch.compile(step), spec['steps'])
+        out['compiled'][method] = time_step(torch.compile(step), spec['steps'],
+                                            spec.get('dtype', 'float32'))
       except Exception as e:  # pylint: disable=broad-except
         out['compiled'][method] = f'failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}'
       print('torch compiled', method, out['compiled'][method], flush=True)
@@ -202,9 +233,11 @@ def main():
       json.dump(out, f, indent=1)
   t = torch.randn(2048, 2048)
   torch.mm(t, t)
+  _sync()
   t0 = time.perf_counter()
   for _ in range(5):
     torch.mm(t, t)
+  _sync()
   out['matmul_gflops'] = 5 * 2 * 2048**3 / (time.perf_counter() - t0) / 1e9
   with open(args.out, 'w') as f:
     json.dump(out, f, indent=1)

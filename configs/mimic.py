@@ -29,13 +29,14 @@ def _base() -> ml_collections.ConfigDict:
   c.eval_every_epochs = 1
 
   c.model = ml_collections.ConfigDict()
-  c.model.arch = 'densenet121'       # densenet121 | efficientnet_b0 | resnet18 | tiny_resnet
+  c.model.arch = 'densenet121'  # densenet121 | efficientnet_b0 | resnet18 | resnet50 | tiny_resnet
   c.model.num_classes = 3
   c.model.norm = 'batch'             # batch | group (ResNets)
   c.model.width = ml_collections.FieldReference(None, field_type=int)  # ResNets only
+  c.model.downsample = 'stride'      # ResNets: stride (torchvision) | pool (fast on XLA:CPU)
   c.model.input_channels = 3         # 3: grey replicated + ImageNet normalisation; or 1
   c.model.dtype = 'float32'          # computation: float32 | bfloat16 (GPU/TPU); params f32
-  # ImageNet weights: a torchvision resnet18/densenet121 or timm efficientnet_b0 state dict
+  # ImageNet weights: torchvision resnet18/50 or densenet121, timm efficientnet_b0 state dict
   # (.safetensors, or .pth with PyTorch installed), or `python -m mimic_jax.convert_weights`
   # output. With input_channels=1 the first convolution's RGB filters are summed.
   c.model.pretrained = ml_collections.FieldReference(None, field_type=str)
@@ -91,6 +92,7 @@ def _synthetic(c: ml_collections.ConfigDict) -> None:
   c.model.norm = 'group'
   c.model.width = 16
   c.model.input_channels = 1
+  c.model.downsample = 'pool'        # 2x faster explanation steps on CPU (benchmarks/)
   c.batch_size = 32
   c.num_epochs = 8
   c.learning_rate = 3e-3

@@ -51,6 +51,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                      f'for method {config.method!r}')
   if config.gaze.num_models < 1:
     raise ValueError(f'config.gaze.num_models={config.gaze.num_models} must be >= 1')
+  if config.model.downsample not in ('stride', 'pool'):
+    raise ValueError(f'config.model.downsample={config.model.downsample!r} is invalid; choose '
+                     'stride or pool')
+  if config.model.get('pretrained') and config.model.downsample != 'stride':
+    raise ValueError('config.model.pretrained needs config.model.downsample="stride" (the '
+                     'torchvision ResNet)')
   if config.model.dtype not in models.DTYPES:
     raise ValueError(f'config.model.dtype={config.model.dtype!r} is invalid; choose one of '
                      f'{sorted(models.DTYPES)}')

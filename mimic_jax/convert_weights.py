@@ -1,10 +1,10 @@
 r"""Converts a PyTorch ImageNet checkpoint to our Flax variables (safetensors).
 
-  python -m mimic_jax.convert_weights IN OUT [--arch=densenet121|resnet18|efficientnet_b0]
+  python -m mimic_jax.convert_weights IN OUT [--arch=densenet121|resnet18|resnet50|...]
 
-``IN``: a torchvision ``resnet18``/``densenet121`` or timm ``efficientnet_b0`` state dict
-(``.safetensors``; ``.pth``/``.pt`` if PyTorch is installed). ``OUT``: a ``.safetensors`` file
-for ``config.model.pretrained``. The architecture is recognised from the tensor names unless
+``IN``: a torchvision ``resnet18``/``resnet50``/``densenet121`` or timm ``efficientnet_b0``
+state dict (``.safetensors``; ``.pth``/``.pt`` if PyTorch is installed). ``OUT``: a
+``.safetensors`` file for ``config.model.pretrained``. The architecture is recognised from the tensor names unless
 given. Fails naming the first tensor whose name or shape does not fit; lists unused tensors.
 """
 
@@ -30,8 +30,10 @@ def guess_arch(names) -> str:
     return 'efficientnet_b0'
   if 'layer1.0.conv1.weight' in names:
     if 'layer1.0.conv3.weight' in names:
-      raise pretrained.ConversionError('this is a bottleneck ResNet (resnet50 or deeper); '
-                                       'only resnet18 is supported')
+      if 'layer3.6.conv1.weight' in names or 'layer3.5.conv1.weight' not in names:
+        raise pretrained.ConversionError('a bottleneck ResNet other than resnet50 (deeper or '
+                                         'shallower); supported: resnet18, resnet50')
+      return 'resnet50'
     return 'resnet18'
   raise pretrained.ConversionError(
       f'cannot tell the architecture from the tensor names (first: {sorted(names)[:3]}); '

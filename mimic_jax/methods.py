@@ -153,6 +153,14 @@ def kld_loss(saliency: jax.Array, gaze: jax.Array) -> jax.Array:
   return jnp.mean(jnp.sum(g * jnp.log(KLD_EPS + g / (s + KLD_EPS)), axis=(1, 2)))
 
 
+def gradient_kld(grads: jax.Array, gaze: jax.Array) -> jax.Array:
+  """The ``kld`` gaze penalty from input gradients ``(B, H, W, C)``: |gradient| summed over
+  channels, average-pooled to the ``(B, S, S)`` gaze grid, MIT KLD(gaze || it)."""
+  sal = explain.postprocess(grads, sign='abs', normalize='none',
+                            pool=grads.shape[1] // gaze.shape[1])
+  return kld_loss(sal, gaze)
+
+
 def gaze_penalty(apply_fn: Callable, variables: dict, x, y, gaze, *,
                  penalty: str = 'kld') -> jax.Array:
   """Gaze-alignment penalty of one model (``jax.vmap`` it over an ensemble), eval mode.
@@ -166,8 +174,7 @@ def gaze_penalty(apply_fn: Callable, variables: dict, x, y, gaze, *,
   logit_fn = lambda z: apply_fn(variables, z, train=False)  # pylint: disable=unnecessary-lambda-assignment
   if penalty == 'kld':
     _, g = explain.input_gradients(logit_fn, x, y)
-    sal = explain.postprocess(g, sign='abs', normalize='none', pool=x.shape[1] // gaze.shape[1])
-    return kld_loss(sal, gaze)
+    return gradient_kld(g, gaze)
   if penalty == 'rrr':
     g = jax.grad(lambda z: jax.nn.log_softmax(logit_fn(z)).sum())(x).sum(axis=-1)
     gz = jax.image.resize(gaze, (gaze.shape[0], *x.shape[1:3]), 'linear')

@@ -1,5 +1,5 @@
 """ImageNet-pretrained backbones from PyTorch checkpoints: torchvision ``resnet18`` /
-``densenet121`` and timm ``efficientnet_b0`` state dicts into our Flax models.
+``resnet50`` / ``densenet121`` and timm ``efficientnet_b0`` state dicts into our Flax models.
 
 - :func:`read_state_dict` reads ``.safetensors`` (numpy only, no PyTorch) or ``.pth``/``.pt``
   (through PyTorch, only if it is installed), unwrapping ``{'state_dict': ...}`` and
@@ -28,10 +28,12 @@ from flax import traverse_util
 from mimic_jax.models import efficientnet
 
 FORMAT = 'mimic_jax'
-ARCHES = ('resnet18', 'densenet121', 'efficientnet_b0')
+ARCHES = ('resnet18', 'resnet50', 'densenet121', 'efficientnet_b0')
 # The module whose weights are replaced for a new class count, and the first convolution.
-HEAD = {'resnet18': 'head', 'densenet121': 'classifier', 'efficientnet_b0': 'classifier'}
-FIRST_CONV = {'resnet18': 'stem', 'densenet121': 'conv0', 'efficientnet_b0': 'stem'}
+HEAD = {'resnet18': 'head', 'resnet50': 'head', 'densenet121': 'classifier',
+        'efficientnet_b0': 'classifier'}
+FIRST_CONV = {'resnet18': 'stem', 'resnet50': 'stem', 'densenet121': 'conv0',
+              'efficientnet_b0': 'stem'}
 # Bookkeeping tensors of PyTorch modules that carry no weights.
 _IGNORED_SUFFIXES = ('num_batches_tracked',)
 
@@ -61,6 +63,23 @@ def _resnet18_layers() -> Iterator[_Layer]:
       if stage > 0 and block == 0:
         yield _Layer(f'{t}.downsample.0', (flax_block, 'proj'), 'conv')
         yield _Layer(f'{t}.downsample.1', (flax_block, 'proj_norm'), 'bn')
+  yield _Layer('fc', ('head',), 'dense')
+
+
+def _resnet50_layers() -> Iterator[_Layer]:
+  yield _Layer('conv1', ('stem',), 'conv')
+  yield _Layer('bn1', ('stem_norm',), 'bn')
+  k = 0
+  for stage, n_blocks in enumerate((3, 4, 6, 3)):
+    for block in range(n_blocks):
+      flax_block, t = f'BottleneckBlock_{k}', f'layer{stage + 1}.{block}'
+      for c in range(3):
+        yield _Layer(f'{t}.conv{c + 1}', (flax_block, f'Conv_{c}'), 'conv')
+        yield _Layer(f'{t}.bn{c + 1}', (flax_block, f'BatchNorm_{c}'), 'bn')
+      if block == 0:
+        yield _Layer(f'{t}.downsample.0', (flax_block, 'proj'), 'conv')
+        yield _Layer(f'{t}.downsample.1', (flax_block, 'proj_norm'), 'bn')
+      k += 1
   yield _Layer('fc', ('head',), 'dense')
 
 
@@ -107,7 +126,8 @@ def _efficientnet_b0_layers() -> Iterator[_Layer]:
   yield _Layer('classifier', ('classifier',), 'dense')
 
 
-_LAYERS = {'resnet18': _resnet18_layers, 'densenet121': _densenet121_layers,
+_LAYERS = {'resnet18': _resnet18_layers, 'resnet50': _resnet50_layers,
+           'densenet121': _densenet121_layers,
            'efficientnet_b0': _efficientnet_b0_layers}
 
 

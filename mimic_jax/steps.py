@@ -104,43 +104,83 @@ def _accuracy(member_logits, y):
   return jnp.mean(jnp.argmax(methods.ensemble_prediction(member_logits), -1) == y)
 
 
+# Explainers evaluated at the input itself, whose forward pass is the CE forward's when the
+# model has no batch statistics (train and eval mode are then the same function).
+_AT_INPUT = {'input_gradients': lambda x, g: g, 'gradient_x_input': lambda x, g: x * g}
+
+
+def shares_forward(config: ml_collections.ConfigDict, state: TrainState,
+                   adversarial: bool = True) -> bool:
+  """Whether the explanation reuses the CE forward pass (one forward per sub-model instead of
+  two): models without BatchNorm, and the gaze KLD penalty or a mimic explainer at x."""
+  if state.batch_stats:
+    return False
+  if config.method == 'gaze':
+    return config.gaze.penalty == 'kld'
+  return config.method == 'mimic' and adversarial and config.mimic.explainer in _AT_INPUT
+
+
+def member_loss(config: ml_collections.ConfigDict, state: TrainState, params, batch: dict,
+                rng, adversarial: bool = True):
+  """The sub-models' loss and ``(metrics, new batch statistics)``; see :func:`member_step`."""
+  x, y = batch['image'], batch['label']
+  execution = config.ensemble.execution
+  grads = None
+  if shares_forward(config, state, adversarial):
+    def one(p):
+      return explain.input_gradients(lambda z: state.apply_fn({'params': p}, z, train=True),
+                                     x, y)
+    logits, grads = methods.map_members(one, params, execution=execution)  # (M, B, ...)
+    new_bs = {}
+  else:
+    logits, new_bs = _train_forward(state, params, x, execution)
+  ce = methods.ensemble_ce(logits, y)
+  aux = {'ce': ce, 'penalty': jnp.zeros(()), 'disc_ce': jnp.zeros(()),
+         'accuracy': _accuracy(logits, y)}
+  loss = ce
+  if config.method == 'gaze':
+    if grads is not None:
+      pen = methods.map_members(lambda g: methods.gradient_kld(g, batch['gaze']), grads,
+                                execution=execution)
+    else:
+      pen = methods.map_members(
+          lambda v: methods.gaze_penalty(state.apply_fn, v, x, y, batch['gaze'],
+                                         penalty=config.gaze.penalty),
+          _eval_variables(params, state.batch_stats), execution=execution)
+    aux['penalty'] = pen.sum()
+    loss = ce + config.gaze.weight * aux['penalty']
+  elif config.method == 'mimic' and adversarial:
+    if grads is not None:
+      attr = _AT_INPUT[config.mimic.explainer](x, grads)
+      maps = methods.map_members(lambda a: explain.postprocess(a, **config.mimic.post.to_dict()),
+                                 attr, execution=execution)
+    else:
+      maps = _maps(config, state, params, x, y, rng)
+    loss, mimic_aux = methods.mimic_member_loss(
+        logits, maps, y, state.disc.apply_fn, state.disc.params, beta=config.mimic.beta,
+        objective=config.mimic.objective,
+        explanation_gradient=config.mimic.explanation_gradient)
+    aux['disc_ce'] = mimic_aux['disc_ce']
+  aux['loss'] = loss
+  return loss, (aux, new_bs)
+
+
 def member_step(config: ml_collections.ConfigDict, state: TrainState, batch: dict,
                 adversarial: bool = True):
   """One update of the sub-models.
 
   ``single``/``ensemble``: sum of CEs. ``gaze``: plus ``gaze.weight`` times the sum over
   sub-models of the gaze penalty. ``mimic``: plus ``beta`` times the adversarial term when
-  ``adversarial`` (else CE only: the discriminator phase of the alternation).
+  ``adversarial`` (else CE only: the discriminator phase of the alternation). For models
+  without batch statistics the explanation at x shares the CE forward
+  (:func:`shares_forward`); the numbers are the same.
 
   Returns ``(new_state, TrainMetrics)``.
   """
-  x, y = batch['image'], batch['label']
   rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
-
-  def loss_fn(params):
-    logits, new_bs = _train_forward(state, params, x, config.ensemble.execution)
-    ce = methods.ensemble_ce(logits, y)
-    aux = {'ce': ce, 'penalty': jnp.zeros(()), 'disc_ce': jnp.zeros(()),
-           'accuracy': _accuracy(logits, y)}
-    loss = ce
-    if config.method == 'gaze':
-      pen = methods.map_members(
-          lambda v: methods.gaze_penalty(state.apply_fn, v, x, y, batch['gaze'],
-                                         penalty=config.gaze.penalty),
-          _eval_variables(params, state.batch_stats), execution=config.ensemble.execution)
-      aux['penalty'] = pen.sum()
-      loss = ce + config.gaze.weight * aux['penalty']
-    elif config.method == 'mimic' and adversarial:
-      maps = _maps(config, state, params, x, y, step_rng)
-      loss, mimic_aux = methods.mimic_member_loss(
-          logits, maps, y, state.disc.apply_fn, state.disc.params, beta=config.mimic.beta,
-          objective=config.mimic.objective,
-          explanation_gradient=config.mimic.explanation_gradient)
-      aux['disc_ce'] = mimic_aux['disc_ce']
-    aux['loss'] = loss
-    return loss, (aux, new_bs)
-
-  (_, (aux, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (aux, new_bs)), grads = jax.value_and_grad(
+      lambda p: member_loss(config, state, p, batch, step_rng, adversarial),
+      has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads, batch_stats=new_bs,
                                     rng=jax.random.key_data(rng))
   return new_state, TrainMetrics.single_from_model_output(**aux)

@@ -174,7 +174,8 @@ def test_scripts_pass_shellcheck():
   shellcheck = shutil.which('shellcheck') or str(pathlib.Path(sys.executable).parent /
                                                   'shellcheck')
   scripts = [SCRIPT, *sorted((ROOT / 'scripts').glob('*.sh')), ROOT / '.ci' / 'run',
-             *sorted((ROOT / 'launch').glob('*.sh'))]
+             *sorted((ROOT / 'launch').glob('*.sh')),
+             *sorted((ROOT / 'benchmarks').glob('*.sh'))]
   proc = subprocess.run([shellcheck, *map(str, dict.fromkeys(scripts))], capture_output=True,
                         text=True, check=False)
   assert proc.returncode == 0, proc.stdout + proc.stderr

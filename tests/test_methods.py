@@ -117,3 +117,48 @@ def test_gaze_penalty_is_finite_and_differentiable(setup, penalty):
       lambda v: methods.gaze_penalty(model.apply, v, x, y, gaze, penalty=penalty))(single)
   assert np.isfinite(float(value)) and float(value) > 0
   assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) > 0
+
+
+@pytest.mark.parametrize('method, explainer', [('gaze', None), ('mimic', 'input_gradients'),
+                                               ('mimic', 'gradient_x_input')])
+def test_shared_forward_gives_the_two_forward_loss_and_gradients(method, explainer):
+  """GroupNorm models: member_loss reuses the CE forward for the explanation; the loss and
+  its gradient equal those assembled from the separate-forward functions of methods."""
+  from configs import test as test_config  # pylint: disable=g-import-not-at-top
+  from mimic_jax import models  # pylint: disable=g-import-not-at-top
+  from mimic_jax import steps  # pylint: disable=g-import-not-at-top
+  config = test_config.get_config(method)
+  config.ensemble.num_models = 2
+  config.ensemble.execution = 'unrolled'
+  if explainer:
+    config.mimic.explainer = explainer
+    config.mimic.explainer_kwargs = {}
+  model = models.create_model(config.model)
+  state = steps.create_state(config, model, (32, 32, 1), jax.random.key(0))
+  assert not state.batch_stats and steps.shares_forward(config, state)
+  k = jax.random.split(jax.random.key(1), 3)
+  gaze = jax.random.uniform(k[2], (4, 32, 32))
+  batch = {'image': jax.random.normal(k[0], (4, 32, 32, 1)),
+           'label': jnp.array([0, 1, 2, 1]), 'gaze': gaze / gaze.sum((1, 2), keepdims=True)}
+  x, y = batch['image'], batch['label']
+
+  def reference(params):
+    logits = methods.map_members(lambda p: model.apply({'params': p}, x, train=True), params,
+                                 execution='unrolled')
+    ce = methods.ensemble_ce(logits, y)
+    if method == 'gaze':
+      pen = methods.map_members(lambda p: methods.gaze_penalty(
+          model.apply, {'params': p}, x, y, batch['gaze']), params, execution='unrolled')
+      return ce + config.gaze.weight * pen.sum()
+    maps = methods.member_explanations(
+        model.apply, {'params': params}, x, y, jax.random.key(2), explainer=explainer,
+        explainer_kwargs={}, post=config.mimic.post.to_dict(), execution='unrolled')
+    return methods.mimic_member_loss(logits, maps, y, state.disc.apply_fn, state.disc.params,
+                                     beta=config.mimic.beta)[0]
+
+  shared = lambda p: steps.member_loss(config, state, p, batch, jax.random.key(2))[0]  # pylint: disable=unnecessary-lambda-assignment
+  l1, g1 = jax.value_and_grad(shared)(state.params)
+  l2, g2 = jax.value_and_grad(reference)(state.params)
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(b))) + 1e-9)

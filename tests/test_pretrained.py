@@ -20,6 +20,7 @@ from safetensors.numpy import load_file
 from safetensors.numpy import save_file
 
 from configs import test as test_config
+from mimic_jax import convert_weights
 from mimic_jax import models
 from mimic_jax import pretrained
 from mimic_jax import train
@@ -60,13 +61,15 @@ def _assert_rel_close(ours, ref):
   np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * scale)
 
 
-@pytest.mark.parametrize('arch', ['resnet18', 'densenet121', 'efficientnet_b0'])
+@pytest.mark.parametrize('arch', ['resnet18', 'resnet50', 'densenet121', 'efficientnet_b0'])
 def test_converted_model_equals_pytorch(reference, arch):
   ref = reference(arch)
   variables, unused = pretrained.convert(
       pretrained.read_state_dict(ref / 'weights.safetensors'), arch)
   assert unused == []
   pretrained.check_against_model(variables, arch)
+  assert convert_weights.guess_arch(pretrained.read_state_dict(
+      ref / 'weights.safetensors')) == arch
   logits, fmap = _flax_outputs(variables, arch, np.load(ref / 'input.npy'))
   _assert_rel_close(logits, np.load(ref / 'logits.npy'))
   _assert_rel_close(fmap, np.load(ref / 'features.npy'))
@@ -142,6 +145,7 @@ def _pretrained_config(tiny_dataset, weights, method, **overrides):
   c.model.arch = 'resnet18'
   c.model.norm = 'batch'
   c.model.width = 64
+  c.model.downsample = 'stride'  # torchvision's ResNet-18
   c.model.pretrained = str(weights)
   c.num_train_steps = 2
   c.checkpoint_every_steps = 2

@@ -2,7 +2,7 @@
 
   .venv-torch/bin/python tests/torch_reference.py ARCH OUT_DIR
 
-Builds torchvision ``resnet18``/``densenet121`` or timm ``efficientnet_b0`` with random
+Builds torchvision ``resnet18``/``resnet50``/``densenet121`` or timm ``efficientnet_b0`` with random
 weights (seed 0) and random BatchNorm statistics and affine parameters (so that carrying them
 over is tested), in eval mode, and writes to OUT_DIR: ``weights.safetensors`` and
 ``weights.pth`` (the state dict), ``input.npy`` (2 x 3 x 64 x 64), ``logits.npy`` and

@@ -15,9 +15,11 @@ from mimic_jax.models import densenet
 from mimic_jax.models import efficientnet
 from mimic_jax.models import resnet
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# float32: None, i.e. computed in the inputs' dtype (float32; float64 in float64 tests).
+DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 ARCHITECTURES = {
     'resnet18': resnet.ResNet18,
+    'resnet50': resnet.ResNet50,
     'tiny_resnet': resnet.TinyResNet,
     'densenet121': densenet.DenseNet121,
     'efficientnet_b0': efficientnet.EfficientNetB0,
@@ -26,12 +28,14 @@ ARCHITECTURES = {
 
 def create_model(model: ml_collections.ConfigDict):
   """Instantiates ``model.arch`` with ``num_classes``, ``norm``, ``dtype`` (of the
-  computation; parameters stay float32) and (ResNets) ``width``."""
+  computation; parameters stay float32) and (ResNets) ``width`` and ``downsample``."""
   if model.arch not in ARCHITECTURES:
     raise ValueError(f'config.model.arch={model.arch!r} is unknown; choose one of '
                      f'{sorted(ARCHITECTURES)}')
   kwargs = {'num_classes': model.num_classes, 'norm': model.norm,
             'dtype': DTYPES[model.get('dtype', 'float32')]}
-  if model.get('width') and 'resnet' in model.arch:
-    kwargs['width'] = model.width
+  if 'resnet' in model.arch:
+    if model.get('width'):
+      kwargs['width'] = model.width
+    kwargs['downsample'] = model.get('downsample', 'stride')
   return ARCHITECTURES[model.arch](**kwargs)

@@ -23,7 +23,7 @@ class DenseNet(nn.Module):
   bn_size: int = 4
   num_classes: int = 3
   norm: str = 'batch'
-  dtype: Any = jnp.float32  # computation dtype (parameters stay float32)
+  dtype: Any = None  # computation dtype (None: the inputs'; parameters stay float32)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -53,7 +53,7 @@ class DenseNet(nn.Module):
     self.sow('intermediates', 'features', x)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(
         jnp.mean(x, axis=(1, 2)))
-    return logits.astype(jnp.float32)
+    return logits if self.dtype is None else logits.astype(jnp.float32)
 
 
 DenseNet121 = functools.partial(DenseNet, block_sizes=(6, 12, 24, 16))

@@ -27,7 +27,7 @@ class MBConv(nn.Module):
   strides: int
   out: int
   train: bool
-  dtype: Any = jnp.float32
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
@@ -56,7 +56,7 @@ class EfficientNetB0(nn.Module):
   """EfficientNet-B0 with a ``num_classes`` linear head."""
   num_classes: int = 3
   norm: str = 'batch'
-  dtype: Any = jnp.float32  # computation dtype (parameters stay float32)
+  dtype: Any = None  # computation dtype (None: the inputs'; parameters stay float32)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -77,4 +77,4 @@ class EfficientNetB0(nn.Module):
     self.sow('intermediates', 'features', x)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(
         jnp.mean(x, axis=(1, 2)))
-    return logits.astype(jnp.float32)
+    return logits if self.dtype is None else logits.astype(jnp.float32)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 
 def _norm(kind: str, train: bool, name: str | None = None, zero_init: bool = False,
-          dtype: Any = jnp.float32):
+          dtype: Any = None):
   scale_init = nn.initializers.zeros if zero_init else nn.initializers.ones
   if kind == 'batch':
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
@@ -38,33 +38,70 @@ class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
   norm: str = 'batch'
-  dtype: Any = jnp.float32
+  dtype: Any = None
+  downsample: str = 'stride'
 
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
     norm = functools.partial(_norm, self.norm, train, dtype=self.dtype)
-    y = conv(self.filters, (3, 3), (self.strides, self.strides), padding=1)(x)
+    strides = self.strides
+    if strides != 1 and self.downsample == 'pool':
+      x = nn.avg_pool(x, (strides, strides), (strides, strides))
+      strides = 1
+    y = conv(self.filters, (3, 3), (strides, strides), padding=1)(x)
     y = nn.relu(norm()(y))
     y = conv(self.filters, (3, 3), padding=1)(y)
     y = norm(zero_init=True)(y)
-    if x.shape[-1] != self.filters or self.strides != 1:
-      x = conv(self.filters, (1, 1), (self.strides, self.strides), name='proj')(x)
+    if x.shape[-1] != self.filters or strides != 1:
+      x = conv(self.filters, (1, 1), (strides, strides), name='proj')(x)
+      x = norm(name='proj_norm')(x)
+    return nn.relu(x + y)
+
+
+class BottleneckBlock(nn.Module):
+  """1x1 reduce, 3x3 (strided, v1.5), 1x1 expand to ``4 * filters``, with a shortcut."""
+  filters: int
+  strides: int = 1
+  norm: str = 'batch'
+  dtype: Any = None
+  downsample: str = 'stride'
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(_norm, self.norm, train, dtype=self.dtype)
+    strides = self.strides
+    if strides != 1 and self.downsample == 'pool':
+      x = nn.avg_pool(x, (strides, strides), (strides, strides))
+      strides = 1
+    y = nn.relu(norm()(conv(self.filters, (1, 1))(x)))
+    y = nn.relu(norm()(conv(self.filters, (3, 3), (strides, strides), padding=1)(y)))
+    y = norm(zero_init=True)(conv(4 * self.filters, (1, 1))(y))
+    if x.shape[-1] != 4 * self.filters or strides != 1:
+      x = conv(4 * self.filters, (1, 1), (strides, strides), name='proj')(x)
       x = norm(name='proj_norm')(x)
     return nn.relu(x + y)
 
 
 class ResNet(nn.Module):
-  """ResNet with ``stage_sizes`` basic blocks per stage and ``width`` filters in stage 1."""
+  """ResNet with ``stage_sizes`` blocks per stage and ``width`` filters in stage 1."""
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   width: int = 64
   num_classes: int = 3
   norm: str = 'batch'
   stem_pool: bool = True
-  dtype: Any = jnp.float32  # computation dtype (parameters stay float32)
+  block: str = 'basic'       # basic (ResNet-18) | bottleneck (ResNet-50)
+  dtype: Any = None  # computation dtype (None: the inputs'; parameters stay float32)
+  # Stage transitions: 'stride', stride-2 convolutions (torchvision's); 'pool', 2 x 2
+  # average pooling and stride-1 convolutions (the same FLOPs; XLA:CPU runs their
+  # double-backprop gradients 2x faster, benchmarks/RESULTS.md). The stem stays strided.
+  downsample: str = 'stride'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    if self.downsample not in ('stride', 'pool'):
+      raise ValueError(f'downsample={self.downsample!r}; use "stride" or "pool"')
     x = nn.Conv(self.width, (7, 7), (2, 2), padding=3, use_bias=False, dtype=self.dtype,
                 name='stem')(x)
     x = nn.relu(_norm(self.norm, train, name='stem_norm', dtype=self.dtype)(x))
@@ -73,14 +110,17 @@ class ResNet(nn.Module):
     for i, n_blocks in enumerate(self.stage_sizes):
       for j in range(n_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = BasicBlock(self.width * 2**i, strides, self.norm, self.dtype)(x, train)
+        block = BottleneckBlock if self.block == 'bottleneck' else BasicBlock
+        x = block(self.width * 2**i, strides, self.norm, self.dtype, self.downsample)(x, train)
       x = self.perturb(f'stage{i + 1}', x)
       self.sow('intermediates', f'stage{i + 1}', x)
     x = self.perturb('features', x)  # the last stage again, under the common name
     self.sow('intermediates', 'features', x)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x).astype(jnp.float32)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    return logits if self.dtype is None else logits.astype(jnp.float32)
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), width=64)
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), width=64, block='bottleneck')
 TinyResNet = functools.partial(ResNet, stage_sizes=(1, 1, 1), width=8, stem_pool=False)
