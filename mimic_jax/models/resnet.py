@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -33,55 +33,51 @@ def _norm(kind: str, train: bool, name: str | None = None, zero_init: bool = Fal
   raise ValueError(f'unknown norm {kind!r}; use "batch" or "group"')
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convolutions with an identity or projected shortcut."""
+def _pooled(x, strides: int, downsample: str):
+  """``(x, strides)`` for a block's convolutions: with ``downsample='pool'`` a strided block
+  first average-pools ``x`` and then convolves with stride 1."""
+  if strides != 1 and downsample == 'pool':
+    return nn.avg_pool(x, (strides, strides), (strides, strides)), 1
+  return x, strides
+
+
+class _Block(nn.Module):
+  """A residual block: ``relu(shortcut(x) + residual(x))``; subclasses give the residual."""
   filters: int
   strides: int = 1
   norm: str = 'batch'
   dtype: Any = None
   downsample: str = 'stride'
+  expansion: ClassVar[int] = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
     norm = functools.partial(_norm, self.norm, train, dtype=self.dtype)
-    strides = self.strides
-    if strides != 1 and self.downsample == 'pool':
-      x = nn.avg_pool(x, (strides, strides), (strides, strides))
-      strides = 1
-    y = conv(self.filters, (3, 3), (strides, strides), padding=1)(x)
-    y = nn.relu(norm()(y))
-    y = conv(self.filters, (3, 3), padding=1)(y)
-    y = norm(zero_init=True)(y)
-    if x.shape[-1] != self.filters or strides != 1:
-      x = conv(self.filters, (1, 1), (strides, strides), name='proj')(x)
-      x = norm(name='proj_norm')(x)
+    x, strides = _pooled(x, self.strides, self.downsample)
+    y = self.residual(x, strides, conv, norm)
+    out = self.expansion * self.filters
+    if x.shape[-1] != out or strides != 1:
+      x = norm(name='proj_norm')(conv(out, (1, 1), (strides, strides), name='proj')(x))
     return nn.relu(x + y)
 
 
-class BottleneckBlock(nn.Module):
-  """1x1 reduce, 3x3 (strided, v1.5), 1x1 expand to ``4 * filters``, with a shortcut."""
-  filters: int
-  strides: int = 1
-  norm: str = 'batch'
-  dtype: Any = None
-  downsample: str = 'stride'
+class BasicBlock(_Block):
+  """Two 3x3 convolutions (ResNet-18)."""
 
-  @nn.compact
-  def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    norm = functools.partial(_norm, self.norm, train, dtype=self.dtype)
-    strides = self.strides
-    if strides != 1 and self.downsample == 'pool':
-      x = nn.avg_pool(x, (strides, strides), (strides, strides))
-      strides = 1
+  def residual(self, x, strides, conv, norm):
+    y = nn.relu(norm()(conv(self.filters, (3, 3), (strides, strides), padding=1)(x)))
+    return norm(zero_init=True)(conv(self.filters, (3, 3), padding=1)(y))
+
+
+class BottleneckBlock(_Block):
+  """1x1 reduce, 3x3 (strided, v1.5), 1x1 expand to ``4 * filters`` (ResNet-50)."""
+  expansion: ClassVar[int] = 4
+
+  def residual(self, x, strides, conv, norm):
     y = nn.relu(norm()(conv(self.filters, (1, 1))(x)))
     y = nn.relu(norm()(conv(self.filters, (3, 3), (strides, strides), padding=1)(y)))
-    y = norm(zero_init=True)(conv(4 * self.filters, (1, 1))(y))
-    if x.shape[-1] != 4 * self.filters or strides != 1:
-      x = conv(4 * self.filters, (1, 1), (strides, strides), name='proj')(x)
-      x = norm(name='proj_norm')(x)
-    return nn.relu(x + y)
+    return norm(zero_init=True)(conv(4 * self.filters, (1, 1))(y))
 
 
 class ResNet(nn.Module):
