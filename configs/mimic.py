@@ -34,6 +34,9 @@ def _base() -> ml_collections.ConfigDict:
   c.model.norm = 'batch'             # batch | group (ResNets)
   c.model.width = ml_collections.FieldReference(None, field_type=int)  # ResNets only
   c.model.downsample = 'stride'      # ResNets: stride (torchvision) | pool (fast on XLA:CPU)
+  # EfficientNet depthwise convolutions: conv | shifts (the same numbers; XLA:CPU computes
+  # grouped-convolution kernel gradients densely, C x the FLOPs) | auto (shifts on CPU)
+  c.model.depthwise = 'auto'
   c.model.input_channels = 3         # 3: grey replicated + ImageNet normalisation; or 1
   c.model.dtype = 'float32'          # computation: float32 | bfloat16 (GPU/TPU); params f32
   # ImageNet weights: torchvision resnet18/50 or densenet121, timm efficientnet_b0 state dict

@@ -24,6 +24,7 @@ CHOICES = {
     'mimic.post.channels': ('sum', 'mean', 'max'),
     'gaze.penalty': ('kld', 'rrr'),
     'ensemble.execution': ('vmap', 'unrolled', 'auto'),
+    'model.depthwise': ('auto', 'conv', 'shifts'),
     'data.builder_config': ('224', '128', '64'),
 }
 

@@ -102,3 +102,69 @@ def test_pooled_downsampling_keeps_shapes_and_parameters():
     models.create_model(ml_collections.ConfigDict(
         {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'downsample': 'max'})
     ).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize('kernel,stride,size', [(3, 1, 9), (5, 2, 11), (3, 2, 12)])
+def test_depthwise_shifts_equal_lax_grouped_convolution_to_second_order(kernel, stride, size):
+  """The shifted-slices depthwise convolution against ``lax``'s grouped one in float64: the
+  output, and the parameter gradient of a squared input gradient (the double backprop the
+  explanation methods take)."""
+  from jax import lax  # pylint: disable=g-import-not-at-top
+  from mimic_jax.models import cpu_convs  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(kernel * 10 + stride)
+  channels = 5
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.normal(size=(2, size, size + 1, channels)))
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 1, channels)))
+    pad = [(kernel // 2, kernel // 2)] * 2
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+    ref = functools.partial(lax.conv_general_dilated, window_strides=(stride, stride),
+                            padding=pad, dimension_numbers=dn, feature_group_count=channels)
+    mine = functools.partial(cpu_convs.depthwise, window_strides=(stride, stride),
+                             padding=pad, dimension_numbers=dn, feature_group_count=channels)
+    np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
+
+    def second_order(conv):
+      def loss(w):
+        gx = jax.grad(lambda z: jnp.sum(jnp.sin(conv(z, w))))(x)
+        return jnp.sum(gx**2)
+      return jax.grad(loss)(w)
+
+    np.testing.assert_allclose(second_order(mine), second_order(ref), rtol=1e-10, atol=1e-10)
+  with pytest.raises(ValueError, match='feature_group_count=C'):
+    cpu_convs.depthwise(jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 1, 4)), (1, 1),
+                                   [(1, 1), (1, 1)], feature_group_count=2)
+
+
+def test_efficientnet_depthwise_implementations_agree_and_auto_picks_shifts_on_cpu():
+  """``depthwise='shifts'`` and ``'conv'``: one parameter tree, the same logits and parameter
+  gradients in train mode (float64); ``auto`` resolves to ``shifts`` on this (CPU) backend."""
+  cfg = {'arch': 'efficientnet_b0', 'num_classes': 3, 'norm': 'batch', 'width': None}
+  shifts = models.create_model(ml_collections.ConfigDict({**cfg, 'depthwise': 'shifts'}))
+  conv = models.create_model(ml_collections.ConfigDict({**cfg, 'depthwise': 'conv'}))
+  assert models.create_model(ml_collections.ConfigDict(cfg)).depthwise == 'shifts'
+  assert jax.default_backend() == 'cpu'
+  with pytest.raises(ValueError, match="config.model.depthwise='grouped'"):
+    models.create_model(ml_collections.ConfigDict({**cfg, 'depthwise': 'grouped'}))
+  with jax.enable_x64(True):
+    x = jax.random.normal(jax.random.key(1), (2, 48, 48, 3), jnp.float64)
+    variables = jax.tree.map(lambda v: v.astype(jnp.float64),
+                             jax.jit(conv.init)(jax.random.key(0), x))
+    assert (jax.tree.map(jnp.shape, jax.eval_shape(shifts.init, jax.random.key(0), x))
+            == jax.tree.map(jnp.shape, variables))
+    y = jnp.array([0, 2])
+
+    def loss_and_grad(model):
+      def loss(p):
+        logits, _ = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, x,
+                                train=True, mutable=['batch_stats'])
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(2), y]), logits
+      return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables['params'])
+
+    (_, logits_s), grads_s = loss_and_grad(shifts)
+    (_, logits_c), grads_c = loss_and_grad(conv)
+    np.testing.assert_allclose(logits_s, logits_c, rtol=1e-9, atol=1e-12)
+    # Some gradients are zero analytically (BatchNorm cancels them): an absolute floor.
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads_c))
+    for gs, gc in zip(jax.tree.leaves(grads_s), jax.tree.leaves(grads_c)):
+      np.testing.assert_allclose(gs, gc, rtol=1e-7, atol=1e-10 * scale)

@@ -8,6 +8,7 @@ BatchNorm statistics would couple them); ``norm='group'`` (ResNets only) removes
 statistics altogether. Each model exposes its last feature map as ``features`` for Grad-CAM.
 """
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -28,7 +29,8 @@ ARCHITECTURES = {
 
 def create_model(model: ml_collections.ConfigDict):
   """Instantiates ``model.arch`` with ``num_classes``, ``norm``, ``dtype`` (of the
-  computation; parameters stay float32) and (ResNets) ``width`` and ``downsample``."""
+  computation; parameters stay float32), (ResNets) ``width`` and ``downsample`` and
+  (EfficientNet) ``depthwise`` (``auto``: ``shifts`` on CPU, ``conv`` elsewhere)."""
   if model.arch not in ARCHITECTURES:
     raise ValueError(f'config.model.arch={model.arch!r} is unknown; choose one of '
                      f'{sorted(ARCHITECTURES)}')
@@ -38,4 +40,16 @@ def create_model(model: ml_collections.ConfigDict):
     if model.get('width'):
       kwargs['width'] = model.width
     kwargs['downsample'] = model.get('downsample', 'stride')
+  if model.arch == 'efficientnet_b0':
+    kwargs['depthwise'] = depthwise_impl(model.get('depthwise', 'auto'))
   return ARCHITECTURES[model.arch](**kwargs)
+
+
+def depthwise_impl(depthwise: str) -> str:
+  """``config.model.depthwise`` resolved: ``auto`` is ``shifts`` on CPU (where XLA computes
+  grouped-convolution kernel gradients densely), ``conv`` on GPU/TPU."""
+  if depthwise == 'auto':
+    return 'shifts' if jax.default_backend() == 'cpu' else 'conv'
+  if depthwise not in ('conv', 'shifts'):
+    raise ValueError(f'config.model.depthwise={depthwise!r}; use "auto", "conv" or "shifts"')
+  return depthwise

@@ -15,6 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mimic_jax.models import cpu_convs
+
 # (expand ratio, kernel, stride, output channels, repeats) of B0.
 B0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
              (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
@@ -28,6 +30,7 @@ class MBConv(nn.Module):
   out: int
   train: bool
   dtype: Any = None
+  depthwise: str = 'conv'
 
   @nn.compact
   def __call__(self, x):
@@ -40,8 +43,9 @@ class MBConv(nn.Module):
     if self.expand != 1:
       y = nn.silu(norm()(conv(hidden, (1, 1), use_bias=False)(y)))
     pad = self.kernel // 2
-    y = conv(hidden, (self.kernel, self.kernel), (self.strides, self.strides),
-                padding=pad, feature_group_count=hidden, use_bias=False)(y)
+    dw = cpu_convs.depthwise if self.depthwise == 'shifts' else None
+    y = conv(hidden, (self.kernel, self.kernel), (self.strides, self.strides), padding=pad,
+             feature_group_count=hidden, use_bias=False, conv_general_dilated=dw)(y)
     y = nn.silu(norm()(y))
     s = jnp.mean(y, axis=(1, 2), keepdims=True)
     s = nn.silu(conv(max(1, cin // 4), (1, 1))(s))
@@ -57,9 +61,14 @@ class EfficientNetB0(nn.Module):
   num_classes: int = 3
   norm: str = 'batch'
   dtype: Any = None  # computation dtype (None: the inputs'; parameters stay float32)
+  # Depthwise convolutions: 'conv' (lax grouped convolution) or 'shifts' (sums of shifted
+  # slices, the same numbers; XLA:CPU's grouped-convolution gradients are C times the FLOPs).
+  depthwise: str = 'conv'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    if self.depthwise not in ('conv', 'shifts'):
+      raise ValueError(f'depthwise={self.depthwise!r}; use "conv" or "shifts"')
     if self.norm != 'batch':
       raise ValueError('EfficientNet-B0 supports norm="batch" only (as timm)')
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
@@ -69,7 +78,7 @@ class EfficientNetB0(nn.Module):
     for i, (expand, kernel, strides, out, repeats) in enumerate(B0_STAGES):
       for j in range(repeats):
         x = MBConv(expand, kernel, strides if j == 0 else 1, out, train, self.dtype,
-                   name=f'stage{i + 1}_block{j + 1}')(x)
+                   self.depthwise, name=f'stage{i + 1}_block{j + 1}')(x)
       x = self.perturb(f'stage{i + 1}', x)
       self.sow('intermediates', f'stage{i + 1}', x)
     x = nn.silu(norm(name='head_norm')(conv(1280, (1, 1), name='head')(x)))
