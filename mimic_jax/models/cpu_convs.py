@@ -25,22 +25,6 @@ from jax import lax
 _NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # flax's ConvDimensionNumbers
 
 
-def _taps(lhs, kernel_hw, window_strides, padding):
-  """For each kernel offset ``(i, j)``, in row-major order, the ``(B, H', W', C)`` strided
-  slice of the padded input that the offset multiplies."""
-  kh, kw = kernel_hw
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
-  (pt, pb), (pl, pr) = padding
-  x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  sh, sw = window_strides
-  b, hp, wp, c = x.shape
-  ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-  taps = [lax.slice(x, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
-                    (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
-  return taps
-
-
 def depthwise(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
               rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
               precision=None):
@@ -64,8 +48,15 @@ def depthwise(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=Non
       raise ValueError(f'depthwise convolution: {name}={d} is not supported')
   if dimension_numbers is not None and tuple(dimension_numbers) != _NHWC:
     raise ValueError(f'depthwise convolution expects NHWC/HWIO, got {dimension_numbers}')
-  taps = _taps(lhs, (kh, kw), window_strides, padding)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
+  x = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
+  (sh, sw), (b, hp, wp, _) = window_strides, x.shape
+  ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+  # Kernel offset (i, j) multiplies this strided slice of the padded input.
+  taps = [lax.slice(x, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1,
+                                       channels), (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
   acc = jnp.float32 if jnp.finfo(lhs.dtype).bits < 32 else lhs.dtype
   out = sum((t * w).astype(acc) for t, w in zip(taps, rhs.reshape(kh * kw, channels)))
   return out.astype(lhs.dtype)
-
