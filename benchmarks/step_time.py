@@ -3,7 +3,7 @@ r"""Train-step time of every method, JAX side by side with the PyTorch reference
   .venv/bin/python benchmarks/step_time.py --presets cpu,densenet121,efficientnet_b0 \
       [--batch_224 8] [--steps 3] [--methods single,ensemble,mimic_ig,mimic_gshap,gaze] \
       [--dtype float32|bfloat16] [--torch_python .venv-torch/bin/python] [--torch_compile] \
-      [--out benchmarks/out/cpu.json]
+      [--cache_dir /tmp/xla_cache] [--out benchmarks/out/cpu.json]
 
 Presets: ``cpu`` is the CPU configuration of ``configs/mimic.py:synthetic`` (tiny GroupNorm
 ResNet, width 16, 64 x 64 grey images, batch 32, GradientSHAP with 2 samples);
@@ -53,6 +53,11 @@ _THREADS = flags.DEFINE_integer('threads', os.cpu_count(), 'PyTorch CPU threads.
 _EXECUTION = flags.DEFINE_enum('execution', 'auto', ['auto', 'vmap', 'unrolled'],
                                'config.ensemble.execution of the JAX ensembles.')
 _OUT = flags.DEFINE_string('out', None, 'JSON output file.')
+_JAX_SKIP = flags.DEFINE_list('jax_skip', [], 'Methods timed in PyTorch only (gpu.sh: their '
+                              'JAX compilation did not finish in its time).')
+_CACHE_DIR = flags.DEFINE_string(
+    'cache_dir', None, 'Persistent XLA compilation cache: runs that share it compile a step '
+    'once (benchmarks/gpu.sh warms it with one process per method in parallel).')
 
 PLAIN = {'single': 'single', 'gaze': 'single', 'ensemble': 'ensemble',
          'mimic_ig': 'ensemble', 'mimic_gshap': 'ensemble'}
@@ -180,31 +185,41 @@ def table(result) -> str:
            '| JAX MB | torch eager (s) | JAX / eager | torch.compile (s) |',
            '|---|---|---|---|---|---|---|---|---|---|---|---|']
   for preset, pr in result['presets'].items():
-    for method, j in pr['jax'].items():
-      t = pr.get('torch', {})
+    for method in pr.get('methods', list(pr['jax'])):
+      j, t = pr['jax'].get(method), pr.get('torch', {})
       eager = t.get('eager', {}).get(method)
       comp = t.get('compiled', {}).get(method)
+      tmem = t.get('peak_bytes', {}).get(method)
+      torch_cols = ((f'{eager:.3f}' + (f' ({tmem / 2**20:.0f} MB)' if tmem else ''))
+                    if isinstance(eager, float) else '-')
+      comp_col = f'{comp:.3f}' if isinstance(comp, float) else (comp or '-')
+      if j is None:
+        lines.append(f'| {preset} (b{pr["batch"]}) | {method} | not timed | | | | | | | '
+                     f'{torch_cols} | - | {comp_col} |')
+        continue
       plain = pr['jax'].get(PLAIN[method], {}).get('step_s')
       mem = j['device_peak_bytes'] or j['xla_buffer_bytes']
       mb = mem / 2**20 if mem else float('nan')
-      tmem = t.get('peak_bytes', {}).get(method)
       lines.append(
           f'| {preset} (b{pr["batch"]}) | {method} | {j["step_s"]:.3f} | '
           f'{j["images_per_s"]:.0f} | {j["gflop"]:.1f} | {j["gflop_per_s"]:.0f} | '
           f'{100 * j["gflop_per_s"] / rate:.0f}% | '
-          + (f'{j["step_s"] / plain:.2f}' if plain else '-') + f' | {mb:.0f} | '
-          + (f'{eager:.3f}' + (f' ({tmem / 2**20:.0f} MB)' if tmem else '')
-             + f' | {j["step_s"] / eager:.2f}' if isinstance(eager, float) else '- | -') + ' | '
-          + (f'{comp:.3f}' if isinstance(comp, float) else (comp or '-')) + ' |')
+          + (f'{j["step_s"] / plain:.2f}' if plain else '-') + f' | {mb:.0f} | {torch_cols} | '
+          + (f'{j["step_s"] / eager:.2f}' if isinstance(eager, float) else '-')
+          + f' | {comp_col} |')
     if pr.get('pipeline_examples_per_s'):
       single = pr['jax'].get('single', {}).get('images_per_s')
       lines.append(f'\nInput pipeline ({preset}): {pr["pipeline_examples_per_s"]:.0f} '
-                   f'examples/s; the single step consumes {single:.0f}/s.')
+                   'examples/s' + (f'; the single step consumes {single:.0f}/s.' if single
+                                   else '.'))
   return '\n'.join(lines)
 
 
 def main(argv):
   del argv
+  if _CACHE_DIR.value:
+    jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   result = {'device': str(jax.devices()[0]), 'jax': jax.__version__, 'dtype': _DTYPE.value,
             'date': time.strftime('%Y-%m-%d'), 'command': ' '.join(sys.argv),
             'matmul_gflops_xla': matmul_gflops(), 'presets': {}}
@@ -212,17 +227,20 @@ def main(argv):
   for preset in _PRESETS.value:
     configs = {m: preset_config(preset, m) for m in _METHODS.value}
     batch = _random_batch(next(iter(configs.values())), _size(preset))
-    pr = result['presets'][preset] = {'batch': batch['image'].shape[0], 'jax': {}}
+    pr = result['presets'][preset] = {'batch': batch['image'].shape[0], 'jax': {},
+                                      'methods': list(configs)}
     if _TORCH_PYTHON.value:  # first: on a GPU it then leaves the memory to JAX
       pr['torch'] = time_torch(preset, configs)
       print(preset, 'torch', json.dumps(pr['torch']), flush=True)
       result['matmul_gflops_torch'] = pr['torch'].get('matmul_gflops')
     for method, config in configs.items():
+      if method in _JAX_SKIP.value:
+        continue
       pr['jax'][method] = time_jax(config, batch)
       print(preset, 'jax', method, json.dumps(pr['jax'][method]), flush=True)
       _save(result)
     if preset == 'cpu':
-      pr['pipeline_examples_per_s'] = pipeline_rate(configs['single'])
+      pr['pipeline_examples_per_s'] = pipeline_rate(next(iter(configs.values())))
     _save(result)
   print(table(result))
 
