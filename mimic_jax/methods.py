@@ -33,13 +33,14 @@ def map_members(fn: Callable, *stacked, execution: str = 'vmap'):
   M) and stacks the results.
 
   ``execution='vmap'``: one batched computation (``jax.vmap``); convolutions over stacked
-  parameters become grouped convolutions, fast on GPU/TPU. ``'unrolled'``: M separate
-  computations in one program; on XLA:CPU the second-order gradients of grouped convolutions
-  are slow (11.5 s vs 1.5 s for 3 tiny ResNets' GradientSHAP step, benchmarks/RESULTS.md).
-  ``'auto'``: ``'unrolled'`` on CPU, else ``'vmap'``.
+  parameters become grouped convolutions. ``'unrolled'``: M separate computations in one
+  program. Second-order gradients of the grouped convolutions are slow on XLA:CPU (13.2 s vs
+  1.87 s for 3 tiny ResNets' GradientSHAP step) and on XLA:GPU did not compile in 6 minutes
+  for 3 DenseNet-121s (85 GB planned, 8 GB unrolled; benchmarks/RESULTS.md).
+  ``'auto'``: ``'vmap'`` on TPU, else ``'unrolled'``.
   """
   if execution == 'auto':
-    execution = 'unrolled' if jax.default_backend() == 'cpu' else 'vmap'
+    execution = 'vmap' if jax.default_backend() == 'tpu' else 'unrolled'
   if execution == 'vmap':
     return jax.vmap(fn)(*stacked)
   if execution != 'unrolled':
