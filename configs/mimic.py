@@ -37,6 +37,10 @@ def _base() -> ml_collections.ConfigDict:
   # EfficientNet depthwise convolutions: conv | shifts (the same numbers; XLA:CPU computes
   # grouped-convolution kernel gradients densely, C x the FLOPs) | auto (shifts on CPU)
   c.model.depthwise = 'auto'
+  # Strided dense convolutions (stems; ResNet stages with downsample=stride): conv | windows
+  # (the same numbers; XLA:CPU loop-emits a second-order gradient of strided convolutions,
+  # windows make it a matrix product) | auto (windows on CPU)
+  c.model.strided_conv = 'auto'
   c.model.input_channels = 3         # 3: grey replicated + ImageNet normalisation; or 1
   c.model.dtype = 'float32'          # computation: float32 | bfloat16 (GPU/TPU); params f32
   # ImageNet weights: torchvision resnet18/50 or densenet121, timm efficientnet_b0 state dict

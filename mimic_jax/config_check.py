@@ -25,6 +25,7 @@ CHOICES = {
     'gaze.penalty': ('kld', 'rrr'),
     'ensemble.execution': ('vmap', 'unrolled', 'auto'),
     'model.depthwise': ('auto', 'conv', 'shifts'),
+    'model.strided_conv': ('auto', 'conv', 'windows'),
     'data.builder_config': ('224', '128', '64'),
 }
 

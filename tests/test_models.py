@@ -168,3 +168,72 @@ def test_efficientnet_depthwise_implementations_agree_and_auto_picks_shifts_on_c
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads_c))
     for gs, gc in zip(jax.tree.leaves(grads_s), jax.tree.leaves(grads_c)):
       np.testing.assert_allclose(gs, gc, rtol=1e-7, atol=1e-10 * scale)
+
+
+@pytest.mark.parametrize('kernel,stride,cin,pad', [(7, 2, 1, 3), (3, 2, 3, 1), (1, 2, 4, 0),
+                                                   (3, 1, 2, 1)])
+def test_strided_windows_equal_lax_convolution_to_second_order(kernel, stride, cin, pad):
+  """``cpu_convs.strided`` against ``lax``'s convolution in float64: the output, and the
+  kernel and input gradients of a loss with a squared input gradient (double backprop)."""
+  from jax import lax  # pylint: disable=g-import-not-at-top
+  from mimic_jax.models import cpu_convs  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(kernel * 10 + stride + cin)
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.normal(size=(2, 13, 14, cin)))
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, cin, 5)))
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+    kw = dict(window_strides=(stride, stride), padding=[(pad, pad)] * 2, dimension_numbers=dn)
+    ref = functools.partial(lax.conv_general_dilated, **kw)
+    mine = functools.partial(cpu_convs.strided, **kw)
+    np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
+
+    def second_order(conv):
+      def loss(w, x):
+        gx = jax.grad(lambda z: jnp.sum(jnp.sin(conv(z, w))))(x)
+        return jnp.sum(gx**2) + jnp.sum(conv(x, w)**3)
+      return jax.grad(loss, argnums=(0, 1))(w, x)
+
+    for a, b in zip(second_order(mine), second_order(ref)):
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(jnp.max(jnp.abs(b))))
+  with pytest.raises(ValueError, match='feature_group_count=1'):
+    cpu_convs.strided(jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 2, 4)), (2, 2), [(1, 1)] * 2,
+                      feature_group_count=2)
+
+
+def test_resnet_strided_conv_implementations_agree_and_auto_picks_windows_on_cpu():
+  """A ResNet with strided stem and stages, ``strided_conv='windows'`` vs ``'conv'``: one
+  parameter tree, the same logits and the same parameter gradient of a double-backprop loss
+  (the input-gradient penalty the explanation methods train with), float64."""
+  cfg = {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 8,
+         'downsample': 'stride'}
+  windows = models.create_model(ml_collections.ConfigDict({**cfg, 'strided_conv': 'windows'}))
+  conv = models.create_model(ml_collections.ConfigDict({**cfg, 'strided_conv': 'conv'}))
+  assert models.create_model(ml_collections.ConfigDict(cfg)).strided_conv == 'windows'
+  assert jax.default_backend() == 'cpu'
+  with pytest.raises(ValueError, match="config.model.strided_conv='loops'"):
+    models.create_model(ml_collections.ConfigDict({**cfg, 'strided_conv': 'loops'}))
+  with jax.enable_x64(True):
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 1), jnp.float64)
+    params = jax.tree.map(lambda v: v.astype(jnp.float64),
+                          conv.init(jax.random.key(0), x))['params']
+    assert (jax.tree.map(jnp.shape, jax.eval_shape(windows.init, jax.random.key(0), x)['params'])
+            == jax.tree.map(jnp.shape, params))
+
+    def double_backprop(model):
+      def loss(p):
+        logit = lambda z: model.apply({'params': p}, z)[:, 1].sum()
+        logits = model.apply({'params': p}, x)
+        return jnp.sum(jax.grad(logit)(x)**2) + jnp.sum(logits**2), logits
+      return jax.jit(jax.grad(loss, has_aux=True))(params)
+
+    def uses_windows(model):  # the stem and the strided stage convolutions
+      jaxpr = str(jax.make_jaxpr(lambda p: model.apply({'params': p}, x))(params))
+      return jaxpr.count('custom_vjp_call')
+
+    assert (uses_windows(windows), uses_windows(conv)) == (5, 0)
+    grads_w, logits_w = double_backprop(windows)
+    grads_c, logits_c = double_backprop(conv)
+    np.testing.assert_allclose(logits_w, logits_c, rtol=1e-10, atol=1e-12)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads_c))
+    for gw, gc in zip(jax.tree.leaves(grads_w), jax.tree.leaves(grads_c)):
+      np.testing.assert_allclose(gw, gc, rtol=1e-9, atol=1e-11 * scale)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mimic_jax.models import cpu_convs
 from mimic_jax.models import densenet
 from mimic_jax.models import efficientnet
 from mimic_jax.models import resnet
@@ -29,13 +30,15 @@ ARCHITECTURES = {
 
 def create_model(model: ml_collections.ConfigDict):
   """Instantiates ``model.arch`` with ``num_classes``, ``norm``, ``dtype`` (of the
-  computation; parameters stay float32), (ResNets) ``width`` and ``downsample`` and
-  (EfficientNet) ``depthwise`` (``auto``: ``shifts`` on CPU, ``conv`` elsewhere)."""
+  computation; parameters stay float32), ``strided_conv`` (``auto``: ``windows`` on CPU,
+  ``conv`` elsewhere), (ResNets) ``width`` and ``downsample`` and (EfficientNet)
+  ``depthwise`` (``auto``: ``shifts`` on CPU, ``conv`` elsewhere)."""
   if model.arch not in ARCHITECTURES:
     raise ValueError(f'config.model.arch={model.arch!r} is unknown; choose one of '
                      f'{sorted(ARCHITECTURES)}')
   kwargs = {'num_classes': model.num_classes, 'norm': model.norm,
-            'dtype': DTYPES[model.get('dtype', 'float32')]}
+            'dtype': DTYPES[model.get('dtype', 'float32')],
+            'strided_conv': strided_conv_impl(model.get('strided_conv', 'auto'))}
   if 'resnet' in model.arch:
     if model.get('width'):
       kwargs['width'] = model.width
@@ -43,6 +46,17 @@ def create_model(model: ml_collections.ConfigDict):
   if model.arch == 'efficientnet_b0':
     kwargs['depthwise'] = depthwise_impl(model.get('depthwise', 'auto'))
   return ARCHITECTURES[model.arch](**kwargs)
+
+
+def strided_conv_impl(strided_conv: str) -> str:
+  """``config.model.strided_conv`` resolved: ``auto`` is ``windows`` on CPU (where XLA
+  loop-emits a second-order gradient of strided convolutions), ``conv`` on GPU/TPU."""
+  if strided_conv == 'auto':
+    return 'windows' if jax.default_backend() == 'cpu' else 'conv'
+  if strided_conv not in cpu_convs.STRIDED_CONV:
+    raise ValueError(f'config.model.strided_conv={strided_conv!r}; use "auto", "conv" or '
+                     '"windows"')
+  return strided_conv
 
 
 def depthwise_impl(depthwise: str) -> str:

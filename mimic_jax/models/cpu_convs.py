@@ -1,28 +1,44 @@
-"""Depthwise convolution written so that XLA:CPU runs its first- and second-order gradients
-fast.
+"""Convolutions written so that XLA:CPU runs their first- and second-order gradients fast.
 
-XLA:CPU computes the kernel gradient of a depthwise (grouped) convolution as a *dense*
-``C x k x k x C`` convolution whose diagonal it keeps: C times the FLOPs (EfficientNet-B0's
-training step at 224 px: 54 GFLOP instead of 5.4, 4.7 x the time; ``benchmarks/RESULTS.md``).
-:func:`depthwise` computes the same numbers as a sum over kernel taps of strided slices times
-per-channel weights, so every gradient is a slice, pad, product or reduction, which XLA
-fuses. It has the signature of ``lax.conv_general_dilated`` and is handed to
+Both have the signature of ``lax.conv_general_dilated`` and are handed to
 ``flax.linen.Conv(conv_general_dilated=...)``: parameters keep their names and shapes and
-pretrained weights load unchanged. NHWC input, HWIO kernels (flax's).
+pretrained weights load unchanged. NHWC input, HWIO kernels (flax's). Measurements:
+``benchmarks/RESULTS.md``.
 
-(A dense strided convolution written the same way, strided slices stacked into patches and
-one matrix product, was tried for the ResNet stem, whose strided second-order kernel gradient
-XLA:CPU loop-emits; it was not faster, RESULTS.md.)
+:func:`depthwise`: XLA:CPU computes the kernel gradient of a depthwise (grouped) convolution
+as a *dense* ``C x k x k x C`` convolution whose diagonal it keeps: C times the FLOPs
+(EfficientNet-B0's training step at 224 px: 54 GFLOP instead of 5.4, 4.7 x the time). Here
+the same numbers are a sum over kernel taps of strided slices times per-channel weights, so
+every gradient is a slice, pad, product or reduction, which XLA fuses.
+
+:func:`strided`: a dense strided convolution is XLA's own, and so are its input and kernel
+gradients; but the kernel derivative of its *input gradient* (what double backprop through
+an explanation needs) XLA:CPU emits as a scalar loop (the 7 x 7 stride-2 stem of the CPU
+ResNet: 17 ms, 3 GFLOP/s). Here that one derivative is a stack of the strided windows of the
+cotangent and one matrix product (2.6 ms). (Writing the whole convolution as windows and a
+product was slower, as was doing the same for stride-1 convolutions, whose second-order
+gradients XLA already runs well.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+import functools
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 _NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # flax's ConvDimensionNumbers
+STRIDED_CONV = ('conv', 'windows')
+
+
+def strided_conv_fn(strided_conv: str):
+  """The ``conv_general_dilated`` of a model's strided dense convolutions: ``'conv'``
+  ``None`` (flax's default, ``lax``), ``'windows'`` :func:`strided`."""
+  if strided_conv not in STRIDED_CONV:
+    raise ValueError(f'strided_conv={strided_conv!r}; use "conv" or "windows"')
+  return strided if strided_conv == 'windows' else None
 
 
 def depthwise(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
@@ -60,3 +76,89 @@ def depthwise(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=Non
   acc = jnp.float32 if jnp.finfo(lhs.dtype).bits < 32 else lhs.dtype
   out = sum((t * w).astype(acc) for t, w in zip(taps, rhs.reshape(kh * kw, channels)))
   return out.astype(lhs.dtype)
+
+
+def strided(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
+            rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+            precision=None):
+  """``lax.conv_general_dilated`` whose input gradient differentiates with respect to the
+  kernel as windows and one product (see the module docstring); forward and first-order
+  gradients are ``lax``'s. Stride 1 is ``lax`` throughout.
+
+  Args: as ``lax.conv_general_dilated``; ``lhs`` ``(B, H, W, Cin)``, ``rhs``
+  ``(kh, kw, Cin, Cout)``; no dilations, ``feature_group_count`` 1.
+
+  Returns ``(B, H', W', Cout)``.
+  """
+  if feature_group_count != 1 or lhs.ndim != 4:
+    raise ValueError(f'strided convolution expects (B, H, W, C) input and '
+                     f'feature_group_count=1; got input {lhs.shape}, '
+                     f'feature_group_count={feature_group_count}')
+  for name, d in (('lhs_dilation', lhs_dilation), ('rhs_dilation', rhs_dilation)):
+    if d is not None and any(v != 1 for v in d):
+      raise ValueError(f'strided convolution: {name}={d} is not supported')
+  if dimension_numbers is not None and tuple(dimension_numbers) != _NHWC:
+    raise ValueError(f'strided convolution expects NHWC/HWIO, got {dimension_numbers}')
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  strides, padding = tuple(window_strides), tuple(tuple(p) for p in padding)
+  if all(s == 1 for s in strides):
+    return _conv(lhs, rhs, strides, padding, precision)
+  return _strided_conv(lhs, rhs, strides, padding, precision)
+
+
+def _conv(x, w, strides, padding, precision):
+  return lax.conv_general_dilated(x, w, strides, padding,
+                                  dimension_numbers=lax.ConvDimensionNumbers(*_NHWC),
+                                  precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _strided_conv(x, w, strides, padding, precision):
+  return _conv(x, w, strides, padding, precision)
+
+
+def _strided_conv_fwd(x, w, strides, padding, precision):
+  return _conv(x, w, strides, padding, precision), (x, w)
+
+
+def _strided_conv_bwd(strides, padding, precision, residuals, dy):
+  x, w = residuals
+  dw = jax.vjp(lambda w_: _conv(x, w_, strides, padding, precision), w)[1](dy)[0]
+  return _input_grad(dy, w, x.shape, strides, padding, precision), dw
+
+
+_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _input_grad(dy, w, x_shape, strides, padding, precision):
+  """The convolution's input gradient for output cotangent ``dy``, as ``lax`` computes it."""
+  return jax.vjp(lambda x: _conv(x, w, strides, padding, precision),
+                 jnp.zeros(x_shape, dy.dtype))[1](dy)[0]
+
+
+def _input_grad_fwd(dy, w, x_shape, strides, padding, precision):
+  return _input_grad(dy, w, x_shape, strides, padding, precision), (dy, w)
+
+
+def _input_grad_bwd(x_shape, strides, padding, precision, residuals, ct):
+  """``_input_grad`` is linear in ``dy`` (adjoint: the convolution) and in ``w``: the kernel
+  cotangent is ``sum_{b,h,w} window(ct)[tap, b, h, w, c] dy[b, h, w, o]``."""
+  del x_shape
+  dy, w = residuals
+  kh, kw, cin, cout = w.shape
+  (b, ho, wo, _), (sh, sw) = dy.shape, strides
+  ctp = jnp.pad(ct, ((0, 0), *padding, (0, 0)))
+  # Stacked on a leading axis: XLA:CPU then runs the contraction as one plain GEMM
+  # (the same windows on the last axis took twice as long).
+  windows = jnp.stack([
+      lax.slice(ctp, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, cin),
+                (1, sh, sw, 1)) for i in range(kh) for j in range(kw)])
+  acc = jnp.float32 if jnp.finfo(dy.dtype).bits < 32 else dy.dtype
+  d_w = jnp.einsum('tbhwc,bhwo->tco', windows, dy, preferred_element_type=acc)
+  return (_conv(ct, w, strides, padding, precision),
+          d_w.reshape(kh, kw, cin, cout).astype(w.dtype))
+
+
+_input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)

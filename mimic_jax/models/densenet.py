@@ -14,6 +14,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mimic_jax.models import cpu_convs
+
 
 class DenseNet(nn.Module):
   """DenseNet-BC with ``block_sizes`` layers per dense block."""
@@ -24,15 +26,18 @@ class DenseNet(nn.Module):
   num_classes: int = 3
   norm: str = 'batch'
   dtype: Any = None  # computation dtype (None: the inputs'; parameters stay float32)
+  strided_conv: str = 'conv'  # the stem: 'conv' (lax) | 'windows' (cpu_convs.strided)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.norm != 'batch':
       raise ValueError('DenseNet supports norm="batch" only (as torchvision)')
+    stem_fn = cpu_convs.strided_conv_fn(self.strided_conv)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    x = conv(self.init_features, (7, 7), (2, 2), padding=3, name='conv0')(x)
+    x = conv(self.init_features, (7, 7), (2, 2), padding=3, conv_general_dilated=stem_fn,
+             name='conv0')(x)
     x = nn.relu(norm(name='norm0')(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for i, n_layers in enumerate(self.block_sizes):

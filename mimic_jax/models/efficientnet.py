@@ -64,9 +64,11 @@ class EfficientNetB0(nn.Module):
   # Depthwise convolutions: 'conv' (lax grouped convolution) or 'shifts' (sums of shifted
   # slices, the same numbers; XLA:CPU's grouped-convolution gradients are C times the FLOPs).
   depthwise: str = 'conv'
+  strided_conv: str = 'conv'  # the stem: 'conv' (lax) | 'windows' (cpu_convs.strided)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    stem_fn = cpu_convs.strided_conv_fn(self.strided_conv)
     if self.depthwise not in ('conv', 'shifts'):
       raise ValueError(f'depthwise={self.depthwise!r}; use "conv" or "shifts"')
     if self.norm != 'batch':
@@ -74,7 +76,8 @@ class EfficientNetB0(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    x = nn.silu(norm(name='stem_norm')(conv(32, (3, 3), (2, 2), padding=1, name='stem')(x)))
+    x = nn.silu(norm(name='stem_norm')(conv(32, (3, 3), (2, 2), padding=1,
+                                              conv_general_dilated=stem_fn, name='stem')(x)))
     for i, (expand, kernel, strides, out, repeats) in enumerate(B0_STAGES):
       for j in range(repeats):
         x = MBConv(expand, kernel, strides if j == 0 else 1, out, train, self.dtype,

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mimic_jax.models import cpu_convs
+
 
 def _norm(kind: str, train: bool, name: str | None = None, zero_init: bool = False,
           dtype: Any = None):
@@ -48,11 +50,13 @@ class _Block(nn.Module):
   norm: str = 'batch'
   dtype: Any = None
   downsample: str = 'stride'
+  strided_conv: str = 'conv'
   expansion: ClassVar[int] = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             conv_general_dilated=cpu_convs.strided_conv_fn(self.strided_conv))
     norm = functools.partial(_norm, self.norm, train, dtype=self.dtype)
     x, strides = _pooled(x, self.strides, self.downsample)
     y = self.residual(x, strides, conv, norm)
@@ -93,12 +97,16 @@ class ResNet(nn.Module):
   # average pooling and stride-1 convolutions (the same FLOPs; XLA:CPU runs their
   # double-backprop gradients 2x faster, benchmarks/RESULTS.md). The stem stays strided.
   downsample: str = 'stride'
+  # Strided convolutions (the stem; the stages' with downsample='stride'): 'conv' (lax) or
+  # 'windows' (the same numbers; XLA:CPU loop-emits one of their second-order gradients).
+  strided_conv: str = 'conv'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.downsample not in ('stride', 'pool'):
       raise ValueError(f'downsample={self.downsample!r}; use "stride" or "pool"')
     x = nn.Conv(self.width, (7, 7), (2, 2), padding=3, use_bias=False, dtype=self.dtype,
+                conv_general_dilated=cpu_convs.strided_conv_fn(self.strided_conv),
                 name='stem')(x)
     x = nn.relu(_norm(self.norm, train, name='stem_norm', dtype=self.dtype)(x))
     if self.stem_pool:
@@ -107,7 +115,8 @@ class ResNet(nn.Module):
       for j in range(n_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         block = BottleneckBlock if self.block == 'bottleneck' else BasicBlock
-        x = block(self.width * 2**i, strides, self.norm, self.dtype, self.downsample)(x, train)
+        x = block(self.width * 2**i, strides, self.norm, self.dtype, self.downsample,
+                  self.strided_conv)(x, train)
       x = self.perturb(f'stage{i + 1}', x)
       self.sow('intermediates', f'stage{i + 1}', x)
     x = self.perturb('features', x)  # the last stage again, under the common name
