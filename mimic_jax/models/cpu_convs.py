@@ -22,8 +22,8 @@ gradients XLA already runs well.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +34,8 @@ STRIDED_CONV = ('conv', 'windows')
 
 
 def strided_conv_fn(strided_conv: str):
-  """The ``conv_general_dilated`` of a model's strided dense convolutions: ``'conv'``
-  ``None`` (flax's default, ``lax``), ``'windows'`` :func:`strided`."""
+  """The ``conv_general_dilated`` argument of a model's strided dense convolutions:
+  ``'conv'``: ``None`` (flax's default, ``lax``); ``'windows'``: :func:`strided`."""
   if strided_conv not in STRIDED_CONV:
     raise ValueError(f'strided_conv={strided_conv!r}; use "conv" or "windows"')
   return strided if strided_conv == 'windows' else None
