@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mimic_jax.models import cpu_convs
 from mimic_jax.models import densenet
 from mimic_jax.models import efficientnet
 from mimic_jax.models import resnet
@@ -38,32 +37,28 @@ def create_model(model: ml_collections.ConfigDict):
                      f'{sorted(ARCHITECTURES)}')
   kwargs = {'num_classes': model.num_classes, 'norm': model.norm,
             'dtype': DTYPES[model.get('dtype', 'float32')],
-            'strided_conv': strided_conv_impl(model.get('strided_conv', 'auto'))}
+            'strided_conv': _impl(model, 'strided_conv')}
   if 'resnet' in model.arch:
     if model.get('width'):
       kwargs['width'] = model.width
     kwargs['downsample'] = model.get('downsample', 'stride')
   if model.arch == 'efficientnet_b0':
-    kwargs['depthwise'] = depthwise_impl(model.get('depthwise', 'auto'))
+    kwargs['depthwise'] = _impl(model, 'depthwise')
   return ARCHITECTURES[model.arch](**kwargs)
 
 
-def strided_conv_impl(strided_conv: str) -> str:
-  """``config.model.strided_conv`` resolved: ``auto`` is ``windows`` on CPU (where XLA
-  loop-emits a second-order gradient of strided convolutions), ``conv`` on GPU/TPU."""
-  if strided_conv == 'auto':
-    return 'windows' if jax.default_backend() == 'cpu' else 'conv'
-  if strided_conv not in cpu_convs.STRIDED_CONV:
-    raise ValueError(f'config.model.strided_conv={strided_conv!r}; use "auto", "conv" or '
-                     '"windows"')
-  return strided_conv
+# Implementation choices with 'auto': (the CPU choice, the GPU/TPU choice). On CPU XLA
+# loop-emits a second-order gradient of strided convolutions and computes grouped-convolution
+# kernel gradients densely; cpu_convs avoids both (benchmarks/RESULTS.md).
+_AUTO = {'strided_conv': ('windows', 'conv'), 'depthwise': ('shifts', 'conv')}
 
 
-def depthwise_impl(depthwise: str) -> str:
-  """``config.model.depthwise`` resolved: ``auto`` is ``shifts`` on CPU (where XLA computes
-  grouped-convolution kernel gradients densely), ``conv`` on GPU/TPU."""
-  if depthwise == 'auto':
-    return 'shifts' if jax.default_backend() == 'cpu' else 'conv'
-  if depthwise not in ('conv', 'shifts'):
-    raise ValueError(f'config.model.depthwise={depthwise!r}; use "auto", "conv" or "shifts"')
-  return depthwise
+def _impl(model: ml_collections.ConfigDict, key: str) -> str:
+  """``config.model.<key>`` (default ``auto``) resolved for this backend and checked."""
+  value = model.get(key, 'auto')
+  on_cpu, elsewhere = _AUTO[key]
+  if value == 'auto':
+    return on_cpu if jax.default_backend() == 'cpu' else elsewhere
+  if value not in (on_cpu, elsewhere):
+    raise ValueError(f'config.model.{key}={value!r}; use "auto", "{elsewhere}" or "{on_cpu}"')
+  return value

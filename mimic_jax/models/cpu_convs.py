@@ -30,16 +30,36 @@ import jax.numpy as jnp
 from jax import lax
 
 _NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # flax's ConvDimensionNumbers
-STRIDED_CONV = ('conv', 'windows')
 
 
 def strided_conv_fn(strided_conv: str):
   """The ``conv_general_dilated`` argument of a model's strided dense convolutions:
   ``'conv'``: ``None`` (flax's default, ``lax``); ``'windows'``: :func:`strided`."""
-  if strided_conv not in STRIDED_CONV:
+  if strided_conv not in ('conv', 'windows'):
     raise ValueError(f'strided_conv={strided_conv!r}; use "conv" or "windows"')
   return strided if strided_conv == 'windows' else None
 
+
+
+def _pads(kind: str, lhs, kernel_hw, window_strides, padding, lhs_dilation, rhs_dilation,
+          dimension_numbers):
+  """Checks what both convolutions here do not support; returns the padding as pairs."""
+  for name, d in (('lhs_dilation', lhs_dilation), ('rhs_dilation', rhs_dilation)):
+    if d is not None and any(v != 1 for v in d):
+      raise ValueError(f'{kind} convolution: {name}={d} is not supported')
+  if dimension_numbers is not None and tuple(dimension_numbers) != _NHWC:
+    raise ValueError(f'{kind} convolution expects NHWC/HWIO, got {dimension_numbers}')
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], kernel_hw, window_strides, padding)
+  return tuple(tuple(p) for p in padding)
+
+
+def _windows(x, kh: int, kw: int, out_hw, strides) -> list:
+  """For each kernel tap ``(i, j)`` (row-major), the strided slice of the padded ``x``
+  ``(B, Hp, Wp, C)`` that it multiplies: ``kh * kw`` arrays ``(B, ho, wo, C)``."""
+  (b, _, _, c), (ho, wo), (sh, sw) = x.shape, out_hw, strides
+  return [lax.slice(x, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
+                    (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
 
 def depthwise(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
               rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
@@ -59,20 +79,11 @@ def depthwise(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=Non
     raise ValueError(f'depthwise convolution expects (B, H, W, C) input and a (kh, kw, 1, C) '
                      f'kernel with feature_group_count=C; got input {lhs.shape}, kernel '
                      f'{rhs.shape}, feature_group_count={feature_group_count}')
-  for name, d in (('lhs_dilation', lhs_dilation), ('rhs_dilation', rhs_dilation)):
-    if d is not None and any(v != 1 for v in d):
-      raise ValueError(f'depthwise convolution: {name}={d} is not supported')
-  if dimension_numbers is not None and tuple(dimension_numbers) != _NHWC:
-    raise ValueError(f'depthwise convolution expects NHWC/HWIO, got {dimension_numbers}')
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
+  padding = _pads('depthwise', lhs, (kh, kw), window_strides, padding, lhs_dilation,
+                  rhs_dilation, dimension_numbers)
   x = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
-  (sh, sw), (b, hp, wp, _) = window_strides, x.shape
-  ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-  # Kernel offset (i, j) multiplies this strided slice of the padded input.
-  taps = [lax.slice(x, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1,
-                                       channels), (1, sh, sw, 1))
-          for i in range(kh) for j in range(kw)]
+  (sh, sw), (_, hp, wp, _) = window_strides, x.shape
+  taps = _windows(x, kh, kw, ((hp - kh) // sh + 1, (wp - kw) // sw + 1), window_strides)
   acc = jnp.float32 if jnp.finfo(lhs.dtype).bits < 32 else lhs.dtype
   out = sum((t * w).astype(acc) for t, w in zip(taps, rhs.reshape(kh * kw, channels)))
   return out.astype(lhs.dtype)
@@ -94,14 +105,9 @@ def strided(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
     raise ValueError(f'strided convolution expects (B, H, W, C) input and '
                      f'feature_group_count=1; got input {lhs.shape}, '
                      f'feature_group_count={feature_group_count}')
-  for name, d in (('lhs_dilation', lhs_dilation), ('rhs_dilation', rhs_dilation)):
-    if d is not None and any(v != 1 for v in d):
-      raise ValueError(f'strided convolution: {name}={d} is not supported')
-  if dimension_numbers is not None and tuple(dimension_numbers) != _NHWC:
-    raise ValueError(f'strided convolution expects NHWC/HWIO, got {dimension_numbers}')
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  strides, padding = tuple(window_strides), tuple(tuple(p) for p in padding)
+  padding = _pads('strided', lhs, rhs.shape[:2], window_strides, padding, lhs_dilation,
+                  rhs_dilation, dimension_numbers)
+  strides = tuple(window_strides)
   if all(s == 1 for s in strides):
     return _conv(lhs, rhs, strides, padding, precision)
   return _strided_conv(lhs, rhs, strides, padding, precision)
@@ -148,13 +154,10 @@ def _input_grad_bwd(x_shape, strides, padding, precision, residuals, ct):
   del x_shape
   dy, w = residuals
   kh, kw, cin, cout = w.shape
-  (b, ho, wo, _), (sh, sw) = dy.shape, strides
   ctp = jnp.pad(ct, ((0, 0), *padding, (0, 0)))
   # Stacked on a leading axis: XLA:CPU then runs the contraction as one plain GEMM
   # (the same windows on the last axis took twice as long).
-  windows = jnp.stack([
-      lax.slice(ctp, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, cin),
-                (1, sh, sw, 1)) for i in range(kh) for j in range(kw)])
+  windows = jnp.stack(_windows(ctp, kh, kw, dy.shape[1:3], strides))
   acc = jnp.float32 if jnp.finfo(dy.dtype).bits < 32 else dy.dtype
   d_w = jnp.einsum('tbhwc,bhwo->tco', windows, dy, preferred_element_type=acc)
   return (_conv(ct, w, strides, padding, precision),
