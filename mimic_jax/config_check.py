@@ -7,6 +7,7 @@ import os
 import jax
 import ml_collections
 
+from mimic_jax import compile_options
 from mimic_jax import explain
 from mimic_jax import models
 from mimic_jax import pretrained
@@ -26,6 +27,7 @@ CHOICES = {
     'ensemble.execution': ('vmap', 'unrolled', 'auto'),
     'model.depthwise': ('auto', 'conv', 'shifts'),
     'model.strided_conv': ('auto', 'conv', 'windows'),
+    'model.cpu_conv_library': compile_options.LIBRARIES,
     'data.builder_config': ('224', '128', '64'),
 }
 

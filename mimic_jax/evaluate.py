@@ -24,6 +24,7 @@ from etils import epath
 from data_builders.mimic_cxr_egd import egd_format
 from mimic_jax import bootstrap
 from mimic_jax import classification_metrics
+from mimic_jax import compile_options
 from mimic_jax import consistency
 from mimic_jax import explain
 from mimic_jax import input_pipeline
@@ -83,8 +84,10 @@ def collect(config: ml_collections.ConfigDict, state: steps.TrainState, split: s
   """Runs the model over a split: scores, labels, gaze, fixation maps and explanation maps."""
   source = input_pipeline.data_source(config.data, split)
   size = input_pipeline.preprocess(source[0], config.model.input_channels)['gaze'].shape[0]
-  predict = jax.jit(steps.predict)
-  maps_fn = {e: jax.jit(functools.partial(_member_maps, explainer=e, size=size))
+  options = compile_options.for_config(config)
+  predict = jax.jit(steps.predict, compiler_options=options)
+  maps_fn = {e: jax.jit(functools.partial(_member_maps, explainer=e, size=size),
+                        compiler_options=options)
              for e in EXPLAINERS}
   keep = {k: [] for k in ('scores', 'label', 'gaze', 'fixation_map', 'image')}
   maps = {e: [] for e in EXPLAINERS}

@@ -25,6 +25,7 @@ from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mimic_jax import compile_options
 from mimic_jax import config_check
 from mimic_jax import input_pipeline
 from mimic_jax import metric_writer
@@ -191,11 +192,12 @@ def _train(config, workdir, mesh, writer, stop_after) -> steps.TrainState:
     state, start = _restore_latest_good(ckpt, state, writer)
     writer.log(f'Resumed from checkpoint step {start} in {workdir / "checkpoints"}')
 
+  options = compile_options.for_config(config)
   member = jax.jit(functools.partial(steps.member_step, config), donate_argnums=(0,),
-                   out_shardings=(repl, repl))
+                   out_shardings=(repl, repl), compiler_options=options)
   disc = jax.jit(functools.partial(steps.disc_step, config), donate_argnums=(0,),
-                 out_shardings=(repl, repl))
-  sums_fn = jax.jit(_eval_sums, out_shardings=repl)
+                 out_shardings=(repl, repl), compiler_options=options)
+  sums_fn = jax.jit(_eval_sums, out_shardings=repl, compiler_options=options)
   val_source = input_pipeline.data_source(config.data, 'validation')
 
   def save(step):
@@ -261,7 +263,7 @@ def _initial_state(config, mesh, image_shape, load_pretrained: bool = True
   model = models.create_model(config.model)
   repl = NamedSharding(mesh, P())
   init = jax.jit(functools.partial(steps.create_state, config, model, image_shape),
-                 out_shardings=repl)
+                 out_shardings=repl, compiler_options=compile_options.for_config(config))
   state = init(jax.random.PRNGKey(config.seed))
   if not (load_pretrained and config.model.get('pretrained')):
     return state
