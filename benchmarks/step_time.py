@@ -3,7 +3,8 @@ r"""Train-step time of every method, JAX side by side with the PyTorch reference
   .venv/bin/python benchmarks/step_time.py --presets cpu,densenet121,efficientnet_b0 \
       [--batch_224 8] [--steps 3] [--methods single,ensemble,mimic_ig,mimic_gshap,gaze] \
       [--dtype float32|bfloat16] [--torch_python .venv-torch/bin/python] [--torch_compile] \
-      [--cache_dir /tmp/xla_cache] [--out benchmarks/out/cpu.json]
+      [--cpu_conv_library auto|xla_default|eigen] [--rounds 1] [--cache_dir /tmp/xla_cache] \
+      [--out benchmarks/out/cpu.json]
 
 Presets: ``cpu`` is the CPU configuration of ``configs/mimic.py:synthetic`` (tiny GroupNorm
 ResNet, width 16, 64 x 64 grey images, batch 32, GradientSHAP with 2 samples);
@@ -13,7 +14,8 @@ adversarial step of ``mimic`` (M = 3) with input gradients / GradientSHAP as the
 explanation; ``gaze``: CE + the KLD penalty of the input gradient (M = 1).
 
 JAX: the jit-compiled ``mimic_jax.steps.member_step`` (Adam), random inputs, timed after two
-warm-up calls; FLOPs from XLA's cost analysis, as a fraction of this machine's float32
+warm-up calls (with ``--rounds R``, R times, alternating with the PyTorch run; the fastest
+round counts); FLOPs from XLA's cost analysis, as a fraction of this machine's float32
 matmul rate measured here; memory from XLA's buffer assignment (arguments + outputs +
 temporaries). PyTorch: ``benchmarks/torch_steps.py`` in its own environment (eager, and
 ``torch.compile`` with ``--torch_compile``). Also the input pipeline's examples/s (ArrayRecord
@@ -36,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import mimic
+from mimic_jax import compile_options
 from mimic_jax import models
 from mimic_jax import steps
 
@@ -52,6 +55,11 @@ _TORCH_COMPILE = flags.DEFINE_bool('torch_compile', False, 'Also time torch.comp
 _THREADS = flags.DEFINE_integer('threads', os.cpu_count(), 'PyTorch CPU threads.')
 _EXECUTION = flags.DEFINE_enum('execution', 'auto', ['auto', 'vmap', 'unrolled'],
                                'config.ensemble.execution of the JAX ensembles.')
+_CPU_CONV_LIBRARY = flags.DEFINE_enum('cpu_conv_library', 'auto', compile_options.LIBRARIES,
+                                      'config.model.cpu_conv_library of the JAX steps.')
+_ROUNDS = flags.DEFINE_integer(
+    'rounds', 1, 'Rounds of (PyTorch, then every JAX method); each step time is its fastest '
+    'round (step times on a shared machine drift by 15-40% within minutes).')
 _OUT = flags.DEFINE_string('out', None, 'JSON output file.')
 _JAX_SKIP = flags.DEFINE_list('jax_skip', [], 'Methods timed in PyTorch only (gpu.sh: their '
                               'JAX compilation did not finish in its time).')
@@ -74,6 +82,7 @@ def preset_config(preset: str, method: str):
     c.batch_size = _BATCH_224.value
   c.model.dtype = _DTYPE.value
   c.ensemble.execution = _EXECUTION.value
+  c.model.cpu_conv_library = _CPU_CONV_LIBRARY.value
   if method == 'mimic_ig':
     c.mimic.explainer = 'input_gradients'
     c.mimic.explainer_kwargs = {}
@@ -84,24 +93,29 @@ def _size(preset):
   return 64 if preset == 'cpu' else 224
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-  """float32 matmul rate of the default device through XLA."""
+def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+  """float32 matmul rate of the default device through XLA: the fastest of ``reps`` calls."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
-  t0 = time.perf_counter()
+  best = float('inf')
   for _ in range(reps):
-    out = f(a)
-  out.block_until_ready()
-  return reps * 2 * n**3 / (time.perf_counter() - t0) / 1e9
+    t0 = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n**3 / best / 1e9
 
 
-def time_jax(config, batch) -> dict:
+def compile_jax(config, batch) -> dict:
+  """The jit-compiled ``member_step`` of ``config`` and a fresh state, with XLA's FLOPs and
+  buffer sizes and the compile time: ``{'step', 'state', 'stats'}``."""
   model = models.create_model(config.model)
   shape = batch['image'].shape[1:]
   state = jax.jit(functools.partial(steps.create_state, config, model, shape))(
       jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(steps.member_step, config), donate_argnums=(0,))
+  options = compile_options.for_config(config)
+  step = jax.jit(functools.partial(steps.member_step, config), donate_argnums=(0,),
+                 compiler_options=options)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
@@ -111,6 +125,15 @@ def time_jax(config, batch) -> dict:
   mem = compiled.memory_analysis()
   mem_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
                if mem is not None else None)
+  return {'step': compiled, 'state': state,
+          'stats': {'compile_s': compile_s, 'gflop': flops / 1e9,
+                    'xla_buffer_bytes': mem_bytes, 'compiler_options': options}}
+
+
+def time_jax(jitted: dict, batch) -> float:
+  """Seconds per step of a :func:`compile_jax` result over ``--steps`` steps after two
+  warm-up calls; its ``state`` moves on."""
+  step, state = jitted['step'], jitted['state']
   for _ in range(2):  # warm-up
     state, _ = step(state, batch)
   jax.block_until_ready(state)
@@ -118,14 +141,31 @@ def time_jax(config, batch) -> dict:
   for _ in range(_STEPS.value):
     state, _ = step(state, batch)
   jax.block_until_ready(state)
-  dt = (time.perf_counter() - t0) / _STEPS.value
+  jitted['state'] = state
+  return (time.perf_counter() - t0) / _STEPS.value
+
+
+def jax_result(jitted: dict, times: list[float], batch_size: int) -> dict:
+  """One method's JSON entry: the fastest round's step time and what follows from it."""
+  dt = min(times)
   try:
     peak = jax.devices()[0].memory_stats().get('peak_bytes_in_use')
   except Exception:  # pylint: disable=broad-except
     peak = None
-  return {'step_s': dt, 'images_per_s': config.batch_size / dt, 'compile_s': compile_s,
-          'gflop': flops / 1e9, 'gflop_per_s': flops / dt / 1e9, 'xla_buffer_bytes': mem_bytes,
+  return {**jitted['stats'], 'step_s': dt, 'step_s_rounds': times,
+          'images_per_s': batch_size / dt, 'gflop_per_s': jitted['stats']['gflop'] / dt,
           'device_peak_bytes': peak}
+
+
+def fastest_torch(rounds: list[dict]) -> dict:
+  """The PyTorch results of several rounds: each step time the fastest round's."""
+  if len(rounds) == 1 or any('error' in r for r in rounds):
+    return rounds[0]
+  out = {**rounds[-1], 'rounds': rounds}
+  for kind in ('eager', 'compiled'):
+    out[kind] = {m: (min(r[kind][m] for r in rounds) if isinstance(v, float) else v)
+                 for m, v in rounds[-1].get(kind, {}).items()}
+  return out
 
 
 def time_torch(preset, configs) -> dict:
@@ -229,16 +269,23 @@ def main(argv):
     batch = _random_batch(next(iter(configs.values())), _size(preset))
     pr = result['presets'][preset] = {'batch': batch['image'].shape[0], 'jax': {},
                                       'methods': list(configs)}
-    if _TORCH_PYTHON.value:  # first: on a GPU it then leaves the memory to JAX
-      pr['torch'] = time_torch(preset, configs)
-      print(preset, 'torch', json.dumps(pr['torch']), flush=True)
-      result['matmul_gflops_torch'] = pr['torch'].get('matmul_gflops')
-    for method, config in configs.items():
-      if method in _JAX_SKIP.value:
-        continue
-      pr['jax'][method] = time_jax(config, batch)
-      print(preset, 'jax', method, json.dumps(pr['jax'][method]), flush=True)
-      _save(result)
+    jitted, times, torch_rounds = {}, {m: [] for m in configs}, []
+    for r in range(_ROUNDS.value):
+      if _TORCH_PYTHON.value:  # first: on a GPU it then leaves the memory to JAX
+        torch_rounds.append(time_torch(preset, configs))
+        print(preset, 'torch', f'round {r + 1}', json.dumps(torch_rounds[-1]), flush=True)
+        pr['torch'] = fastest_torch(torch_rounds)
+        result['matmul_gflops_torch'] = pr['torch'].get('matmul_gflops')
+      for method, config in configs.items():
+        if method in _JAX_SKIP.value:
+          continue
+        if method not in jitted:
+          jitted[method] = compile_jax(config, batch)
+        times[method].append(time_jax(jitted[method], batch))
+        pr['jax'][method] = jax_result(jitted[method], times[method], config.batch_size)
+        print(preset, 'jax', method, f'round {r + 1}', json.dumps(pr['jax'][method]),
+              flush=True)
+        _save(result)
     if preset == 'cpu':
       pr['pipeline_examples_per_s'] = pipeline_rate(next(iter(configs.values())))
     _save(result)

@@ -234,11 +234,13 @@ def main():
   t = torch.randn(2048, 2048)
   torch.mm(t, t)
   _sync()
-  t0 = time.perf_counter()
-  for _ in range(5):
+  best = float('inf')
+  for _ in range(10):  # the fastest call, as step_time.matmul_gflops
+    t0 = time.perf_counter()
     torch.mm(t, t)
-  _sync()
-  out['matmul_gflops'] = 5 * 2 * 2048**3 / (time.perf_counter() - t0) / 1e9
+    _sync()
+    best = min(best, time.perf_counter() - t0)
+  out['matmul_gflops'] = 2 * 2048**3 / best / 1e9
   with open(args.out, 'w') as f:
     json.dump(out, f, indent=1)
 
