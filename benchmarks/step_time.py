@@ -159,8 +159,9 @@ def jax_result(jitted: dict, times: list[float], batch_size: int) -> dict:
 
 def fastest_torch(rounds: list[dict]) -> dict:
   """The PyTorch results of several rounds: each step time the fastest round's."""
-  if len(rounds) == 1 or any('error' in r for r in rounds):
-    return rounds[0]
+  failed = [r for r in rounds if 'error' in r]
+  if failed or len(rounds) == 1:
+    return (failed or rounds)[0]
   out = {**rounds[-1], 'rounds': rounds}
   for kind in ('eager', 'compiled'):
     out[kind] = {m: (min(r[kind][m] for r in rounds) if isinstance(v, float) else v)
