@@ -63,7 +63,10 @@ def test_gaze_step_agrees_with_float64_under_either_library():
   with Eigen convolutions, against the same loss in float64 (an independent rounding): Eigen
   is as close to float64 as YNNPACK is."""
   config, state, data = _gaze_step_inputs()
-  loss_fn = lambda p, b: steps.member_loss(config, state, p, b, jax.random.key(2))[0]  # pylint: disable=unnecessary-lambda-assignment
+
+  def loss_fn(params, batch):
+    return steps.member_loss(config, state, params, batch, jax.random.key(2))[0]
+
   grad_fn = jax.value_and_grad(loss_fn)
   results = {}
   for library in ('xla_default', 'eigen'):
@@ -71,8 +74,8 @@ def test_gaze_step_agrees_with_float64_under_either_library():
     results[library] = jax.jit(grad_fn, compiler_options=compile_options.for_config(config))(
         state.params, data)
   with jax.enable_x64(True):
-    as64 = lambda t: jax.tree.map(  # pylint: disable=unnecessary-lambda-assignment
-        lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
+    as64 = functools.partial(jax.tree.map, lambda a: a.astype(jnp.float64)
+                             if jnp.issubdtype(a.dtype, jnp.floating) else a)
     loss64, grads64 = jax.jit(grad_fn)(as64(state.params), as64(data))
     loss64, grads64 = float(loss64), jax.tree.leaves(jax.tree.map(np.asarray, grads64))
   error = {}  # the worst parameter tensor's max |float32 - float64|, relative to its max
