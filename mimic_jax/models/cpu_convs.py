@@ -40,7 +40,6 @@ def strided_conv_fn(strided_conv: str):
   return strided if strided_conv == 'windows' else None
 
 
-
 def _pads(kind: str, lhs, kernel_hw, window_strides, padding, lhs_dilation, rhs_dilation,
           dimension_numbers):
   """Checks what both convolutions here do not support; returns the padding as pairs."""
@@ -60,6 +59,7 @@ def _windows(x, kh: int, kw: int, out_hw, strides) -> list:
   (b, _, _, c), (ho, wo), (sh, sw) = x.shape, out_hw, strides
   return [lax.slice(x, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
                     (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+
 
 def depthwise(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
               rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
