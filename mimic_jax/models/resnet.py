@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mimic_jax.models import cpu_convs
+from mimic_jax.models import group_norm
 
 
 def _norm(kind: str, train: bool, name: str | None = None, zero_init: bool = False,
@@ -30,8 +31,7 @@ def _norm(kind: str, train: bool, name: str | None = None, zero_init: bool = Fal
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                         scale_init=scale_init, dtype=dtype, name=name)
   if kind == 'group':
-    return nn.GroupNorm(num_groups=None, group_size=8, scale_init=scale_init, dtype=dtype,
-                        name=name)
+    return group_norm.GroupNorm(group_size=8, scale_init=scale_init, dtype=dtype, name=name)
   raise ValueError(f'unknown norm {kind!r}; use "batch" or "group"')
 
 
