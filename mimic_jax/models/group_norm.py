@@ -49,14 +49,9 @@ class GroupNorm(nn.Module):
     return group_norm(x, scale, bias, self.group_size, self.epsilon).astype(out_dtype)
 
 
-def _at_least_f32(t):
-  """``t`` in float32, or in its own dtype where that is wider (float64)."""
-  return t.astype(jnp.promote_types(t.dtype, jnp.float32))
-
-
 def _channel_sums(t):
-  """Sums of ``t`` ``(B, ..., C)`` over its middle axes, at least in float32: ``(B, C)``."""
-  return jnp.sum(_at_least_f32(t), axis=tuple(range(1, t.ndim - 1)))
+  """Sums of ``t`` ``(B, ..., C)`` over its middle axes: ``(B, C)``."""
+  return jnp.sum(t, axis=tuple(range(1, t.ndim - 1)))
 
 
 def _group_mean(per_channel, group_size: int, count: int):
@@ -71,17 +66,9 @@ def _per_channel(coefficient, ndim: int):
   return coefficient.reshape(coefficient.shape[:1] + (1,) * (ndim - 2) + coefficient.shape[1:])
 
 
-def _statistics(x, group_size: int, epsilon: float):
-  """Each channel's group mean and reciprocal standard deviation, ``(B, C)``, at least
-  float32."""
-  count = x.size // (x.shape[0] * x.shape[-1]) * group_size
-  mean = _group_mean(_channel_sums(x), group_size, count)
-  mean_sq = _group_mean(_channel_sums(jnp.square(_at_least_f32(x))), group_size, count)
-  return mean, jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0) + epsilon)
-
-
 def group_norm(x, scale, bias, group_size: int, epsilon: float):
-  """``(x - mean) * rstd * scale + bias`` per example and channel group, at least in float32.
+  """``(x - mean) * rstd * scale + bias`` per example and channel group, computed in float32
+  (or in ``x``'s dtype where that is wider, float64).
 
   Args:
     x: ``(B, ..., C)``, any float dtype.
@@ -89,7 +76,10 @@ def group_norm(x, scale, bias, group_size: int, epsilon: float):
     group_size: channels per group (divides ``C``).
     epsilon: added to the variance.
   """
-  mean, rstd = _statistics(x, group_size, epsilon)
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  count = x.size // (x.shape[0] * x.shape[-1]) * group_size
+  mean = _group_mean(_channel_sums(x), group_size, count)
+  mean_sq = _group_mean(_channel_sums(jnp.square(x)), group_size, count)
+  rstd = jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0) + epsilon)
   a = rstd * scale
-  return (_at_least_f32(x) * _per_channel(a, x.ndim)
-          + _per_channel(bias - mean * a, x.ndim))
+  return x * _per_channel(a, x.ndim) + _per_channel(bias - mean * a, x.ndim)
