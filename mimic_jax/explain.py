@@ -28,6 +28,21 @@ def _vjp_grads(logit_fn: LogitFn, x: jax.Array, y: jax.Array) -> tuple[jax.Array
   return logits, grads
 
 
+def _sample_grads(logit_fn: LogitFn, xs: jax.Array, y: jax.Array) -> jax.Array:
+  """``d logit_y / dx`` at S inputs per example: ``xs`` ``(S, B, H, W, C)`` -> the same
+  shape, from one pass over a batch of B * S.
+
+  The batch is example-major, ``(B, S)`` flattened: where the B examples are split over a
+  device mesh, every device then explains its own examples (``jax.vmap`` over the samples
+  would make it sample-major, which the partitioner cannot split by example: it ran every
+  sample of the whole batch on every device).
+  """
+  s, b = xs.shape[:2]
+  flat = jnp.swapaxes(xs, 0, 1).reshape(b * s, *xs.shape[2:])
+  grads = _vjp_grads(logit_fn, flat, jnp.repeat(y, s))[1]
+  return jnp.swapaxes(grads.reshape(b, s, *xs.shape[2:]), 0, 1)
+
+
 def input_gradients(logit_fn: LogitFn, x, y, rng=None):
   """Vanilla gradient ``d logit_y / dx``."""
   del rng
@@ -46,9 +61,7 @@ def smoothgrad(logit_fn: LogitFn, x, y, rng, *, samples: int = 8, noise: float =
   ``noise * (max(x) - min(x))`` per example (Smilkov et al. 2017)."""
   span = (x.max(axis=(1, 2, 3), keepdims=True) - x.min(axis=(1, 2, 3), keepdims=True))
   eps = jax.random.normal(rng, (samples, *x.shape), x.dtype) * noise * span
-  logits = logit_fn(x)
-  grads = jax.vmap(lambda e: _vjp_grads(logit_fn, x + e, y)[1])(eps)
-  return logits, grads.mean(axis=0)
+  return logit_fn(x), _sample_grads(logit_fn, x + eps, y).mean(axis=0)
 
 
 def _baseline(x, baseline: float | jax.Array):
@@ -68,13 +81,9 @@ def gradient_shap(logit_fn: LogitFn, x, y, rng, *, samples: int = 5,
   k_alpha, k_eps = jax.random.split(rng)
   alphas = jax.random.uniform(k_alpha, (samples,), x.dtype)
   eps = jax.random.normal(k_eps, (samples, *x.shape), x.dtype) * stdev
-  logits = logit_fn(x)
-
-  def one(alpha, e):
-    xn = x + e
-    return (xn - b) * _vjp_grads(logit_fn, b + alpha * (xn - b), y)[1]
-
-  return logits, jax.vmap(one)(alphas, eps).mean(axis=0)
+  xn = x + eps
+  points = b + alphas.reshape(-1, *[1] * x.ndim) * (xn - b)
+  return logit_fn(x), ((xn - b) * _sample_grads(logit_fn, points, y)).mean(axis=0)
 
 
 def integrated_gradients(logit_fn: LogitFn, x, y, rng=None, *, steps: int = 16,
@@ -84,9 +93,8 @@ def integrated_gradients(logit_fn: LogitFn, x, y, rng=None, *, steps: int = 16,
   del rng
   b = _baseline(x, baseline)
   alphas = (jnp.arange(steps, dtype=x.dtype) + 0.5) / steps
-  logits = logit_fn(x)
-  grads = jax.vmap(lambda a: _vjp_grads(logit_fn, b + a * (x - b), y)[1])(alphas)
-  return logits, (x - b) * grads.mean(axis=0)
+  points = b + alphas.reshape(-1, *[1] * x.ndim) * (x - b)
+  return logit_fn(x), (x - b) * _sample_grads(logit_fn, points, y).mean(axis=0)
 
 
 def grad_cam(apply_fn: Callable, variables: dict, x, y, *, layer: str):

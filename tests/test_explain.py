@@ -159,3 +159,29 @@ def test_postprocess_steps():
   np.testing.assert_allclose(explain.postprocess(a), [[[0.5, 0.5], [0.0, 1.0]]])
   np.testing.assert_allclose(explain.postprocess(a, normalize='sum').sum(), 1.0, rtol=1e-6)
   np.testing.assert_allclose(explain.postprocess(a, pool=2, normalize='none'), [[[3.0]]])
+
+
+@pytest.mark.parametrize('explainer,kwargs', [
+    (explain.smoothgrad, {'samples': 4}), (explain.gradient_shap, {'samples': 4}),
+    (explain.integrated_gradients, {'steps': 4})])
+def test_sampled_explainers_split_over_devices_by_example(explainer, kwargs):
+  """With the batch split over 2 devices, each device explains only its own examples: XLA's
+  per-device FLOPs are half of one device's (a sample-major batch was replicated: 0.9)."""
+  model = _tiny('group')
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(8, 16, 16, 1)), jnp.float32)
+  y = jnp.arange(8) % 3
+  params = {'params': model.init(jax.random.key(0), x)['params']}
+
+  def per_device_flops(devices):
+    mesh = jax.make_mesh((len(devices),), ('data',), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+    f = jax.jit(lambda p, x, y: explainer(lambda z: model.apply(p, z), x, y,
+                                          jax.random.key(2), **kwargs)[1])
+    with jax.set_mesh(mesh):
+      compiled = f.lower(params, jax.device_put(x, split), jax.device_put(y, split)).compile()
+    cost = compiled.cost_analysis()
+    return (cost[0] if isinstance(cost, (list, tuple)) else cost)['flops']
+
+  ratio = per_device_flops(jax.devices()[:2]) / per_device_flops(jax.devices()[:1])
+  assert 0.45 < ratio < 0.55, ratio
