@@ -53,8 +53,9 @@ def _base() -> ml_collections.ConfigDict:
   c.model.member_init = 'same'       # same (paper: all sub-models from the same weights) | perturb
   c.model.perturb_scale = 0.01       # perturb: noise std / each tensor's std
 
-  # execution: vmap | unrolled | auto (vmap on TPU; unrolled on CPU and GPU, where vmapped
-  # second-order convolutions are slow; see mimic_jax/methods.py:map_members).
+  # execution: vmap | unrolled | auto (vmap on one TPU device; unrolled on CPU and GPU, where
+  # vmapped second-order convolutions are slow, and on any mesh of several devices, where XLA
+  # does not split vmap's grouped convolutions by batch; see mimic_jax/methods.py).
   c.ensemble = ml_collections.ConfigDict({'num_models': 3, 'execution': 'auto'})
 
   c.mimic = ml_collections.ConfigDict()

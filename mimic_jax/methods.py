@@ -28,6 +28,21 @@ def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
+def resolve_execution(execution: str) -> str:
+  """``'auto'`` -> ``'vmap'`` on a single TPU device, else ``'unrolled'``; other values
+  unchanged.
+
+  On a mesh of several devices vmap's grouped convolutions do not keep the batch split: XLA's
+  SPMD partitioner all-gathers the batch for every convolution with ``feature_group_count >
+  1`` and runs it whole on each device (openxla/xla#47945; 0.80 of one device's FLOPs per
+  device on 2 devices for the CPU config's ensembles, unrolled 0.50; benchmarks/RESULTS.md).
+  """
+  if execution != 'auto':
+    return execution
+  single_tpu = jax.default_backend() == 'tpu' and jax.device_count() == 1
+  return 'vmap' if single_tpu else 'unrolled'
+
+
 def map_members(fn: Callable, *stacked, execution: str = 'vmap'):
   """Applies ``fn`` to each sub-model's slice of the stacked pytrees ``stacked`` (leading axis
   M) and stacks the results.
@@ -37,10 +52,9 @@ def map_members(fn: Callable, *stacked, execution: str = 'vmap'):
   program. Second-order gradients of the grouped convolutions are slow on XLA:CPU (13.2 s vs
   1.87 s for 3 tiny ResNets' GradientSHAP step) and on XLA:GPU did not compile in 6 minutes
   for 3 DenseNet-121s (85 GB planned, 8 GB unrolled; benchmarks/RESULTS.md).
-  ``'auto'``: ``'vmap'`` on TPU, else ``'unrolled'``.
+  ``'auto'``: :func:`resolve_execution`.
   """
-  if execution == 'auto':
-    execution = 'vmap' if jax.default_backend() == 'tpu' else 'unrolled'
+  execution = resolve_execution(execution)
   if execution == 'vmap':
     return jax.vmap(fn)(*stacked)
   if execution != 'unrolled':
@@ -51,8 +65,11 @@ def map_members(fn: Callable, *stacked, execution: str = 'vmap'):
 
 
 def init_ensemble(model: nn.Module, rng: jax.Array, x: jax.Array, num_models: int) -> dict:
-  """Variables of ``num_models`` independently initialised sub-models, stacked on axis 0."""
-  return jax.vmap(lambda k: model.init(k, x))(jax.random.split(rng, num_models))
+  """``params`` (and ``batch_stats``) of ``num_models`` independently initialised sub-models,
+  stacked on axis 0. (Not the zero ``perturbations`` the models make for Grad-CAM: their
+  shape is ``x``'s batch.)"""
+  variables = jax.vmap(lambda k: model.init(k, x))(jax.random.split(rng, num_models))
+  return {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
 
 
 def ensemble_logits(apply_fn: Callable, variables: dict, x: jax.Array,

@@ -56,6 +56,42 @@ def test_unrolled_execution_equals_vmap(setup):
     methods.map_members(lambda v: v, variables, execution='pmap')
 
 
+@pytest.mark.parametrize('backend,devices,expected', [
+    ('tpu', 1, 'vmap'), ('tpu', 8, 'unrolled'), ('gpu', 1, 'unrolled'), ('cpu', 1, 'unrolled')])
+def test_auto_execution(monkeypatch, backend, devices, expected):
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  monkeypatch.setattr(jax, 'device_count', lambda: devices)
+  assert methods.resolve_execution('auto') == expected
+  assert methods.resolve_execution('vmap') == 'vmap'
+
+
+def test_only_unrolled_members_split_the_batch_over_devices(setup):
+  """Why ``auto`` unrolls on a mesh: per-device FLOPs of the ensemble's forward and input
+  gradients with the batch split over 2 devices, against one device. XLA replicates vmap's
+  grouped convolutions (openxla/xla#47945); if this starts to fail with ``vmap`` near 0.5,
+  XLA has fixed it and ``resolve_execution`` can use vmap on TPU meshes again."""
+  model, _, _, variables, _, _ = setup
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(8, 16, 16, 1)), jnp.float32)
+  y = jnp.arange(8) % 3
+
+  def flops(devices, execution):
+    mesh = jax.make_mesh((len(devices),), ('data',), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+    f = jax.jit(lambda v, x, y: methods.member_explanations(
+        model.apply, v, x, y, jax.random.key(0), explainer='input_gradients',
+        explainer_kwargs={}, post={'sign': 'abs', 'normalize': 'minmax', 'pool': 2},
+        execution=execution))
+    with jax.set_mesh(mesh):
+      cost = f.lower(variables, jax.device_put(x, split), jax.device_put(y, split)).compile()
+      cost = cost.cost_analysis()
+    return (cost[0] if isinstance(cost, (list, tuple)) else cost)['flops']
+
+  two, one = jax.devices()[:2], jax.devices()[:1]
+  assert 0.45 < flops(two, 'unrolled') / flops(one, 'unrolled') < 0.55
+  assert flops(two, 'vmap') / flops(one, 'vmap') > 0.7
+
+
 def _member_grads(setup, **kwargs):
   model, x, y, variables, disc, disc_params = setup
 
