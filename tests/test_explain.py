@@ -8,6 +8,7 @@ import pytest
 
 from mimic_jax import explain
 from mimic_jax.models import resnet
+from tests import mesh_flops
 
 
 def _tiny(norm):
@@ -172,16 +173,7 @@ def test_sampled_explainers_split_over_devices_by_example(explainer, kwargs):
   y = jnp.arange(8) % 3
   params = {'params': model.init(jax.random.key(0), x)['params']}
 
-  def per_device_flops(devices):
-    mesh = jax.make_mesh((len(devices),), ('data',), devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,))
-    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-    f = jax.jit(lambda p, x, y: explainer(lambda z: model.apply(p, z), x, y,
-                                          jax.random.key(2), **kwargs)[1])
-    with jax.set_mesh(mesh):
-      compiled = f.lower(params, jax.device_put(x, split), jax.device_put(y, split)).compile()
-    cost = compiled.cost_analysis()
-    return (cost[0] if isinstance(cost, (list, tuple)) else cost)['flops']
-
-  ratio = per_device_flops(jax.devices()[:2]) / per_device_flops(jax.devices()[:1])
+  ratio = mesh_flops.split_ratio(
+      lambda p, x, y: explainer(lambda z: model.apply(p, z), x, y, jax.random.key(2),
+                                **kwargs)[1], params, x, y)
   assert 0.45 < ratio < 0.55, ratio
