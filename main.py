@@ -27,6 +27,7 @@ from data_builders.mimic_cxr_egd import prepare
 from mimic_jax import config_check
 from mimic_jax import distributed
 from mimic_jax import evaluate
+from mimic_jax import host_malloc
 from mimic_jax import synthetic_data
 from mimic_jax import train
 
@@ -65,6 +66,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   try:
+    host_malloc.apply(config.host_malloc)  # may restart the process
     distributed.initialize(distributed.Settings(  # before anything touches a device
         mode=_MULTIPROCESS.value, coordinator_address=_COORDINATOR.value,
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,

@@ -39,6 +39,7 @@ import numpy as np
 
 from configs import mimic
 from mimic_jax import compile_options
+from mimic_jax import host_malloc
 from mimic_jax import models
 from mimic_jax import steps
 
@@ -57,6 +58,10 @@ _EXECUTION = flags.DEFINE_enum('execution', 'auto', ['auto', 'vmap', 'unrolled']
                                'config.ensemble.execution of the JAX ensembles.')
 _CPU_CONV_LIBRARY = flags.DEFINE_enum('cpu_conv_library', 'auto', compile_options.LIBRARIES,
                                       'config.model.cpu_conv_library of the JAX steps.')
+_HOST_MALLOC = flags.DEFINE_enum(
+    'host_malloc', 'auto', host_malloc.SETTINGS,
+    'config.host_malloc for this process and the PyTorch one it starts (which inherits the '
+    'environment): see mimic_jax/host_malloc.py.')
 _ROUNDS = flags.DEFINE_integer(
     'rounds', 1, 'Rounds of (PyTorch, then every JAX method); each step time is its fastest '
     'round (step times on a shared machine drift by 15-40% within minutes).')
@@ -258,11 +263,14 @@ def table(result) -> str:
 
 def main(argv):
   del argv
+  host_malloc.apply(_HOST_MALLOC.value)  # may restart the process
   if _CACHE_DIR.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   result = {'device': str(jax.devices()[0]), 'jax': jax.__version__, 'dtype': _DTYPE.value,
             'date': time.strftime('%Y-%m-%d'), 'command': ' '.join(sys.argv),
+            'host_malloc': _HOST_MALLOC.value,
+            'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
             'matmul_gflops_xla': matmul_gflops(), 'presets': {}}
   print(f'XLA float32 matmul: {result["matmul_gflops_xla"]:.0f} GFLOP/s', flush=True)
   for preset in _PRESETS.value:

@@ -9,11 +9,13 @@ import ml_collections
 
 from mimic_jax import compile_options
 from mimic_jax import explain
+from mimic_jax import host_malloc
 from mimic_jax import models
 from mimic_jax import pretrained
 
 CHOICES = {
     'method': ('single', 'ensemble', 'mimic', 'gaze'),
+    'host_malloc': host_malloc.SETTINGS,
     'model.norm': ('batch', 'group'),
     'model.input_channels': (1, 3),
     'mimic.objective': ('neg_ce', 'confusion'),
