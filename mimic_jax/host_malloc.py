@@ -8,14 +8,15 @@ heap of the thread's arena, unmapped again once empty), so each step faults its 
 in again, 4 KiB at a time: 50 ms of system time in a 125 ms ``gaze`` step and 145 ms in a
 360 ms ``mimic_ig`` step on the 2-core machine of ``benchmarks/RESULTS.md`` (change 21).
 
-``TUNABLES`` (glibc >= 2.35 reads them when a process starts, hence the re-execution below):
+``TUNABLES`` (glibc reads them when a process starts, hence the restart below; ``hugetlb``
+from glibc 2.35 on, older versions ignore it):
 no ``mmap`` for large blocks, never trim freed memory, grow arenas by 256 MiB so that an empty
 heap is kept, and transparent huge pages for what is still mapped (blocks larger than an
 arena heap). The cost: the process keeps its peak heap as resident memory.
 
 ``config.host_malloc``:
 
-- ``'retain'``: restart the process (same interpreter and arguments, ``os.execv``) with
+- ``'retain'``: restart the process (same interpreter and arguments, ``os.execve``) with
   ``TUNABLES`` added to ``GLIBC_TUNABLES`` (entries the user set win); an error off glibc.
 - ``'glibc_default'``: leave malloc alone.
 - ``'auto'``: ``'retain'`` on Linux with glibc when JAX computes on the CPU (``JAX_PLATFORMS``
