@@ -10,6 +10,9 @@ change 9): YNNPACK computed the kernel gradients of the 3 x 3 convolutions at ~2
   An error where this jaxlib does not have the option.
 - ``'auto'``: ``'eigen'`` on CPU where this jaxlib has the option, else ``'xla_default'``.
 
+Where ``host_malloc`` restarted the process with its glibc settings, the options also split
+XLA:CPU's temporaries into blocks that glibc keeps mapped (``host_malloc.xla_options``).
+
 Options apply per compiled function, so two choices can be compared in one process.
 """
 
@@ -20,6 +23,8 @@ import functools
 import jax
 import ml_collections
 
+from mimic_jax import host_malloc
+
 LIBRARIES = ('auto', 'xla_default', 'eigen')
 _YNN_FUSIONS = 'xla_cpu_experimental_ynn_fusion_type'
 # jaxlib 0.12's default YNNPACK fusions (dots, reductions, convolutions) less convolutions;
@@ -28,21 +33,24 @@ _WITHOUT_CONVOLUTIONS = 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_
 
 
 def for_config(config: ml_collections.ConfigDict) -> dict[str, str] | None:
-  """The ``compiler_options`` for ``config.model.cpu_conv_library`` (default ``auto``) on
-  this backend: a dict, or ``None`` for XLA's defaults."""
+  """The ``compiler_options`` for ``config.model.cpu_conv_library`` (default ``auto``) and
+  the process's malloc settings on this backend: a dict, or ``None`` for XLA's defaults."""
   library = config.model.get('cpu_conv_library', 'auto')
   if library not in LIBRARIES:
     raise ValueError(f'config.model.cpu_conv_library={library!r} is invalid; choose one of '
                      f'{list(LIBRARIES)}')
-  if library == 'xla_default' or jax.default_backend() != 'cpu':
+  if jax.default_backend() != 'cpu':
     return None
-  if _accepted(_YNN_FUSIONS, _WITHOUT_CONVOLUTIONS):
-    return {_YNN_FUSIONS: _WITHOUT_CONVOLUTIONS}
-  if library == 'eigen':
-    raise ValueError(f'config.model.cpu_conv_library="eigen" needs the XLA option '
-                     f'{_YNN_FUSIONS} (jaxlib 0.12), which jaxlib {jax.lib.__version__} '
-                     f'does not have; use "auto" or "xla_default"')
-  return None
+  options = {}
+  if library != 'xla_default':
+    if _accepted(_YNN_FUSIONS, _WITHOUT_CONVOLUTIONS):
+      options[_YNN_FUSIONS] = _WITHOUT_CONVOLUTIONS
+    elif library == 'eigen':
+      raise ValueError(f'config.model.cpu_conv_library="eigen" needs the XLA option '
+                       f'{_YNN_FUSIONS} (jaxlib 0.12), which jaxlib {jax.lib.__version__} '
+                       f'does not have; use "auto" or "xla_default"')
+  options.update((k, v) for k, v in host_malloc.xla_options().items() if _accepted(k, v))
+  return options or None
 
 
 @functools.cache

@@ -108,3 +108,56 @@ def test_xla_temporaries_are_not_faulted_in_again_with_the_tunables():
   assert 40 * 2**20 < temp < 60 * 2**20, temp  # between the mmap threshold and a heap
   assert faults_default > 0.5 * pages, (faults_default, pages)
   assert faults_retained < 0.02 * pages, (faults_retained, pages)
+
+
+def test_xla_options_only_with_the_tunables(monkeypatch):
+  from mimic_jax import compile_options  # pylint: disable=g-import-not-at-top
+  from configs import test as test_config  # pylint: disable=g-import-not-at-top
+  config = test_config.get_config('gaze')
+  config.model.cpu_conv_library = 'xla_default'
+  monkeypatch.delenv(host_malloc.MARKER, raising=False)
+  assert host_malloc.xla_options() == {}
+  assert compile_options.for_config(config) is None
+  monkeypatch.setenv(host_malloc.MARKER, 'retain')
+  block = {'xla_multiheap_size_constraint_per_heap': str(32 * 2**20)}
+  assert host_malloc.xla_options() == block
+  assert compile_options.for_config(config) == block
+  config.model.cpu_conv_library = 'auto'
+  assert compile_options.for_config(config).items() > block.items()
+
+
+_FAULTS_PER_CALL_SPLIT = """
+    import resource
+    import jax, jax.numpy as jnp
+    from mimic_jax import host_malloc
+    # Four 24 MiB intermediates alive at once: 144 MiB of temporaries, more than one glibc
+    # thread-arena heap (64 MiB) holds.
+    def f(x):
+      parts = jax.lax.optimization_barrier(tuple(jnp.sin(x * k) for k in range(1, 5)))
+      return sum(jnp.sum(p * k) for k, p in enumerate(parts))
+    x = jnp.linspace(0.0, 1.0, 6 * 2**20)
+    for options in ({}, host_malloc.xla_options()):
+      g = jax.jit(f, compiler_options=options)
+      temp = g.lower(x).compile().memory_analysis().temp_size_in_bytes
+      for _ in range(10):  # the arena grows its heaps during the first calls
+        g(x).block_until_ready()
+      before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+      for _ in range(5):
+        g(x).block_until_ready()
+      print(temp, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(not host_malloc.is_glibc(), reason='glibc tunables: Linux with glibc only')
+def test_temporaries_larger_than_a_heap_are_kept_when_split():
+  """With the tunables alone a 144 MiB temporary is mmapped and faulted in on every call; split
+  by ``xla_options`` it is served from retained heaps. 4 KiB pages (``hugetlb=0``, a user's
+  entry, wins over ``TUNABLES``), so that every page fault counts."""
+  env = _clean_env()
+  env['GLIBC_TUNABLES'] = 'glibc.malloc.hugetlb=0'
+  lines = _run(_FAULTS_PER_CALL_SPLIT, host_malloc.with_tunables(env)).splitlines()
+  (temp, faults_whole), (temp_split, faults_split) = [map(float, l.split()) for l in lines]
+  pages = temp / _PAGE
+  assert 128 * 2**20 < temp and abs(temp_split - temp) < 2**20, (temp, temp_split)
+  assert faults_whole > 0.9 * pages, (faults_whole, pages)
+  assert faults_split < 0.01 * pages, (faults_split, pages)
