@@ -271,7 +271,6 @@ def main(argv):
             'date': time.strftime('%Y-%m-%d'), 'command': ' '.join(sys.argv),
             'host_malloc': _HOST_MALLOC.value,
             'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
-            'host_malloc_xla_options': host_malloc.xla_options(),
             'matmul_gflops_xla': matmul_gflops(), 'presets': {}}
   print(f'XLA float32 matmul: {result["matmul_gflops_xla"]:.0f} GFLOP/s', flush=True)
   for preset in _PRESETS.value:
