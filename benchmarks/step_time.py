@@ -132,7 +132,9 @@ def compile_jax(config, batch) -> dict:
                if mem is not None else None)
   return {'step': compiled, 'state': state,
           'stats': {'compile_s': compile_s, 'gflop': flops / 1e9,
-                    'xla_buffer_bytes': mem_bytes, 'compiler_options': options}}
+                    'xla_buffer_bytes': mem_bytes, 'compiler_options': options,
+                    'batch_chunks': steps.batch_chunks(config, state,
+                                                       batch['image'].shape[0])}}
 
 
 def time_jax(jitted: dict, batch) -> float:

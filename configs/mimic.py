@@ -31,6 +31,10 @@ def _base() -> ml_collections.ConfigDict:
   # keep freed memory; steps 10-30% faster on CPU) | glibc_default | auto (retain when JAX
   # computes on the CPU under glibc). See mimic_jax/host_malloc.py.
   c.host_malloc = 'auto'
+  # Equal sub-batches the member step computes as independent computations (same gradient):
+  # K | 0 = auto (2 on one CPU device for the one-model gaze KLD step without BatchNorm, whose
+  # two chains XLA:CPU overlaps on the cores; else 1). See mimic_jax/steps.batch_chunks.
+  c.batch_chunks = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = 'densenet121'  # densenet121 | efficientnet_b0 | resnet18 | resnet50 | tiny_resnet

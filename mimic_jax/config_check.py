@@ -82,6 +82,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if config.batch_size <= 0 or config.batch_size % n:
     raise ValueError(f'config.batch_size={config.batch_size} must be a positive multiple of '
                      f'the device count {n}')
+  chunks = config.get('batch_chunks', 0)
+  if chunks < 0 or (chunks and config.batch_size % chunks):
+    raise ValueError(f'config.batch_chunks={chunks} must be 0 (auto) or a positive divisor of '
+                     f'config.batch_size={config.batch_size}')
+  if chunks > 1 and config.model.norm == 'batch':
+    raise ValueError(f'config.batch_chunks={chunks} needs config.model.norm="group": chunks '
+                     'would change BatchNorm statistics')
   for key in ('learning_rate', 'mimic.disc_learning_rate'):
     if not _get(config, key) > 0:
       raise ValueError(f'config.{key}={_get(config, key)} must be > 0')

@@ -165,6 +165,34 @@ def member_loss(config: ml_collections.ConfigDict, state: TrainState, params, ba
   return loss, (aux, new_bs)
 
 
+def batch_chunks(config: ml_collections.ConfigDict, state: TrainState, batch_size: int,
+                 adversarial: bool = True) -> int:
+  """K, the equal sub-batches whose losses :func:`member_step` computes as independent
+  computations in one program (the loss is their mean, so the gradient is the whole batch's).
+
+  ``config.batch_chunks``: ``K >= 1``, or ``0`` (auto): 2 on a single CPU device for a step
+  of one sub-model through its explanation at the input (:func:`shares_forward`: the ``gaze``
+  KLD penalty of a model without batch statistics), else 1. XLA:CPU runs a program as one
+  chain of kernels, each split over the cores, and the double-backprop step's chain of small
+  fusions leaves cores idle; two independent chains let its executor overlap them
+  (``benchmarks/RESULTS.md``, change 26). Chunks would change BatchNorm statistics, so
+  ``K > 1`` with batch statistics is an error, as is a batch that ``K`` does not divide.
+  """
+  k = config.get('batch_chunks', 0)
+  if k == 0:
+    auto = (jax.default_backend() == 'cpu' and jax.device_count() == 1
+            and num_members(config) == 1 and shares_forward(config, state, adversarial)
+            and batch_size % 2 == 0)
+    return 2 if auto else 1
+  if k < 0 or batch_size % k:
+    raise ValueError(f'config.batch_chunks={k} must be 0 (auto) or a positive divisor of the '
+                     f'batch ({batch_size})')
+  if k > 1 and state.batch_stats:
+    raise ValueError(f'config.batch_chunks={k} needs a model without batch statistics '
+                     f'(chunks would change them); use config.model.norm="group" or 1')
+  return k
+
+
 def member_step(config: ml_collections.ConfigDict, state: TrainState, batch: dict,
                 adversarial: bool = True):
   """One update of the sub-models.
@@ -173,14 +201,25 @@ def member_step(config: ml_collections.ConfigDict, state: TrainState, batch: dic
   sub-models of the gaze penalty. ``mimic``: plus ``beta`` times the adversarial term when
   ``adversarial`` (else CE only: the discriminator phase of the alternation). For models
   without batch statistics the explanation at x shares the CE forward
-  (:func:`shares_forward`); the numbers are the same.
+  (:func:`shares_forward`); the numbers are the same. With :func:`batch_chunks` ``K > 1`` the
+  loss and metrics are the means of those of K equal sub-batches (chunk ``i`` draws its
+  explainer noise from the step key folded with ``i``).
 
   Returns ``(new_state, TrainMetrics)``.
   """
   rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
-  (_, (aux, new_bs)), grads = jax.value_and_grad(
-      lambda p: member_loss(config, state, p, batch, step_rng, adversarial),
-      has_aux=True)(state.params)
+  k = batch_chunks(config, state, batch['image'].shape[0], adversarial)
+
+  def loss_fn(params):
+    if k == 1:
+      return member_loss(config, state, params, batch, step_rng, adversarial)
+    parts = [member_loss(config, state, params,
+                         jax.tree.map(lambda a, i=i: a.reshape(k, -1, *a.shape[1:])[i], batch),
+                         jax.random.fold_in(step_rng, i), adversarial) for i in range(k)]
+    losses, auxes = zip(*[(loss, aux) for loss, (aux, _) in parts])
+    return sum(losses) / k, (jax.tree.map(lambda *v: sum(v) / k, *auxes), {})
+
+  (_, (aux, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads, batch_stats=new_bs,
                                     rng=jax.random.key_data(rng))
   return new_state, TrainMetrics.single_from_model_output(**aux)
