@@ -172,10 +172,10 @@ def batch_chunks(config: ml_collections.ConfigDict, state: TrainState, batch_siz
 
   ``config.batch_chunks``: ``K >= 1``, or ``0`` (auto): 2 on a single CPU device for a step
   of one sub-model through its explanation at the input (:func:`shares_forward`: the ``gaze``
-  KLD penalty of a model without batch statistics), else 1. XLA:CPU runs a program as one
-  chain of kernels, each split over the cores, and the double-backprop step's chain of small
-  fusions leaves cores idle; two independent chains let its executor overlap them
-  (``benchmarks/RESULTS.md``, change 26). Chunks would change BatchNorm statistics, so
+  KLD penalty of a model without batch statistics), else 1. XLA:CPU splits each kernel of a
+  program over the cores, and along the double-backprop step's chain of small fusions the
+  cores wait on each other; two independent chains let its executor overlap them (5-19% off
+  the step, ``benchmarks/RESULTS.md``, change 26). Chunks would change BatchNorm statistics, so
   ``K > 1`` with batch statistics is an error, as is a batch that ``K`` does not divide.
   """
   k = config.get('batch_chunks', 0)
