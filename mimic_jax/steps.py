@@ -216,8 +216,7 @@ def member_step(config: ml_collections.ConfigDict, state: TrainState, batch: dic
     parts = [member_loss(config, state, params,
                          jax.tree.map(lambda a, i=i: a.reshape(k, -1, *a.shape[1:])[i], batch),
                          jax.random.fold_in(step_rng, i), adversarial) for i in range(k)]
-    losses, auxes = zip(*[(loss, aux) for loss, (aux, _) in parts])
-    return sum(losses) / k, (jax.tree.map(lambda *v: sum(v) / k, *auxes), {})
+    return jax.tree.map(lambda *v: sum(v) / k, *parts)  # no batch statistics: {}
 
   (_, (aux, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads, batch_stats=new_bs,
