@@ -47,7 +47,8 @@ def _base() -> ml_collections.ConfigDict:
   c.model.depthwise = 'auto'
   # Strided dense convolutions (stems; ResNet stages with downsample=stride): conv | windows
   # (the same numbers; XLA:CPU loop-emits a second-order gradient of strided convolutions,
-  # windows make it a matrix product) | auto (windows on CPU)
+  # windows make it a matrix product; the input gradient is computed sub-pixel) | auto
+  # (windows on CPU)
   c.model.strided_conv = 'auto'
   # Library for dense convolutions on XLA:CPU: xla_default (YNNPACK in jaxlib 0.12) | eigen
   # (XLA's own; 14-25% faster steps here) | auto (eigen on CPU where jaxlib has the option)

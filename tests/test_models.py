@@ -171,7 +171,8 @@ def test_efficientnet_depthwise_implementations_agree_and_auto_picks_shifts_on_c
 
 
 @pytest.mark.parametrize('kernel,stride,cin,pad', [(7, 2, 1, 3), (3, 2, 3, 1), (1, 2, 4, 0),
-                                                   (3, 1, 2, 1)])
+                                                   (3, 1, 2, 1), (7, 2, 1, (2, 3)),
+                                                   (4, 3, 2, (0, 2)), (2, 2, 3, (1, 0))])
 def test_strided_windows_equal_lax_convolution_to_second_order(kernel, stride, cin, pad):
   """``cpu_convs.strided`` against ``lax``'s convolution in float64: the output, and the
   kernel and input gradients of a loss with a squared input gradient (double backprop)."""
@@ -182,7 +183,8 @@ def test_strided_windows_equal_lax_convolution_to_second_order(kernel, stride, c
     x = jnp.asarray(rng.normal(size=(2, 13, 14, cin)))
     w = jnp.asarray(rng.normal(size=(kernel, kernel, cin, 5)))
     dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
-    kw = dict(window_strides=(stride, stride), padding=[(pad, pad)] * 2, dimension_numbers=dn)
+    pads = pad if isinstance(pad, tuple) else (pad, pad)
+    kw = dict(window_strides=(stride, stride), padding=[pads] * 2, dimension_numbers=dn)
     ref = functools.partial(lax.conv_general_dilated, **kw)
     mine = functools.partial(cpu_convs.strided, **kw)
     np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
