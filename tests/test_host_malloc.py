@@ -160,9 +160,12 @@ _FAULTS_PER_CALL_SPLIT = """
 def test_temporaries_larger_than_a_heap_are_kept_when_split():
   """With the tunables alone a 144 MiB temporary is mmapped and faulted in on every call; split
   by ``xla_options`` it is served from retained heaps. 4 KiB pages (``hugetlb=0``, a user's
-  entry, wins over ``TUNABLES``), so that every page fault counts."""
+  entry, wins over ``TUNABLES``), so that every page fault counts. ``arena_max=64``: glibc's
+  default limit (8 arenas a core, 16 on 2 cores) is near the ~15 threads of this process, and
+  past it a thread may be handed the main arena, which grows without the 64 MiB heap limit
+  (a CI run once counted 0 faults for the whole temporary)."""
   env = _clean_env()
-  env['GLIBC_TUNABLES'] = 'glibc.malloc.hugetlb=0'
+  env['GLIBC_TUNABLES'] = 'glibc.malloc.hugetlb=0:glibc.malloc.arena_max=64'
   lines = _run(_FAULTS_PER_CALL_SPLIT, host_malloc.with_tunables(env)).splitlines()
   (temp, faults_whole), (temp_split, faults_split) = [map(float, l.split()) for l in lines]
   pages = temp / _PAGE
