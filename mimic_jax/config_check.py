@@ -28,7 +28,7 @@ CHOICES = {
     'gaze.penalty': ('kld', 'rrr'),
     'ensemble.execution': ('vmap', 'unrolled', 'auto'),
     'model.depthwise': ('auto', 'conv', 'shifts'),
-    'model.strided_conv': ('auto', 'conv', 'windows'),
+    'model.conv_grads': ('auto', 'lax', 'cpu'),
     'model.cpu_conv_library': compile_options.LIBRARIES,
     'data.builder_config': ('224', '128', '64'),
 }

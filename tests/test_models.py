@@ -171,10 +171,11 @@ def test_efficientnet_depthwise_implementations_agree_and_auto_picks_shifts_on_c
 
 
 @pytest.mark.parametrize('kernel,stride,cin,pad', [(7, 2, 1, 3), (3, 2, 3, 1), (1, 2, 4, 0),
-                                                   (3, 1, 2, 1), (7, 2, 1, (2, 3)),
-                                                   (4, 3, 2, (0, 2)), (2, 2, 3, (1, 0))])
-def test_strided_windows_equal_lax_convolution_to_second_order(kernel, stride, cin, pad):
-  """``cpu_convs.strided`` against ``lax``'s convolution in float64: the output, and the
+                                                   (3, 1, 2, 1), (1, 1, 3, 0), (3, 1, 4, (0, 2)),
+                                                   (7, 2, 1, (2, 3)), (4, 3, 2, (0, 2)),
+                                                   (2, 2, 3, (1, 0))])
+def test_cpu_conv_equals_lax_convolution_to_second_order(kernel, stride, cin, pad):
+  """``cpu_convs.conv`` against ``lax``'s convolution in float64: the output, and the
   kernel and input gradients of a loss with a squared input gradient (double backprop)."""
   from jax import lax  # pylint: disable=g-import-not-at-top
   from mimic_jax.models import cpu_convs  # pylint: disable=g-import-not-at-top
@@ -186,7 +187,7 @@ def test_strided_windows_equal_lax_convolution_to_second_order(kernel, stride, c
     pads = pad if isinstance(pad, tuple) else (pad, pad)
     kw = dict(window_strides=(stride, stride), padding=[pads] * 2, dimension_numbers=dn)
     ref = functools.partial(lax.conv_general_dilated, **kw)
-    mine = functools.partial(cpu_convs.strided, **kw)
+    mine = functools.partial(cpu_convs.conv, **kw)
     np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
 
     def second_order(conv):
@@ -198,27 +199,27 @@ def test_strided_windows_equal_lax_convolution_to_second_order(kernel, stride, c
     for a, b in zip(second_order(mine), second_order(ref)):
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(jnp.max(jnp.abs(b))))
   with pytest.raises(ValueError, match='feature_group_count=1'):
-    cpu_convs.strided(jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 2, 4)), (2, 2), [(1, 1)] * 2,
-                      feature_group_count=2)
+    cpu_convs.conv(jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 2, 4)), (2, 2), [(1, 1)] * 2,
+                   feature_group_count=2)
 
 
-def test_resnet_strided_conv_implementations_agree_and_auto_picks_windows_on_cpu():
-  """A ResNet with strided stem and stages, ``strided_conv='windows'`` vs ``'conv'``: one
+def test_resnet_conv_grads_implementations_agree_and_auto_picks_cpu_on_cpu():
+  """A ResNet with strided stem and stages, ``conv_grads='cpu'`` vs ``'lax'``: one
   parameter tree, the same logits and the same parameter gradient of a double-backprop loss
   (the input-gradient penalty the explanation methods train with), float64."""
   cfg = {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 8,
          'downsample': 'stride'}
-  windows = models.create_model(ml_collections.ConfigDict({**cfg, 'strided_conv': 'windows'}))
-  conv = models.create_model(ml_collections.ConfigDict({**cfg, 'strided_conv': 'conv'}))
-  assert models.create_model(ml_collections.ConfigDict(cfg)).strided_conv == 'windows'
+  custom = models.create_model(ml_collections.ConfigDict({**cfg, 'conv_grads': 'cpu'}))
+  lax_model = models.create_model(ml_collections.ConfigDict({**cfg, 'conv_grads': 'lax'}))
+  assert models.create_model(ml_collections.ConfigDict(cfg)).conv_grads == 'cpu'
   assert jax.default_backend() == 'cpu'
-  with pytest.raises(ValueError, match="config.model.strided_conv='loops'"):
-    models.create_model(ml_collections.ConfigDict({**cfg, 'strided_conv': 'loops'}))
+  with pytest.raises(ValueError, match="config.model.conv_grads='loops'"):
+    models.create_model(ml_collections.ConfigDict({**cfg, 'conv_grads': 'loops'}))
   with jax.enable_x64(True):
     x = jax.random.normal(jax.random.key(1), (2, 32, 32, 1), jnp.float64)
     params = jax.tree.map(lambda v: v.astype(jnp.float64),
-                          conv.init(jax.random.key(0), x))['params']
-    assert (jax.tree.map(jnp.shape, jax.eval_shape(windows.init, jax.random.key(0), x)['params'])
+                          lax_model.init(jax.random.key(0), x))['params']
+    assert (jax.tree.map(jnp.shape, jax.eval_shape(custom.init, jax.random.key(0), x)['params'])
             == jax.tree.map(jnp.shape, params))
 
     def double_backprop(model):
@@ -228,14 +229,47 @@ def test_resnet_strided_conv_implementations_agree_and_auto_picks_windows_on_cpu
         return jnp.sum(jax.grad(logit)(x)**2) + jnp.sum(logits**2), logits
       return jax.jit(jax.grad(loss, has_aux=True))(params)
 
-    def uses_windows(model):  # the stem and the strided stage convolutions
+    def custom_convs(model):  # every convolution: 9 (stem, 2 per block, 2 projections)
       jaxpr = str(jax.make_jaxpr(lambda p: model.apply({'params': p}, x))(params))
-      return jaxpr.count('custom_vjp_call')
+      return jaxpr.count('custom_vjp_call'), jaxpr.count('conv_general_dilated')
 
-    assert (uses_windows(windows), uses_windows(conv)) == (5, 0)
-    grads_w, logits_w = double_backprop(windows)
-    grads_c, logits_c = double_backprop(conv)
-    np.testing.assert_allclose(logits_w, logits_c, rtol=1e-10, atol=1e-12)
+    assert (custom_convs(custom), custom_convs(lax_model)) == ((9, 9), (0, 9))
+    grads_m, logits_m = double_backprop(custom)
+    grads_c, logits_c = double_backprop(lax_model)
+    np.testing.assert_allclose(logits_m, logits_c, rtol=1e-10, atol=1e-12)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads_c))
-    for gw, gc in zip(jax.tree.leaves(grads_w), jax.tree.leaves(grads_c)):
-      np.testing.assert_allclose(gw, gc, rtol=1e-9, atol=1e-11 * scale)
+    for gm, gc in zip(jax.tree.leaves(grads_m), jax.tree.leaves(grads_c)):
+      np.testing.assert_allclose(gm, gc, rtol=1e-9, atol=1e-11 * scale)
+
+
+def test_cpu_conv_grads_keep_derivatives_out_of_transposed_copies():
+  """XLA:CPU's kernel-gradient convolutions read transposed operands. With ``lax``'s
+  gradients XLA fuses the elementwise work that produces a cotangent (GroupNorm and ReLU
+  derivatives, first and second order) into those transposes, recomputing up to ~20 arrays
+  in transposed order; ``conv_grads='cpu'`` materialises each cotangent first, so the double
+  backprop step's transposed copies read no more arrays than the plain step's (which
+  transpose forward activations)."""
+  import re  # pylint: disable=g-import-not-at-top
+  from mimic_jax import compile_options  # pylint: disable=g-import-not-at-top
+  cfg = {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 8,
+         'downsample': 'stride'}
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 1))
+  options = compile_options.for_config(ml_collections.ConfigDict({'model': {}}))
+
+  def widest_transpose(conv_grads, double_backprop):
+    model = models.create_model(ml_collections.ConfigDict({**cfg, 'conv_grads': conv_grads}))
+    params = model.init(jax.random.key(0), x)['params']
+
+    def loss(p):
+      penalty = 0.0
+      if double_backprop:
+        penalty = jnp.sum(jax.grad(lambda z: model.apply({'params': p}, z)[:, 1].sum())(x)**2)
+      return penalty + jnp.sum(model.apply({'params': p}, x)**2)
+
+    hlo = jax.jit(jax.grad(loss), compiler_options=options).lower(params).compile().as_text()
+    operands = re.findall(r'%\S*transpose\S* = \S+ fusion\(([^)]*)\)',
+                          hlo[hlo.index('ENTRY'):])
+    return max(len(o.split(',')) for o in operands)
+
+  assert widest_transpose('cpu', True) <= widest_transpose('cpu', False)
+  assert widest_transpose('lax', True) > widest_transpose('lax', False)

@@ -29,15 +29,15 @@ ARCHITECTURES = {
 
 def create_model(model: ml_collections.ConfigDict):
   """Instantiates ``model.arch`` with ``num_classes``, ``norm``, ``dtype`` (of the
-  computation; parameters stay float32), ``strided_conv`` (``auto``: ``windows`` on CPU,
-  ``conv`` elsewhere), (ResNets) ``width`` and ``downsample`` and (EfficientNet)
+  computation; parameters stay float32), ``conv_grads`` (``auto``: ``cpu`` on CPU,
+  ``lax`` elsewhere), (ResNets) ``width`` and ``downsample`` and (EfficientNet)
   ``depthwise`` (``auto``: ``shifts`` on CPU, ``conv`` elsewhere)."""
   if model.arch not in ARCHITECTURES:
     raise ValueError(f'config.model.arch={model.arch!r} is unknown; choose one of '
                      f'{sorted(ARCHITECTURES)}')
   kwargs = {'num_classes': model.num_classes, 'norm': model.norm,
             'dtype': DTYPES[model.get('dtype', 'float32')],
-            'strided_conv': _impl(model, 'strided_conv')}
+            'conv_grads': _impl(model, 'conv_grads')}
   if 'resnet' in model.arch:
     if model.get('width'):
       kwargs['width'] = model.width
@@ -48,9 +48,10 @@ def create_model(model: ml_collections.ConfigDict):
 
 
 # Implementation choices with 'auto': (the CPU choice, the GPU/TPU choice). On CPU XLA
-# loop-emits a second-order gradient of strided convolutions and computes grouped-convolution
-# kernel gradients densely; cpu_convs avoids both (benchmarks/RESULTS.md).
-_AUTO = {'strided_conv': ('windows', 'conv'), 'depthwise': ('shifts', 'conv')}
+# loop-emits a second-order gradient of strided convolutions, fuses elementwise derivatives
+# into the transposes before kernel gradients and computes grouped-convolution kernel
+# gradients densely; cpu_convs avoids all three (benchmarks/RESULTS.md).
+_AUTO = {'conv_grads': ('cpu', 'lax'), 'depthwise': ('shifts', 'conv')}
 
 
 def _impl(model: ml_collections.ConfigDict, key: str) -> str:

@@ -26,13 +26,13 @@ class DenseNet(nn.Module):
   num_classes: int = 3
   norm: str = 'batch'
   dtype: Any = None  # computation dtype (None: the inputs'; parameters stay float32)
-  strided_conv: str = 'conv'  # the stem: 'conv' (lax) | 'windows' (cpu_convs.strided)
+  conv_grads: str = 'lax'  # the stem's: 'lax' | 'cpu' (cpu_convs.conv)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.norm != 'batch':
       raise ValueError('DenseNet supports norm="batch" only (as torchvision)')
-    stem_fn = cpu_convs.strided_conv_fn(self.strided_conv)
+    stem_fn = cpu_convs.conv_fn(self.conv_grads)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)

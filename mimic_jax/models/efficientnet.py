@@ -64,11 +64,11 @@ class EfficientNetB0(nn.Module):
   # Depthwise convolutions: 'conv' (lax grouped convolution) or 'shifts' (sums of shifted
   # slices, the same numbers; XLA:CPU's grouped-convolution gradients are C times the FLOPs).
   depthwise: str = 'conv'
-  strided_conv: str = 'conv'  # the stem: 'conv' (lax) | 'windows' (cpu_convs.strided)
+  conv_grads: str = 'lax'  # the stem's: 'lax' | 'cpu' (cpu_convs.conv)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    stem_fn = cpu_convs.strided_conv_fn(self.strided_conv)
+    stem_fn = cpu_convs.conv_fn(self.conv_grads)
     if self.depthwise not in ('conv', 'shifts'):
       raise ValueError(f'depthwise={self.depthwise!r}; use "conv" or "shifts"')
     if self.norm != 'batch':

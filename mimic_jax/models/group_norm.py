@@ -79,7 +79,9 @@ def group_norm(x, scale, bias, group_size: int, epsilon: float):
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   count = x.size // (x.shape[0] * x.shape[-1]) * group_size
   mean = _group_mean(_channel_sums(x), group_size, count)
-  mean_sq = _group_mean(_channel_sums(jnp.square(x)), group_size, count)
+  # x * x, not jnp.square(x): the JVP of square keeps 2 * x as an extra array, which XLA:CPU
+  # materialises for double backprop (3% of the `mimic` step's bytes); x * x's keeps x.
+  mean_sq = _group_mean(_channel_sums(x * x), group_size, count)
   rstd = jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0) + epsilon)
   a = rstd * scale
   return x * _per_channel(a, x.ndim) + _per_channel(bias - mean * a, x.ndim)

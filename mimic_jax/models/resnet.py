@@ -50,13 +50,13 @@ class _Block(nn.Module):
   norm: str = 'batch'
   dtype: Any = None
   downsample: str = 'stride'
-  strided_conv: str = 'conv'
+  conv_grads: str = 'lax'
   expansion: ClassVar[int] = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             conv_general_dilated=cpu_convs.strided_conv_fn(self.strided_conv))
+                             conv_general_dilated=cpu_convs.conv_fn(self.conv_grads))
     norm = functools.partial(_norm, self.norm, train, dtype=self.dtype)
     x, strides = _pooled(x, self.strides, self.downsample)
     y = self.residual(x, strides, conv, norm)
@@ -97,16 +97,16 @@ class ResNet(nn.Module):
   # average pooling and stride-1 convolutions (the same FLOPs; XLA:CPU runs their
   # double-backprop gradients 2x faster, benchmarks/RESULTS.md). The stem stays strided.
   downsample: str = 'stride'
-  # Strided convolutions (the stem; the stages' with downsample='stride'): 'conv' (lax) or
-  # 'windows' (the same numbers; XLA:CPU loop-emits one of their second-order gradients).
-  strided_conv: str = 'conv'
+  # Every dense convolution's gradients: 'lax' (JAX's) or 'cpu' (cpu_convs.conv: the same
+  # numbers, computed so that XLA:CPU runs double backprop through them faster).
+  conv_grads: str = 'lax'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.downsample not in ('stride', 'pool'):
       raise ValueError(f'downsample={self.downsample!r}; use "stride" or "pool"')
     x = nn.Conv(self.width, (7, 7), (2, 2), padding=3, use_bias=False, dtype=self.dtype,
-                conv_general_dilated=cpu_convs.strided_conv_fn(self.strided_conv),
+                conv_general_dilated=cpu_convs.conv_fn(self.conv_grads),
                 name='stem')(x)
     x = nn.relu(_norm(self.norm, train, name='stem_norm', dtype=self.dtype)(x))
     if self.stem_pool:
@@ -116,7 +116,7 @@ class ResNet(nn.Module):
         strides = 2 if i > 0 and j == 0 else 1
         block = BottleneckBlock if self.block == 'bottleneck' else BasicBlock
         x = block(self.width * 2**i, strides, self.norm, self.dtype, self.downsample,
-                  self.strided_conv)(x, train)
+                  self.conv_grads)(x, train)
       x = self.perturb(f'stage{i + 1}', x)
       self.sow('intermediates', f'stage{i + 1}', x)
     x = self.perturb('features', x)  # the last stage again, under the common name
