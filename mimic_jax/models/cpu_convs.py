@@ -22,7 +22,8 @@ an explanation:
   first- and second-order GroupNorm and ReLU derivatives, up to 14 arrays) into that
   transpose, so it reads them all in transposed order and computes them twice. With the
   barriers the transposes copy one array each: the `mimic` step with input gradients on
-  the CPU configuration accesses 5% fewer bytes and runs ~10% faster.
+  the CPU configuration accesses 5% fewer bytes and, with GroupNorm's ``x * x``
+  (``group_norm.py``), runs 17% faster (``benchmarks/RESULTS.md``, change 31).
 - Strided: XLA:CPU emits the kernel derivative of the *input gradient* (what double
   backprop needs) as a scalar loop (the 7 x 7 stride-2 stem of the CPU ResNet: 17 ms,
   3 GFLOP/s); here it is a stack of the strided windows of the cotangent and one matrix
