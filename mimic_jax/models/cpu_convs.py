@@ -19,7 +19,7 @@ an explanation:
   layout, behind an optimisation barrier, before the input-gradient and kernel-gradient
   convolutions read it: XLA:CPU's kernel-gradient convolution wants its operands transposed,
   and without the barrier XLA fuses the elementwise work that produces a cotangent (the
-  first- and second-order GroupNorm and ReLU derivatives, up to 14 arrays) into that
+  first- and second-order GroupNorm and ReLU derivatives, 14-19 arrays) into that
   transpose, so it reads them all in transposed order and computes them twice. With the
   barriers the transposes copy one array each: the `mimic` step with input gradients on
   the CPU configuration accesses 5% fewer bytes and, with GroupNorm's ``x * x``
