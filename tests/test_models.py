@@ -1,6 +1,7 @@
 """Model shapes, parameter counts against torchvision's published ones, and exposed layers."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from mimic_jax import compile_options
 from mimic_jax import models
 
 
@@ -249,8 +251,6 @@ def test_cpu_conv_grads_keep_derivatives_out_of_transposed_copies():
   in transposed order; ``conv_grads='cpu'`` materialises each cotangent first, so the double
   backprop step's transposed copies read no more arrays than the plain step's (which
   transpose forward activations)."""
-  import re  # pylint: disable=g-import-not-at-top
-  from mimic_jax import compile_options  # pylint: disable=g-import-not-at-top
   cfg = {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 8,
          'downsample': 'stride'}
   x = jax.random.normal(jax.random.key(1), (4, 32, 32, 1))

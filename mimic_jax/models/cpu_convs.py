@@ -128,6 +128,11 @@ def _conv(x, w, strides, padding, precision):
                                   precision=precision)
 
 
+def _kernel_grad(x, dy, w, strides, padding, precision):
+  """``lax``'s kernel gradient of ``_conv(x, w)`` at output cotangent ``dy``: ``w``'s shape."""
+  return jax.vjp(lambda w_: _conv(x, w_, strides, padding, precision), w)[1](dy)[0]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _dense_conv(x, w, strides, padding, precision):
   return _conv(x, w, strides, padding, precision)
@@ -142,8 +147,8 @@ def _dense_conv_fwd(x, w, strides, padding, precision):
 def _dense_conv_bwd(strides, padding, precision, residuals, dy):
   x, w = residuals
   dy = lax.optimization_barrier(dy)
-  dw = jax.vjp(lambda w_: _conv(x, w_, strides, padding, precision), w)[1](dy)[0]
-  return _input_grad(dy, w, x.shape, strides, padding, precision), dw
+  return (_input_grad(dy, w, x.shape, strides, padding, precision),
+          _kernel_grad(x, dy, w, strides, padding, precision))
 
 
 _dense_conv.defvjp(_dense_conv_fwd, _dense_conv_bwd)
@@ -193,7 +198,7 @@ def _input_grad_bwd(x_shape, strides, padding, precision, residuals, ct):
   ct = lax.optimization_barrier(ct)
   d_dy = _conv(ct, w, strides, padding, precision)
   if all(s == 1 for s in strides):
-    return d_dy, jax.vjp(lambda w_: _conv(ct, w_, strides, padding, precision), w)[1](dy)[0]
+    return d_dy, _kernel_grad(ct, dy, w, strides, padding, precision)
   kh, kw, cin, cout = w.shape
   ctp = jnp.pad(ct, ((0, 0), *padding, (0, 0)))
   # Stacked on a leading axis: XLA:CPU then runs the contraction as one plain GEMM
