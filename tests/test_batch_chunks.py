@@ -53,8 +53,10 @@ def test_chunked_step_gives_the_whole_batch_gradient_and_metrics(method, chunks)
     update = jax.tree.map(jnp.subtract, state.params, new_state.params)
     for got, want in zip(jax.tree.leaves(update), jax.tree.leaves(grads)):
       assert got.dtype == jnp.float64
+      # atol: float64 summation-order rounding, amplified by the gaze gradient through a
+      # normalised map, reaches ~3e-12 of the largest entry (float32 would be ~1e-3).
       np.testing.assert_allclose(got, want, rtol=1e-9,
-                                 atol=1e-12 * float(jnp.max(jnp.abs(want))) + 1e-15)
+                                 atol=1e-11 * float(jnp.max(jnp.abs(want))) + 1e-15)
     computed = metrics.compute()
     for key in ('loss', 'ce', 'accuracy', 'penalty'):
       np.testing.assert_allclose(computed[key], aux[key], rtol=1e-12)

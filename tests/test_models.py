@@ -4,6 +4,7 @@ import functools
 import re
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -203,6 +204,39 @@ def test_cpu_conv_equals_lax_convolution_to_second_order(kernel, stride, cin, pa
   with pytest.raises(ValueError, match='feature_group_count=1'):
     cpu_convs.conv(jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 2, 4)), (2, 2), [(1, 1)] * 2,
                    feature_group_count=2)
+
+
+@pytest.mark.parametrize('cin,strides,lowered', [(1, (2, 2), ((1, 1), 4)),
+                                                  (3, (2, 3), ((1, 1), 18)),
+                                                  (4, (2, 2), ((2, 2), 4)),
+                                                  (1, (1, 1), ((1, 1), 1))])
+def test_cpu_conv_runs_narrow_strided_convolutions_on_space_to_depth_input(cin, strides,
+                                                                           lowered):
+  """The stems (strided, at most 3 input channels) compute their value as a stride-1
+  convolution over ``s_h * s_w * Cin`` channels; wider or stride-1 ones stay as they are.
+  The value is ``lax``'s (float64, also with unequal strides)."""
+  from mimic_jax.models import cpu_convs  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(cin)
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.normal(size=(2, 16, 15, cin)))
+    w = jnp.asarray(rng.normal(size=(7, 7, cin, 8)))
+    kw = dict(window_strides=strides, padding=[(3, 2), (1, 3)],
+              dimension_numbers=jax.lax.conv_dimension_numbers(
+                  x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC')))
+    np.testing.assert_allclose(cpu_convs.conv(x, w, **kw),
+                               jax.lax.conv_general_dilated(x, w, **kw), rtol=1e-12,
+                               atol=1e-12)
+    jaxpr = jax.make_jaxpr(functools.partial(cpu_convs.conv, **kw))(x, w)
+  convs = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == 'conv_general_dilated']
+  assert [(e.params['window_strides'], e.invars[0].aval.shape[-1]) for e in convs] == [lowered]
+
+
+def _equations(jaxpr):
+  """Every equation of ``jaxpr``, those of its sub-jaxprs (custom VJPs, pjit) included."""
+  for e in jaxpr.eqns:
+    yield e
+    for sub in jax.extend.core.jaxprs_in_params(e.params):
+      yield from _equations(sub)
 
 
 def test_resnet_conv_grads_implementations_agree_and_auto_picks_cpu_on_cpu():

@@ -31,6 +31,9 @@ an explanation:
   depth-to-space (sub-pixel) instead of ``lax``'s input-dilated convolution. (Writing the
   whole convolution as windows and a product was slower, as was doing the same for stride-1
   convolutions, whose second-order gradients XLA already runs as convolutions.)
+- Strided with at most 3 input channels (the stems): the value (forward, and the
+  derivative of the input gradient in double backprop) is a stride-1 convolution of the
+  space-to-depth input, 2-2.5 x faster for the 1-channel stem.
 """
 
 from __future__ import annotations
@@ -128,6 +131,41 @@ def _conv(x, w, strides, padding, precision):
                                   precision=precision)
 
 
+# Strided convolutions of inputs with at most this many channels (the grey and RGB stems)
+# compute their value on the space-to-depth input (:func:`_conv_value`).
+_SPACE_TO_DEPTH_MAX_CHANNELS = 3
+
+
+def _conv_value(x, w, strides, padding, precision):
+  """The convolution's value ``(B, H', W', Cout)``, computed the fastest way measured on
+  XLA:CPU. A strided convolution of an input with few channels (a stem) runs as a stride-1
+  convolution of the space-to-depth input (``s_h * s_w * Cin`` channels) with the kernel
+  rearranged to match (``ceil(k / s)`` taps a side, zero past the kernel): Eigen packs
+  1-channel patches slowly (the CPU ResNet's 7 x 7 stride-2 stem, batch 32: 2.7-3.2 ms,
+  1.0-1.4 ms this way, for 31% more multiply-adds with the zero taps). Wider inputs
+  keep ``lax``'s (16 channels: 2 x slower this way). Its derivatives are the custom VJP's,
+  which never differentiate this function."""
+  cin = x.shape[-1]
+  if all(s == 1 for s in strides) or cin > _SPACE_TO_DEPTH_MAX_CHANNELS:
+    return _conv(x, w, strides, padding, precision)
+  (sh, sw), ((lh, _), (lw, _)) = strides, padding
+  b, h, w_in, _ = x.shape
+  kh, kw, _, cout = w.shape
+  ho, wo = ((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi)
+            in zip(x.shape[1:3], w.shape[:2], strides, padding))  # output size
+  taps_h, taps_w = -(-kh // sh), -(-kw // sw)
+  hp, wp = sh * (ho - 1 + taps_h), sw * (wo - 1 + taps_w)  # the padded input it reads
+  # The high padding can be negative: rows no window reaches are cropped.
+  xp = lax.pad(x, jnp.zeros((), x.dtype),
+               ((0, 0, 0), (lh, hp - h - lh, 0), (lw, wp - w_in - lw, 0), (0, 0, 0)))
+  xs = xp.reshape(b, hp // sh, sh, wp // sw, sw, cin).transpose(0, 1, 3, 2, 4, 5)
+  wz = jnp.pad(w, ((0, taps_h * sh - kh), (0, taps_w * sw - kw), (0, 0), (0, 0)))
+  ws = wz.reshape(taps_h, sh, taps_w, sw, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+  return _conv(xs.reshape(b, hp // sh, wp // sw, sh * sw * cin),
+               ws.reshape(taps_h, taps_w, sh * sw * cin, cout), (1, 1), ((0, 0), (0, 0)),
+               precision)
+
+
 def _kernel_grad(x, dy, w, strides, padding, precision):
   """``lax``'s kernel gradient of ``_conv(x, w)`` at output cotangent ``dy``: ``w``'s shape."""
   return jax.vjp(lambda w_: _conv(x, w_, strides, padding, precision), w)[1](dy)[0]
@@ -135,7 +173,7 @@ def _kernel_grad(x, dy, w, strides, padding, precision):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _dense_conv(x, w, strides, padding, precision):
-  return _conv(x, w, strides, padding, precision)
+  return _conv_value(x, w, strides, padding, precision)
 
 
 def _dense_conv_fwd(x, w, strides, padding, precision):
@@ -196,7 +234,7 @@ def _input_grad_bwd(x_shape, strides, padding, precision, residuals, ct):
   del x_shape
   dy, w = residuals
   ct = lax.optimization_barrier(ct)
-  d_dy = _conv(ct, w, strides, padding, precision)
+  d_dy = _conv_value(ct, w, strides, padding, precision)
   if all(s == 1 for s in strides):
     return d_dy, _kernel_grad(ct, dy, w, strides, padding, precision)
   kh, kw, cin, cout = w.shape
