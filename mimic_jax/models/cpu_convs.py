@@ -24,13 +24,14 @@ an explanation:
   barriers the transposes copy one array each: the `mimic` step with input gradients on
   the CPU configuration accesses 5% fewer bytes and, with GroupNorm's ``x * x``
   (``group_norm.py``), runs 17% faster (``benchmarks/RESULTS.md``, change 31).
-- Strided: XLA:CPU emits the kernel derivative of the *input gradient* (what double
-  backprop needs) as a scalar loop (the 7 x 7 stride-2 stem of the CPU ResNet: 17 ms,
-  3 GFLOP/s); here it is a stack of the strided windows of the cotangent and one matrix
-  product (2.6 ms), and the input gradient itself a stride-1 convolution and a
-  depth-to-space (sub-pixel) instead of ``lax``'s input-dilated convolution. (Writing the
-  whole convolution as windows and a product was slower, as was doing the same for stride-1
-  convolutions, whose second-order gradients XLA already runs as convolutions.)
+- Strided: ``lax`` differentiates its strided convolution's input gradient (an
+  input-dilated convolution) into a kernel derivative that XLA:CPU emits as a scalar loop
+  (the CPU ResNet's 7 x 7 stride-2 stem: 17 ms, 3 GFLOP/s). Here the input gradient is a
+  stride-1 convolution and a depth-to-space (sub-pixel), and its kernel derivative, by the
+  adjoint identity, the first-order kernel gradient of the strided convolution of the
+  cotangent, which XLA:CPU runs as a convolution (1.2 ms; a stack of strided windows and
+  one matrix product, used until change 34, took 1.9 ms, and 83 against 22 ms for
+  DenseNet-121's stem at 224 px, batch 8).
 - Strided with at most 3 input channels (the stems): the value (forward, and the
   derivative of the input gradient in double backprop) is a stride-1 convolution of the
   space-to-depth input, 2-2.5 x faster for the 1-channel stem.
@@ -228,23 +229,14 @@ def _input_grad_fwd(dy, w, x_shape, strides, padding, precision):
 
 def _input_grad_bwd(x_shape, strides, padding, precision, residuals, ct):
   """``_input_grad`` is linear in ``dy`` (adjoint: the convolution) and in ``w``: the kernel
-  cotangent is the kernel gradient of the convolution of ``ct`` at output cotangent ``dy``,
-  ``sum_{b,h,w} window(ct)[tap, b, h, w, c] dy[b, h, w, o]``: ``lax``'s at stride 1,
-  windows and one product where strided."""
+  cotangent is the kernel gradient of the convolution of ``ct`` at output cotangent ``dy``
+  (``lax``'s, a first-order kernel gradient, which XLA:CPU runs as a convolution also where
+  strided)."""
   del x_shape
   dy, w = residuals
   ct = lax.optimization_barrier(ct)
-  d_dy = _conv_value(ct, w, strides, padding, precision)
-  if all(s == 1 for s in strides):
-    return d_dy, _kernel_grad(ct, dy, w, strides, padding, precision)
-  kh, kw, cin, cout = w.shape
-  ctp = jnp.pad(ct, ((0, 0), *padding, (0, 0)))
-  # Stacked on a leading axis: XLA:CPU then runs the contraction as one plain GEMM
-  # (the same windows on the last axis took twice as long).
-  windows = jnp.stack(_windows(ctp, kh, kw, dy.shape[1:3], strides))
-  acc = jnp.float32 if jnp.finfo(dy.dtype).bits < 32 else dy.dtype
-  d_w = jnp.einsum('tbhwc,bhwo->tco', windows, dy, preferred_element_type=acc)
-  return d_dy, d_w.reshape(kh, kw, cin, cout).astype(w.dtype)
+  return (_conv_value(ct, w, strides, padding, precision),
+          _kernel_grad(ct, dy, w, strides, padding, precision))
 
 
 _input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
