@@ -12,6 +12,7 @@ import pytest
 
 from mimic_jax import compile_options
 from mimic_jax import models
+from mimic_jax.models import cpu_convs
 
 
 def _count(tree):
@@ -113,7 +114,6 @@ def test_depthwise_shifts_equal_lax_grouped_convolution_to_second_order(kernel, 
   output, and the parameter gradient of a squared input gradient (the double backprop the
   explanation methods take)."""
   from jax import lax  # pylint: disable=g-import-not-at-top
-  from mimic_jax.models import cpu_convs  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(kernel * 10 + stride)
   channels = 5
   with jax.enable_x64(True):
@@ -181,7 +181,6 @@ def test_cpu_conv_equals_lax_convolution_to_second_order(kernel, stride, cin, pa
   """``cpu_convs.conv`` against ``lax``'s convolution in float64: the output, and the
   kernel and input gradients of a loss with a squared input gradient (double backprop)."""
   from jax import lax  # pylint: disable=g-import-not-at-top
-  from mimic_jax.models import cpu_convs  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(kernel * 10 + stride + cin)
   with jax.enable_x64(True):
     x = jnp.asarray(rng.normal(size=(2, 13, 14, cin)))
@@ -215,7 +214,6 @@ def test_cpu_conv_runs_narrow_strided_convolutions_on_space_to_depth_input(cin, 
   """The stems (strided, at most 3 input channels) compute their value as a stride-1
   convolution over ``s_h * s_w * Cin`` channels; wider or stride-1 ones stay as they are.
   The value is ``lax``'s (float64, also with unequal strides)."""
-  from mimic_jax.models import cpu_convs  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(cin)
   with jax.enable_x64(True):
     x = jnp.asarray(rng.normal(size=(2, 16, 15, cin)))

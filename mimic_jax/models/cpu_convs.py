@@ -137,6 +137,16 @@ def _conv(x, w, strides, padding, precision):
 _SPACE_TO_DEPTH_MAX_CHANNELS = 3
 
 
+def _kernel_phases(w, strides):
+  """``w`` ``(kh, kw, Cin, Cout)`` zero-padded to whole strides and split by phase:
+  ``(taps_h, s_h, taps_w, s_w, Cin, Cout)`` with ``[t, r, u, v] = w[t * s_h + r, u * s_w + v]``
+  (``taps = ceil(k / s)``)."""
+  (sh, sw), (kh, kw, cin, cout) = strides, w.shape
+  taps_h, taps_w = -(-kh // sh), -(-kw // sw)
+  wz = jnp.pad(w, ((0, taps_h * sh - kh), (0, taps_w * sw - kw), (0, 0), (0, 0)))
+  return wz.reshape(taps_h, sh, taps_w, sw, cin, cout)
+
+
 def _conv_value(x, w, strides, padding, precision):
   """The convolution's value ``(B, H', W', Cout)``, computed the fastest way measured on
   XLA:CPU. A strided convolution of an input with few channels (a stem) runs as a stride-1
@@ -151,20 +161,18 @@ def _conv_value(x, w, strides, padding, precision):
     return _conv(x, w, strides, padding, precision)
   (sh, sw), ((lh, _), (lw, _)) = strides, padding
   b, h, w_in, _ = x.shape
-  kh, kw, _, cout = w.shape
+  phases = _kernel_phases(w, strides)
+  taps_h, _, taps_w, _, _, cout = phases.shape
   ho, wo = ((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi)
             in zip(x.shape[1:3], w.shape[:2], strides, padding))  # output size
-  taps_h, taps_w = -(-kh // sh), -(-kw // sw)
   hp, wp = sh * (ho - 1 + taps_h), sw * (wo - 1 + taps_w)  # the padded input it reads
   # The high padding can be negative: rows no window reaches are cropped.
   xp = lax.pad(x, jnp.zeros((), x.dtype),
                ((0, 0, 0), (lh, hp - h - lh, 0), (lw, wp - w_in - lw, 0), (0, 0, 0)))
   xs = xp.reshape(b, hp // sh, sh, wp // sw, sw, cin).transpose(0, 1, 3, 2, 4, 5)
-  wz = jnp.pad(w, ((0, taps_h * sh - kh), (0, taps_w * sw - kw), (0, 0), (0, 0)))
-  ws = wz.reshape(taps_h, sh, taps_w, sw, cin, cout).transpose(0, 2, 1, 3, 4, 5)
-  return _conv(xs.reshape(b, hp // sh, wp // sw, sh * sw * cin),
-               ws.reshape(taps_h, taps_w, sh * sw * cin, cout), (1, 1), ((0, 0), (0, 0)),
-               precision)
+  ws = phases.transpose(0, 2, 1, 3, 4, 5).reshape(taps_h, taps_w, sh * sw * cin, cout)
+  return _conv(xs.reshape(b, hp // sh, wp // sw, sh * sw * cin), ws, (1, 1),
+               ((0, 0), (0, 0)), precision)
 
 
 def _kernel_grad(x, dy, w, strides, padding, precision):
@@ -208,14 +216,12 @@ def _input_grad(dy, w, x_shape, strides, padding, precision):
                                 jax.ShapeDtypeStruct(x_shape, dy.dtype))(dy)[0]
   (sh, sw), ((lh, hh), (lw, hw)) = strides, padding
   b, h, w_in, cin = x_shape
-  kh, kw, _, cout = w.shape
-  taps_h, taps_w = -(-kh // sh), -(-kw // sw)  # taps per phase
+  phases = _kernel_phases(w, strides)
+  taps_h, _, taps_w, _, _, cout = phases.shape  # taps per phase
   qh, qw = -(-(h + lh + hh) // sh), -(-(w_in + lw + hw) // sw)  # padded input / stride
   # phases[t, u, o, (r, v, c)] = w[r + (taps_h - 1 - t) * sh, v + (taps_w - 1 - u) * sw, c, o]
   # (zero past the kernel): correlation with the flipped taps of each phase.
-  wp = jnp.pad(w, ((0, taps_h * sh - kh), (0, taps_w * sw - kw), (0, 0), (0, 0)))
-  phases = wp.reshape(taps_h, sh, taps_w, sw, cin, cout)[::-1, :, ::-1]
-  phases = phases.transpose(0, 2, 5, 1, 3, 4).reshape(taps_h, taps_w, cout, sh * sw * cin)
+  phases = phases[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(taps_h, taps_w, cout, sh * sw * cin)
   dyp = jnp.pad(dy, ((0, 0), (taps_h - 1, qh - dy.shape[1]), (taps_w - 1, qw - dy.shape[2]),
                      (0, 0)))
   out = _conv(dyp, phases, (1, 1), ((0, 0), (0, 0)), precision)  # (B, qh, qw, sh * sw * cin)
