@@ -16,7 +16,9 @@ explanation; ``gaze``: CE + the KLD penalty of the input gradient (M = 1).
 JAX: the jit-compiled ``mimic_jax.steps.member_step`` (Adam), random inputs, timed after two
 warm-up calls (with ``--rounds R``, R times, alternating with the PyTorch run; the fastest
 round counts); FLOPs from XLA's cost analysis, as a fraction of this machine's float32
-matmul rate measured here; memory from XLA's buffer assignment (arguments + outputs +
+matmul rate measured here (the fastest reading of the run; the rate is read again before each
+round's JAX steps, and the table adds each step's fraction of the reading next to it, round by
+round, since a shared machine's speed drifts between rounds); memory from XLA's buffer assignment (arguments + outputs +
 temporaries). PyTorch: ``benchmarks/torch_steps.py`` in its own environment (eager, and
 ``torch.compile`` with ``--torch_compile``). Also the input pipeline's examples/s (ArrayRecord
 -> grain -> batches) on the synthetic build. Prints a Markdown table; ``--out`` keeps JSON.
@@ -152,8 +154,10 @@ def time_jax(jitted: dict, batch) -> float:
   return (time.perf_counter() - t0) / _STEPS.value
 
 
-def jax_result(jitted: dict, times: list[float], batch_size: int) -> dict:
-  """One method's JSON entry: the fastest round's step time and what follows from it."""
+def jax_result(jitted: dict, times: list[float], matmul_rounds: list[float],
+               batch_size: int) -> dict:
+  """One method's JSON entry: the fastest round's step time and what follows from it, and
+  each round's GFLOP/s as a fraction of the matmul rate (GFLOP/s) read just before it."""
   dt = min(times)
   try:
     peak = jax.devices()[0].memory_stats().get('peak_bytes_in_use')
@@ -161,6 +165,8 @@ def jax_result(jitted: dict, times: list[float], batch_size: int) -> dict:
     peak = None
   return {**jitted['stats'], 'step_s': dt, 'step_s_rounds': times,
           'images_per_s': batch_size / dt, 'gflop_per_s': jitted['stats']['gflop'] / dt,
+          'matmul_fraction_rounds': [jitted['stats']['gflop'] / t / m
+                                     for t, m in zip(times, matmul_rounds)],
           'device_peak_bytes': peak}
 
 
@@ -255,6 +261,13 @@ def table(result) -> str:
           + (f'{j["step_s"] / plain:.2f}' if plain else '-') + f' | {mb:.0f} | {torch_cols} | '
           + (f'{j["step_s"] / eager:.2f}' if isinstance(eager, float) else '-')
           + f' | {comp_col} |')
+    paired = {m: sorted(j['matmul_fraction_rounds']) for m, j in pr['jax'].items()
+              if len(j.get('matmul_fraction_rounds', [])) > 1}
+    if paired:
+      lines.append(f'\nRound by round ({preset}), GFLOP/s as a fraction of the matmul rate read '
+                   'just before the round, median (range): ' + ', '.join(
+                       f'{m} {100 * float(np.median(f)):.0f}% ({100 * f[0]:.0f}-'
+                       f'{100 * f[-1]:.0f}%)' for m, f in paired.items()) + '.')
     if pr.get('pipeline_examples_per_s'):
       single = pr['jax'].get('single', {}).get('images_per_s')
       lines.append(f'\nInput pipeline ({preset}): {pr["pipeline_examples_per_s"]:.0f} '
@@ -279,7 +292,7 @@ def main(argv):
     configs = {m: preset_config(preset, m) for m in _METHODS.value}
     batch = _random_batch(next(iter(configs.values())), _size(preset))
     pr = result['presets'][preset] = {'batch': batch['image'].shape[0], 'jax': {},
-                                      'methods': list(configs)}
+                                      'methods': list(configs), 'matmul_gflops_xla_rounds': []}
     jitted, times, torch_rounds = {}, {m: [] for m in configs}, []
     for r in range(_ROUNDS.value):
       if _TORCH_PYTHON.value:  # first: on a GPU it then leaves the memory to JAX
@@ -287,13 +300,18 @@ def main(argv):
         print(preset, 'torch', f'round {r + 1}', json.dumps(torch_rounds[-1]), flush=True)
         pr['torch'] = fastest_torch(torch_rounds)
         result['matmul_gflops_torch'] = pr['torch'].get('matmul_gflops')
+      rate = matmul_gflops()
+      pr['matmul_gflops_xla_rounds'].append(rate)
+      result['matmul_gflops_xla'] = max(result['matmul_gflops_xla'], rate)
+      print(preset, f'round {r + 1}: XLA float32 matmul {rate:.0f} GFLOP/s', flush=True)
       for method, config in configs.items():
         if method in _JAX_SKIP.value:
           continue
         if method not in jitted:
           jitted[method] = compile_jax(config, batch)
         times[method].append(time_jax(jitted[method], batch))
-        pr['jax'][method] = jax_result(jitted[method], times[method], config.batch_size)
+        pr['jax'][method] = jax_result(jitted[method], times[method],
+                                       pr['matmul_gflops_xla_rounds'], config.batch_size)
         print(preset, 'jax', method, f'round {r + 1}', json.dumps(pr['jax'][method]),
               flush=True)
         _save(result)
