@@ -13,6 +13,7 @@ import pytest
 from mimic_jax import compile_options
 from mimic_jax import models
 from mimic_jax.models import cpu_convs
+from mimic_jax.models import densenet
 
 
 def _count(tree):
@@ -229,6 +230,67 @@ def test_cpu_conv_runs_narrow_strided_convolutions_on_space_to_depth_input(cin, 
   assert [(e.params['window_strides'], e.invars[0].aval.shape[-1]) for e in convs] == [lowered]
 
 
+@pytest.mark.parametrize('batch,kernel,pads', [(2, (3, 3), ((1, 1), (1, 1))),
+                                                (1, (5, 3), ((0, 4), (2, 1))),
+                                                (3, (2, 2), ((1, 0), (0, 1))),
+                                                (7, (3, 3), ((3, 3), (0, 0))),
+                                                (8, (3, 3), ((1, 1), (1, 1))),
+                                                (2, (1, 1), ((0, 0), (0, 0)))])
+def test_cpu_conv_kernel_gradient_of_few_examples_from_cotangent_windows(batch, kernel, pads):
+  """Stride 1, wider than 1 x 1, at most 7 examples: the kernel gradient is one product of
+  the input with the cotangent's shifted windows (no convolution); else ``lax``'s. Either
+  way it is ``lax``'s kernel gradient (float64; padding wider than the kernel crops the
+  windows)."""
+  rng = np.random.default_rng(batch)
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.normal(size=(batch, 9, 7, 6)))
+    w = jnp.asarray(rng.normal(size=(*kernel, 6, 4)))
+    kw = dict(window_strides=(1, 1), padding=pads, dimension_numbers=(
+        jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))))
+    ref = jax.lax.conv_general_dilated(x, w, **kw)
+    dy = jnp.asarray(rng.normal(size=ref.shape))
+
+    def kernel_grad(conv):
+      return jax.vjp(lambda w_: conv(x, w_, **kw), w)[1](dy)[0]
+
+    np.testing.assert_allclose(kernel_grad(cpu_convs.conv),
+                               kernel_grad(jax.lax.conv_general_dilated), rtol=1e-12,
+                               atol=1e-12 * float(jnp.max(jnp.abs(ref))))
+    jaxpr = jax.make_jaxpr(functools.partial(kernel_grad, cpu_convs.conv))()
+  windowed = batch <= 7 and kernel != (1, 1)
+  names = [e.primitive.name for e in _equations(jaxpr.jaxpr)]
+  assert ('dot_general' in names, names.count('conv_general_dilated')) == (
+      (True, 2) if windowed else (False, 4))  # forward, input gradient (+ lax's vjp: 2)
+
+
+def test_densenet_conv_grads_implementations_agree():
+  """A small DenseNet, ``conv_grads='cpu'`` (every convolution through ``cpu_convs.conv``)
+  vs ``'lax'``: the same logits and the same parameter gradient of a double-backprop loss,
+  float64, batch 2 (so the 3 x 3 kernel gradients are the windowed ones)."""
+  make = functools.partial(densenet.DenseNet, block_sizes=(2, 2), growth_rate=4,
+                           init_features=8, bn_size=2)
+  with jax.enable_x64(True):
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3), jnp.float64)
+    variables = jax.tree.map(lambda v: v.astype(jnp.float64),
+                             make(conv_grads='lax').init(jax.random.key(0), x))
+
+    def double_backprop(model):
+      def loss(p):
+        apply = lambda z: model.apply({**variables, 'params': p}, z)
+        logits = apply(x)
+        return jnp.sum(jax.grad(lambda z: apply(z)[:, 1].sum())(x)**2) + jnp.sum(logits**2), logits
+      return jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
+
+    jaxpr = str(jax.make_jaxpr(lambda v: make(conv_grads='cpu').apply(v, x))(variables))
+    assert jaxpr.count('custom_vjp_call') == jaxpr.count('conv_general_dilated') == 10
+    grads_m, logits_m = double_backprop(make(conv_grads='cpu'))
+    grads_c, logits_c = double_backprop(make(conv_grads='lax'))
+    np.testing.assert_allclose(logits_m, logits_c, rtol=1e-10, atol=1e-12)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads_c))
+    for gm, gc in zip(jax.tree.leaves(grads_m), jax.tree.leaves(grads_c)):
+      np.testing.assert_allclose(gm, gc, rtol=1e-9, atol=1e-11 * scale)
+
+
 def _equations(jaxpr):
   """Every equation of ``jaxpr``, those of its sub-jaxprs (custom VJPs, pjit) included."""
   for e in jaxpr.eqns:
@@ -285,7 +347,7 @@ def test_cpu_conv_grads_keep_derivatives_out_of_transposed_copies():
   transpose forward activations)."""
   cfg = {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 8,
          'downsample': 'stride'}
-  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 1))
+  x = jax.random.normal(jax.random.key(1), (8, 32, 32, 1))  # lax's kernel gradients
   options = compile_options.for_config(ml_collections.ConfigDict({'model': {}}))
 
   def widest_transpose(conv_grads, double_backprop):

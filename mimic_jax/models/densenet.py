@@ -26,18 +26,17 @@ class DenseNet(nn.Module):
   num_classes: int = 3
   norm: str = 'batch'
   dtype: Any = None  # computation dtype (None: the inputs'; parameters stay float32)
-  conv_grads: str = 'lax'  # the stem's: 'lax' | 'cpu' (cpu_convs.conv)
+  conv_grads: str = 'lax'  # every convolution's: 'lax' | 'cpu' (cpu_convs.conv)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.norm != 'batch':
       raise ValueError('DenseNet supports norm="batch" only (as torchvision)')
-    stem_fn = cpu_convs.conv_fn(self.conv_grads)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    x = conv(self.init_features, (7, 7), (2, 2), padding=3, conv_general_dilated=stem_fn,
-             name='conv0')(x)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             conv_general_dilated=cpu_convs.conv_fn(self.conv_grads))
+    x = conv(self.init_features, (7, 7), (2, 2), padding=3, name='conv0')(x)
     x = nn.relu(norm(name='norm0')(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for i, n_layers in enumerate(self.block_sizes):
