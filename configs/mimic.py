@@ -49,7 +49,8 @@ def _base() -> ml_collections.ConfigDict:
   # (cpu_convs.conv, the same numbers: cotangents materialised before the gradient
   # convolutions, strided input gradients sub-pixel, the stems' values on the space-to-depth
   # input, kernel gradients of batches under 8 from the cotangent's windows; XLA:CPU runs
-  # double backprop 12-17% faster, the stems 2 x, DenseNet-121 at batch 2 ~20%) | auto (cpu on CPU)
+  # double backprop 12-17% faster, the stems 2 x, DenseNet-121 at batch 2 ~20%)
+  # | auto (cpu on CPU)
   c.model.conv_grads = 'auto'
   # Library for dense convolutions on XLA:CPU: xla_default (YNNPACK in jaxlib 0.12) | eigen
   # (XLA's own; 14-25% faster steps here) | auto (eigen on CPU where jaxlib has the option)

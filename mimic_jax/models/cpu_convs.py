@@ -178,8 +178,8 @@ def _conv_value(x, w, strides, padding, precision):
                ((0, 0), (0, 0)), precision)
 
 
-# Kernel gradients of stride-1 convolutions wider than 1 x 1 over fewer examples than this
-# are products with the cotangent's windows (:func:`_kernel_grad`).
+# Kernel gradients of stride-1 convolutions wider than 1 x 1 over at most this many
+# examples are products with the cotangent's windows (:func:`_kernel_grad`).
 _WINDOWED_KERNEL_GRAD_MAX_BATCH = 7
 
 
