@@ -199,11 +199,12 @@ def _kernel_grad(x, dy, w, strides, padding, precision):
       or b > _WINDOWED_KERNEL_GRAD_MAX_BATCH):
     return jax.vjp(lambda w_: _conv(x, w_, strides, padding, precision), w)[1](dy)[0]
   ((lh, hh), (lw, hw)) = padding
-  # Padded so that window (i, j) starts at (kh - 1 - i, kw - 1 - j): H + kh - 1 rows.
+  # Padded to H + kh - 1 rows, so that tap (i, j) reads the window starting at
+  # (kh - 1 - i, kw - 1 - j): the windows of the taps in reverse order.
   dyp = lax.pad(dy, jnp.zeros((), dy.dtype), ((0, 0, 0), (kh - 1 - lh, kh - 1 - hh, 0),
                                                (kw - 1 - lw, kw - 1 - hw, 0), (0, 0, 0)))
-  windows = jnp.stack([dyp[:, kh - 1 - i:kh - 1 - i + h, kw - 1 - j:kw - 1 - j + w_in]
-                       for i in range(kh) for j in range(kw)], axis=3)  # (B, H, W, kh*kw, O)
+  windows = jnp.stack(_windows(dyp, kh, kw, (h, w_in), (1, 1))[::-1],
+                      axis=3)  # (B, H, W, kh * kw, Cout)
   dw = lax.dot_general(x, windows, (((0, 1, 2), (0, 1, 2)), ((), ())), precision=precision)
   return dw.reshape(cin, kh, kw, cout).transpose(1, 2, 0, 3).astype(w.dtype)
 
@@ -249,7 +250,8 @@ def _input_grad(dy, w, x_shape, strides, padding, precision):
   qh, qw = -(-(h + lh + hh) // sh), -(-(w_in + lw + hw) // sw)  # padded input / stride
   # phases[t, u, o, (r, v, c)] = w[r + (taps_h - 1 - t) * sh, v + (taps_w - 1 - u) * sw, c, o]
   # (zero past the kernel): correlation with the flipped taps of each phase.
-  phases = phases[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(taps_h, taps_w, cout, sh * sw * cin)
+  phases = phases[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(
+      taps_h, taps_w, cout, sh * sw * cin)
   dyp = jnp.pad(dy, ((0, 0), (taps_h - 1, qh - dy.shape[1]), (taps_w - 1, qw - dy.shape[2]),
                      (0, 0)))
   out = _conv(dyp, phases, (1, 1), ((0, 0), (0, 0)), precision)  # (B, qh, qw, sh * sw * cin)
