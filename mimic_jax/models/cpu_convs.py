@@ -23,7 +23,11 @@ an explanation:
   transpose, so it reads them all in transposed order and computes them twice. With the
   barriers the transposes copy one array each: the `mimic` step with input gradients on
   the CPU configuration accesses 5% fewer bytes and, with GroupNorm's ``x * x``
-  (``group_norm.py``), runs 17% faster (``benchmarks/RESULTS.md``, change 31).
+  (``group_norm.py``), runs 17% faster (``benchmarks/RESULTS.md``, change 31). The
+  kernel gradient's other operand, the convolution's input, goes behind a barrier too: it
+  is materialised for the forward convolution anyway, and otherwise XLA recomputes the
+  GroupNorm and ReLU that produce it inside the transpose, 4-5 x slower than a plain
+  transposed copy (the plain steps ~4% faster; change 38).
 - Strided: ``lax`` differentiates its strided convolution's input gradient (an
   input-dilated convolution) into a kernel derivative that XLA:CPU emits as a scalar loop
   (the CPU ResNet's 7 x 7 stride-2 stem: 17 ms, 3 GFLOP/s). Here the input gradient is a
@@ -224,7 +228,7 @@ def _dense_conv_bwd(strides, padding, precision, residuals, dy):
   x, w = residuals
   dy = lax.optimization_barrier(dy)
   return (_input_grad(dy, w, x.shape, strides, padding, precision),
-          _kernel_grad(x, dy, w, strides, padding, precision))
+          _kernel_grad(lax.optimization_barrier(x), dy, w, strides, padding, precision))
 
 
 _dense_conv.defvjp(_dense_conv_fwd, _dense_conv_bwd)
