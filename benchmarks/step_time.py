@@ -18,7 +18,8 @@ warm-up calls (with ``--rounds R``, R times, alternating with the PyTorch run; t
 round counts); FLOPs from XLA's cost analysis, as a fraction of this machine's float32
 matmul rate measured here (the fastest reading of the run; the rate is read again before each
 round's JAX steps, and the table adds each step's fraction of the reading next to it, round by
-round, since a shared machine's speed drifts between rounds); memory from XLA's buffer
+round, since a shared machine's speed drifts between rounds, and each explanation step's
+ratio to the plain step of the same round); memory from XLA's buffer
 assignment (arguments + outputs + temporaries). PyTorch: ``benchmarks/torch_steps.py`` in its own environment (eager, and
 ``torch.compile`` with ``--torch_compile``). Also the input pipeline's examples/s (ArrayRecord
 -> grain -> batches) on the synthetic build. Prints a Markdown table; ``--out`` keeps JSON.
@@ -268,6 +269,15 @@ def table(result) -> str:
                    'just before the round, median (range): ' + ', '.join(
                        f'{m} {100 * float(np.median(f)):.0f}% ({100 * f[0]:.0f}-'
                        f'{100 * f[-1]:.0f}%)' for m, f in paired.items()) + '.')
+    ratios = {m: sorted(a / b for a, b in zip(j['step_s_rounds'],
+                                               pr['jax'][PLAIN[m]]['step_s_rounds']))
+              for m, j in pr['jax'].items()
+              if PLAIN[m] != m and len(pr['jax'].get(PLAIN[m], {}).get('step_s_rounds', [])) > 1}
+    if ratios:
+      lines.append(f'\nRound by round ({preset}), each step over the plain step of the same round '
+                   '(x plain), median (range): ' + ', '.join(
+                       f'{m} {float(np.median(q)):.2f} ({q[0]:.2f}-{q[-1]:.2f})'
+                       for m, q in ratios.items()) + '.')
     if pr.get('pipeline_examples_per_s'):
       single = pr['jax'].get('single', {}).get('images_per_s')
       lines.append(f'\nInput pipeline ({preset}): {pr["pipeline_examples_per_s"]:.0f} '
