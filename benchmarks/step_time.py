@@ -19,10 +19,11 @@ round counts); FLOPs from XLA's cost analysis, as a fraction of this machine's f
 matmul rate measured here (the fastest reading of the run; the rate is read again before each
 round's JAX steps, and the table adds each step's fraction of the reading next to it, round by
 round, since a shared machine's speed drifts between rounds, and each explanation step's
-ratio to the plain step of the same round); memory from XLA's buffer
-assignment (arguments + outputs + temporaries). PyTorch: ``benchmarks/torch_steps.py`` in its own environment (eager, and
-``torch.compile`` with ``--torch_compile``). Also the input pipeline's examples/s (ArrayRecord
--> grain -> batches) on the synthetic build. Prints a Markdown table; ``--out`` keeps JSON.
+ratio to the plain step of the same round); memory from XLA's buffer assignment (arguments +
+outputs + temporaries). PyTorch: ``benchmarks/torch_steps.py`` in its own environment (eager,
+and ``torch.compile`` with ``--torch_compile``). Also the input pipeline's examples/s
+(ArrayRecord -> grain -> batches) on the synthetic build. Prints a Markdown table; ``--out``
+keeps JSON.
 """
 
 import functools

@@ -42,7 +42,8 @@ class DenseNet(nn.Module):
     for i, n_layers in enumerate(self.block_sizes):
       for j in range(n_layers):
         y = nn.relu(norm(name=f'block{i + 1}_layer{j + 1}_norm1')(x))
-        y = conv(self.bn_size * self.growth_rate, (1, 1), name=f'block{i + 1}_layer{j + 1}_conv1')(y)
+        y = conv(self.bn_size * self.growth_rate, (1, 1),
+                 name=f'block{i + 1}_layer{j + 1}_conv1')(y)
         y = nn.relu(norm(name=f'block{i + 1}_layer{j + 1}_norm2')(y))
         y = conv(self.growth_rate, (3, 3), padding=1, name=f'block{i + 1}_layer{j + 1}_conv2')(y)
         x = jnp.concatenate([x, y], axis=-1)
