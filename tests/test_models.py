@@ -230,6 +230,35 @@ def test_cpu_conv_runs_narrow_strided_convolutions_on_space_to_depth_input(cin, 
   assert [(e.params['window_strides'], e.invars[0].aval.shape[-1]) for e in convs] == [lowered]
 
 
+@pytest.mark.parametrize('cin,strides,kernel', [(1, (2, 2), 7), (3, (2, 3), 7), (1, (3, 2), 4),
+                                                 (4, (2, 2), 7), (1, (1, 1), 7)])
+def test_cpu_conv_input_gradient_of_narrow_strided_convolution_is_one_product(cin, strides,
+                                                                               kernel):
+  """The stems' input gradient (strided, at most 3 input channels) is one matrix product and
+  sums of its shifted slices, no convolution; wider or stride-1 ones stay convolutions. It is
+  ``lax``'s (float64, unequal strides, kernels that the strides do not divide, uneven
+  padding)."""
+  rng = np.random.default_rng(10 * cin + kernel)
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.normal(size=(3, 17, 15, cin)))
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, cin, 6)))
+    kw = dict(window_strides=strides, padding=[(3, 2), (1, 3)],
+              dimension_numbers=jax.lax.conv_dimension_numbers(
+                  x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC')))
+    dy = jnp.asarray(rng.normal(size=jax.lax.conv_general_dilated(x, w, **kw).shape))
+
+    def input_grad(conv):
+      return jax.vjp(lambda x_: conv(x_, w, **kw), x)[1](dy)[0]
+
+    np.testing.assert_allclose(input_grad(cpu_convs.conv),
+                               input_grad(jax.lax.conv_general_dilated), rtol=1e-12,
+                               atol=1e-12 * float(jnp.max(jnp.abs(dy))) * kernel**2)
+    hlo = jax.jit(functools.partial(input_grad, cpu_convs.conv)).lower().compile().as_text()
+  narrow = cin <= 3 and strides != (1, 1)
+  # What XLA runs for the input gradient alone (the forward and the kernel gradient pruned).
+  assert (hlo.count(' dot('), hlo.count(' convolution(')) == ((1, 0) if narrow else (0, 1))
+
+
 @pytest.mark.parametrize('batch,kernel,pads', [(2, (3, 3), ((1, 1), (1, 1))),
                                                 (1, (5, 3), ((0, 4), (2, 1))),
                                                 (3, (2, 2), ((1, 0), (0, 1))),
