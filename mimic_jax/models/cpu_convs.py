@@ -38,9 +38,9 @@ an explanation:
   DenseNet-121's stem at 224 px, batch 8).
 - Strided with at most 3 input channels (the stems): the value (forward, and the
   derivative of the input gradient in double backprop) is a stride-1 convolution of the
-  space-to-depth input, 2-2.5 x faster for the 1-channel stem; the input gradient is one
-  matrix product and a sum of its shifted slices, materialised (0.4 of the sub-pixel
-  convolution's CPU time, whose ``s * s * Cin`` output channels Eigen runs slowly).
+  space-to-depth input, 2-2.5 x faster for the 1-channel stem. A 1-channel stem's input
+  gradient is one matrix product and a sum of its shifted slices, materialised (0.4 of the
+  sub-pixel convolution's CPU time, whose ``s * s`` output channels Eigen runs slowly).
 - Stride 1, wider than 1 x 1, fewer than 8 examples (224 px models on the CPU): the kernel
   gradient is a product with the cotangent's shifted windows, 1.2-6 x faster than Eigen's
   (2.6-3.7 x for DenseNet-121's 3 x 3 convolutions at batch 2; :func:`_kernel_grad`).
@@ -245,10 +245,12 @@ def _input_grad(dy, w, x_shape, strides, padding, precision):
   stem's: 6.2 ms for batch 32). Input position ``Y = q * s + r`` of the padded input takes
   kernel taps ``r, r + s, ...``; so one stride-1 convolution of ``dy`` with the ``s * s``
   phase kernels on its output channels, then depth-to-space, gives every position once
-  (3.8 ms). With at most ``_SPACE_TO_DEPTH_MAX_CHANNELS`` input channels (the stems) that
-  convolution has ``s * s * Cin`` output channels and packs ``k * k / (s * s) * Cout``-wide
-  patches for each: :func:`_narrow_phase_sums` computes the same sums from one matrix
-  product at 0.4 of the CPU time (``benchmarks/RESULTS.md``, change 40)."""
+  (3.8 ms). With one input channel (a grey stem) that convolution has ``s * s`` output
+  channels and packs a ``k * k / (s * s) * Cout``-wide patch for each: there
+  :func:`_narrow_phase_sums` computes the same sums from one matrix product at 0.3-0.45 of
+  the CPU time (``benchmarks/RESULTS.md``, change 40). Not for RGB stems: their products
+  are ``taps_h * taps_w`` times the input gradient's size, and DenseNet-121's at 224 px, batch
+  8, took 2.7 x as long as the convolution."""
   if all(s == 1 for s in strides):
     return jax.linear_transpose(lambda x_: _conv(x_, w, strides, padding, precision),
                                 jax.ShapeDtypeStruct(x_shape, dy.dtype))(dy)[0]
@@ -257,7 +259,7 @@ def _input_grad(dy, w, x_shape, strides, padding, precision):
   phases = _kernel_phases(w, strides)
   taps_h, _, taps_w, _, _, cout = phases.shape  # taps per phase
   qh, qw = -(-(h + lh + hh) // sh), -(-(w_in + lw + hw) // sw)  # padded input / stride
-  if cin <= _SPACE_TO_DEPTH_MAX_CHANNELS:
+  if cin == 1:
     out = _narrow_phase_sums(dy, phases, (qh, qw), precision)
     # Materialised: else XLA fuses the sums into every consumer (the explanation's absolute
     # value, its derivative's sign) and recomputes them there.
@@ -275,7 +277,7 @@ def _input_grad(dy, w, x_shape, strides, padding, precision):
 
 
 def _narrow_phase_sums(dy, phases, q_hw, precision):
-  """The stride-1 convolution of :func:`_input_grad` for a narrow input, ``(B, qh, qw, s_h,
+  """The stride-1 convolution of :func:`_input_grad` for a 1-channel input, ``(B, qh, qw, s_h,
   s_w, Cin)``: ``out[b, q, p, r, v, c] = sum_{t, u, o} dy[b, q - t, p - u, o] *
   phases[t, r, u, v, c, o]`` (``dy`` zero outside its extent). One matrix product of the
   zero-padded ``dy`` with every tap of every phase (``taps_h * s_h * taps_w * s_w * Cin``
