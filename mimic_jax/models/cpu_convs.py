@@ -247,7 +247,7 @@ def _input_grad(dy, w, x_shape, strides, padding, precision):
   phase kernels on its output channels, then depth-to-space, gives every position once
   (3.8 ms). With one input channel (a grey stem) that convolution has ``s * s`` output
   channels and packs a ``k * k / (s * s) * Cout``-wide patch for each: there
-  :func:`_narrow_phase_sums` computes the same sums from one matrix product at 0.3-0.45 of
+  :func:`_phase_sums_by_product` computes the same sums from one matrix product at 0.3-0.45 of
   the CPU time (``benchmarks/RESULTS.md``, change 40). Not for RGB stems: their products
   are ``taps_h * taps_w`` times the input gradient's size, and DenseNet-121's at 224 px, batch
   8, took 2.7 x as long as the convolution."""
@@ -256,30 +256,33 @@ def _input_grad(dy, w, x_shape, strides, padding, precision):
                                 jax.ShapeDtypeStruct(x_shape, dy.dtype))(dy)[0]
   (sh, sw), ((lh, hh), (lw, hw)) = strides, padding
   b, h, w_in, cin = x_shape
+  q_hw = (-(-(h + lh + hh) // sh), -(-(w_in + lw + hw) // sw))  # padded input / stride
   phases = _kernel_phases(w, strides)
-  taps_h, _, taps_w, _, _, cout = phases.shape  # taps per phase
-  qh, qw = -(-(h + lh + hh) // sh), -(-(w_in + lw + hw) // sw)  # padded input / stride
-  if cin == 1:
-    out = _narrow_phase_sums(dy, phases, (qh, qw), precision)
-    # Materialised: else XLA fuses the sums into every consumer (the explanation's absolute
-    # value, its derivative's sign) and recomputes them there.
-    return lax.optimization_barrier(
-        out.reshape(b, qh * sh, qw * sw, cin)[:, lh:lh + h, lw:lw + w_in])
-  # phases[t, u, o, (r, v, c)] = w[r + (taps_h - 1 - t) * sh, v + (taps_w - 1 - u) * sw, c, o]
-  # (zero past the kernel): correlation with the flipped taps of each phase.
-  phases = phases[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(
+  sums = _phase_sums_by_product if cin == 1 else _phase_sums_by_convolution
+  out = sums(dy, phases, q_hw, precision)  # (B, qh, s_h, qw, s_w, Cin)
+  dx = out.reshape(b, q_hw[0] * sh, q_hw[1] * sw, cin)[:, lh:lh + h, lw:lw + w_in]
+  # The product's sums materialised: else XLA fuses them into every consumer (the
+  # explanation's absolute value, its derivative's sign) and recomputes them there.
+  return lax.optimization_barrier(dx) if cin == 1 else dx
+
+
+def _phase_sums_by_convolution(dy, phases, q_hw, precision):
+  """Every phase of :func:`_input_grad`'s padded input, ``(B, qh, s_h, qw, s_w, Cin)``:
+  ``out[b, q, r, p, v, c] = sum_{t, u, o} dy[b, q - t, p - u, o] * phases[t, r, u, v, c, o]``
+  (``dy`` zero outside its extent), as one stride-1 convolution with the flipped taps of
+  each phase on its ``s_h * s_w * Cin`` output channels."""
+  taps_h, sh, taps_w, sw, cin, cout = phases.shape
+  (b, ho, wo, _), (qh, qw) = dy.shape, q_hw
+  # kernel[t, u, o, (r, v, c)] = phases[taps_h - 1 - t, r, taps_w - 1 - u, v, c, o]
+  kernel = phases[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(
       taps_h, taps_w, cout, sh * sw * cin)
-  dyp = jnp.pad(dy, ((0, 0), (taps_h - 1, qh - dy.shape[1]), (taps_w - 1, qw - dy.shape[2]),
-                     (0, 0)))
-  out = _conv(dyp, phases, (1, 1), ((0, 0), (0, 0)), precision)  # (B, qh, qw, sh * sw * cin)
-  out = out.reshape(b, qh, qw, sh, sw, cin).transpose(0, 1, 3, 2, 4, 5)
-  return out.reshape(b, qh * sh, qw * sw, cin)[:, lh:lh + h, lw:lw + w_in]
+  dyp = jnp.pad(dy, ((0, 0), (taps_h - 1, qh - ho), (taps_w - 1, qw - wo), (0, 0)))
+  out = _conv(dyp, kernel, (1, 1), ((0, 0), (0, 0)), precision)  # (B, qh, qw, sh * sw * cin)
+  return out.reshape(b, qh, qw, sh, sw, cin).transpose(0, 1, 3, 2, 4, 5)
 
 
-def _narrow_phase_sums(dy, phases, q_hw, precision):
-  """The stride-1 convolution of :func:`_input_grad` for a 1-channel input, ``(B, qh, qw, s_h,
-  s_w, Cin)``: ``out[b, q, p, r, v, c] = sum_{t, u, o} dy[b, q - t, p - u, o] *
-  phases[t, r, u, v, c, o]`` (``dy`` zero outside its extent). One matrix product of the
+def _phase_sums_by_product(dy, phases, q_hw, precision):
+  """The same sums as :func:`_phase_sums_by_convolution`: one matrix product of the
   zero-padded ``dy`` with every tap of every phase (``taps_h * s_h * taps_w * s_w * Cin``
   columns, contracting ``Cout``), then the sum of its ``taps_h * taps_w`` shifted slices."""
   taps_h, sh, taps_w, sw, cin, cout = phases.shape
@@ -294,7 +297,6 @@ def _narrow_phase_sums(dy, phases, q_hw, precision):
              for t in range(taps_h) for u in range(taps_w)]  # (B, qh, qw, s_h, s_w * Cin)
   out = sum(shifted[1:], shifted[0])
   return out.reshape(b, qh, qw, sh, sw, cin).transpose(0, 1, 3, 2, 4, 5)
-
 
 def _input_grad_fwd(dy, w, x_shape, strides, padding, precision):
   return _input_grad(dy, w, x_shape, strides, padding, precision), (dy, w)
