@@ -11,7 +11,7 @@ checkpoint on the test split: metrics against gaze, report and gallery in
 
 Multi-process: run the same command in every process. On a Cloud TPU slice nothing more is
 needed; elsewhere add ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``
-(see mimic_jax/distributed.py). Every process evaluates on its local devices; process 0
+(see mimic_jax/runtime/distributed.py). Every process evaluates on its local devices; process 0
 writes logs and reports.
 """
 
@@ -25,11 +25,12 @@ from ml_collections import config_flags
 
 from data_builders.mimic_cxr_egd import prepare
 from mimic_jax import config_check
-from mimic_jax import distributed
-from mimic_jax import evaluate
-from mimic_jax import host_malloc
-from mimic_jax import synthetic_data
-from mimic_jax import train
+from mimic_jax import tuning as tuning_lib
+from mimic_jax.data import prepare as prepare_data
+from mimic_jax.evaluation import evaluate
+from mimic_jax.runtime import distributed
+from mimic_jax.runtime import preemption
+from mimic_jax.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (local or gs://).')
@@ -40,7 +41,7 @@ _MULTIPROCESS = flags.DEFINE_enum(
     'multiprocess', 'auto', ['auto', 'on', 'off'],
     'on: jax.distributed.initialize() finds the other processes (Cloud TPU VMs, GKE, Slurm); '
     'auto: only when the three flags below are given or the environment names the workers '
-    '(see mimic_jax/distributed.py); off: one process.')
+    '(see mimic_jax/runtime/distributed.py); off: one process.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0 (explicit multi-process runs).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
@@ -54,11 +55,11 @@ def _prepare_dataset(config):
   """Process 0 prepares the dataset first (a shared data dir is built once); the others then
   find it ready, or build their own copy where the data dir is per host."""
   if jax.process_count() == 1:
-    return synthetic_data.ensure_dataset(config.data)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  builder = synthetic_data.ensure_dataset(config.data) if jax.process_index() == 0 else None
+    return prepare_data.prepare_dataset(config.data)
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  builder = prepare_data.prepare_dataset(config.data) if jax.process_index() == 0 else None
   multihost_utils.sync_global_devices('mimic_jax: dataset prepared by process 0')
-  return builder or synthetic_data.ensure_dataset(config.data)
+  return builder or prepare_data.prepare_dataset(config.data)
 
 
 def main(argv):
@@ -66,27 +67,27 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   try:
-    host_malloc.apply(config.host_malloc)  # may restart the process
     distributed.initialize(distributed.Settings(  # before anything touches a device
         mode=_MULTIPROCESS.value, coordinator_address=_COORDINATOR.value,
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
         local_device_ids=(None if _LOCAL_DEVICES.value is None
                           else tuple(int(d) for d in _LOCAL_DEVICES.value))))
-    config_check.validate(config)
+    config_check.validate(config, jax.device_count())
+    tuning = tuning_lib.resolve(config.xla)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  logging.info('JAX process %d/%d, %d local devices', jax.process_index(),
-               jax.process_count(), jax.local_device_count())
+  logging.info('JAX process %d/%d, %d local devices; %s', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), tuning.describe())
   builder = _prepare_dataset(config)
   print(prepare.summary(builder), flush=True)
   if _MODE.value in ('train', 'train_and_evaluate'):
     try:
-      train.train_and_evaluate(config, _WORKDIR.value)
-    except train.Preempted as e:
+      loop.train_and_evaluate(config, _WORKDIR.value, tuning=tuning)
+    except preemption.Preempted as e:
       logging.warning('%s', e)
-      sys.exit(train.PREEMPTED_EXIT_CODE)
+      sys.exit(preemption.EXIT_CODE)
   if _MODE.value in ('evaluate', 'train_and_evaluate'):
-    evaluate.evaluate_run(config, _WORKDIR.value, split=_SPLIT.value)
+    evaluate.evaluate_run(config, _WORKDIR.value, split=_SPLIT.value, tuning=tuning)
     print(f'Evaluation report: {_WORKDIR.value}/eval/{_SPLIT.value}/report.md', flush=True)
 
 

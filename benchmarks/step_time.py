@@ -3,8 +3,8 @@ r"""Train-step time of every method, JAX side by side with the PyTorch reference
   .venv/bin/python benchmarks/step_time.py --presets cpu,densenet121,efficientnet_b0 \
       [--batch_224 8] [--steps 3] [--methods single,ensemble,mimic_ig,mimic_gshap,gaze] \
       [--dtype float32|bfloat16] [--torch_python .venv-torch/bin/python] [--torch_compile] \
-      [--cpu_conv_library auto|xla_default|eigen] [--rounds 1] [--cache_dir /tmp/xla_cache] \
-      [--out benchmarks/out/cpu.json]
+      [--conv_gradients auto|lax|custom] [--cpu_conv_library auto|xla_default|eigen] \
+      [--rounds 1] [--cache_dir /tmp/xla_cache] [--out benchmarks/out/cpu.json]
 
 Presets: ``cpu`` is the CPU configuration of ``configs/mimic.py:synthetic`` (tiny GroupNorm
 ResNet, width 16, 64 x 64 grey images, batch 32, GradientSHAP with 2 samples);
@@ -13,7 +13,8 @@ ResNet, width 16, 64 x 64 grey images, batch 32, GradientSHAP with 2 samples);
 adversarial step of ``mimic`` (M = 3) with input gradients / GradientSHAP as the training
 explanation; ``gaze``: CE + the KLD penalty of the input gradient (M = 1).
 
-JAX: the jit-compiled ``mimic_jax.steps.member_step`` (Adam), random inputs, timed after two
+JAX: the jit-compiled ``mimic_jax.training.steps.train_step`` (Adam; ``mimic``: its adversarial
+phase), random inputs, timed after two
 warm-up calls (with ``--rounds R``, R times, alternating with the PyTorch run; the fastest
 round counts); FLOPs from XLA's cost analysis, as a fraction of this machine's float32
 matmul rate measured here (the fastest reading of the run; the rate is read again before each
@@ -21,9 +22,10 @@ round's JAX steps, and the table adds each step's fraction of the reading next t
 round, since a shared machine's speed drifts between rounds, and each explanation step's
 ratio to the plain step of the same round); memory from XLA's buffer assignment (arguments +
 outputs + temporaries). PyTorch: ``benchmarks/torch_steps.py`` in its own environment (eager,
-and ``torch.compile`` with ``--torch_compile``). Also the input pipeline's examples/s
-(ArrayRecord -> grain -> batches) on the synthetic build. Prints a Markdown table; ``--out``
-keeps JSON.
+and ``torch.compile`` with ``--torch_compile``), which inherits this process's environment
+(source ``scripts/xla_cpu_env.sh`` first on CPU, as the main job does; the JSON records
+``GLIBC_TUNABLES``). Also the input pipeline's examples/s (ArrayRecord -> grain -> batches) on
+the synthetic build. Prints a Markdown table; ``--out`` keeps JSON.
 """
 
 import functools
@@ -42,10 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import mimic
-from mimic_jax import compile_options
-from mimic_jax import host_malloc
-from mimic_jax import models
-from mimic_jax import steps
+from mimic_jax import methods
+from mimic_jax import tuning
+from mimic_jax.training import state as state_lib
+from mimic_jax.training import steps
+from mimic_jax.tuning import compiler_options
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _PRESETS = flags.DEFINE_list('presets', ['cpu'], 'cpu, densenet121, efficientnet_b0.')
@@ -59,13 +62,11 @@ _TORCH_PYTHON = flags.DEFINE_string('torch_python', str(ROOT / '.venv-torch/bin/
 _TORCH_COMPILE = flags.DEFINE_bool('torch_compile', False, 'Also time torch.compile steps.')
 _THREADS = flags.DEFINE_integer('threads', os.cpu_count(), 'PyTorch CPU threads.')
 _EXECUTION = flags.DEFINE_enum('execution', 'auto', ['auto', 'vmap', 'unrolled'],
-                               'config.ensemble.execution of the JAX ensembles.')
-_CPU_CONV_LIBRARY = flags.DEFINE_enum('cpu_conv_library', 'auto', compile_options.LIBRARIES,
-                                      'config.model.cpu_conv_library of the JAX steps.')
-_HOST_MALLOC = flags.DEFINE_enum(
-    'host_malloc', 'auto', host_malloc.SETTINGS,
-    'config.host_malloc for this process and the PyTorch one it starts (which inherits the '
-    'environment): see mimic_jax/host_malloc.py.')
+                               'config.xla.ensemble_execution of the JAX ensembles.')
+_CONV_GRADIENTS = flags.DEFINE_enum('conv_gradients', 'auto', ['auto', 'lax', 'custom'],
+                                    'config.xla.conv_gradients of the JAX steps.')
+_CPU_CONV_LIBRARY = flags.DEFINE_enum('cpu_conv_library', 'auto', compiler_options.LIBRARIES,
+                                      'config.xla.cpu_conv_library of the JAX steps.')
 _ROUNDS = flags.DEFINE_integer(
     'rounds', 1, 'Rounds of (PyTorch, then every JAX method); each step time is its fastest '
     'round (step times on a shared machine drift by 15-40% within minutes).')
@@ -90,8 +91,9 @@ def preset_config(preset: str, method: str):
     c.model.arch = preset
     c.batch_size = _BATCH_224.value
   c.model.dtype = _DTYPE.value
-  c.ensemble.execution = _EXECUTION.value
-  c.model.cpu_conv_library = _CPU_CONV_LIBRARY.value
+  c.xla.ensemble_execution = _EXECUTION.value
+  c.xla.conv_gradients = _CONV_GRADIENTS.value
+  c.xla.cpu_conv_library = _CPU_CONV_LIBRARY.value
   if method == 'mimic_ig':
     c.mimic.explainer = 'input_gradients'
     c.mimic.explainer_kwargs = {}
@@ -116,15 +118,16 @@ def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
 
 
 def compile_jax(config, batch) -> dict:
-  """The jit-compiled ``member_step`` of ``config`` and a fresh state, with XLA's FLOPs and
-  buffer sizes and the compile time: ``{'step', 'state', 'stats'}``."""
-  model = models.create_model(config.model)
+  """The jit-compiled training step of ``config`` (``mimic``: its adversarial phase) and a
+  fresh state, with XLA's FLOPs and buffer sizes and the compile time:
+  ``{'step', 'state', 'stats'}``."""
+  t = tuning.resolve(config.xla)
+  method = methods.build(config, t.conv, t.ensemble_execution)
   shape = batch['image'].shape[1:]
-  state = jax.jit(functools.partial(steps.create_state, config, model, shape))(
+  state = t.jit(functools.partial(state_lib.create_state, method, shape))(
       jax.random.PRNGKey(0))
-  options = compile_options.for_config(config)
-  step = jax.jit(functools.partial(steps.member_step, config), donate_argnums=(0,),
-                 compiler_options=options)
+  phase = method.phases[-1]
+  step = t.jit(functools.partial(steps.train_step, method, phase), donate_argnums=(0,))
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
@@ -136,9 +139,7 @@ def compile_jax(config, batch) -> dict:
                if mem is not None else None)
   return {'step': compiled, 'state': state,
           'stats': {'compile_s': compile_s, 'gflop': flops / 1e9,
-                    'xla_buffer_bytes': mem_bytes, 'compiler_options': options,
-                    'batch_chunks': steps.batch_chunks(config, state,
-                                                       batch['image'].shape[0])}}
+                    'xla_buffer_bytes': mem_bytes, 'tuning': t.describe()}}
 
 
 def time_jax(jitted: dict, batch) -> float:
@@ -207,9 +208,9 @@ def time_torch(preset, configs) -> dict:
 
 def pipeline_rate(config, batches: int = 20) -> float:
   """Training examples/s from the synthetic ArrayRecord build through grain."""
-  from mimic_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from mimic_jax import synthetic_data  # pylint: disable=g-import-not-at-top
-  synthetic_data.ensure_dataset(config.data)
+  from mimic_jax.data import pipeline as input_pipeline  # noqa: PLC0415
+  from mimic_jax.data import prepare  # noqa: PLC0415
+  prepare.prepare_dataset(config.data)
   source = input_pipeline.data_source(config.data, 'train')
   ds, _ = input_pipeline.train_dataset(source, global_batch=config.batch_size,
                                        input_channels=config.model.input_channels, seed=0)
@@ -289,13 +290,11 @@ def table(result) -> str:
 
 def main(argv):
   del argv
-  host_malloc.apply(_HOST_MALLOC.value)  # may restart the process
   if _CACHE_DIR.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   result = {'device': str(jax.devices()[0]), 'jax': jax.__version__, 'dtype': _DTYPE.value,
             'date': time.strftime('%Y-%m-%d'), 'command': ' '.join(sys.argv),
-            'host_malloc': _HOST_MALLOC.value,
             'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
             'matmul_gflops_xla': matmul_gflops(), 'presets': {}}
   print(f'XLA float32 matmul: {result["matmul_gflops_xla"]:.0f} GFLOP/s', flush=True)

@@ -27,34 +27,20 @@ def _base() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 3
   c.eval_every_epochs = 1
-  # glibc malloc for XLA:CPU's per-step temporaries: retain (restart with GLIBC_TUNABLES that
-  # keep freed memory; steps 10-30% faster on CPU) | glibc_default | auto (retain when JAX
-  # computes on the CPU under glibc). See mimic_jax/host_malloc.py.
-  c.host_malloc = 'auto'
-  # Equal sub-batches the member step computes as independent computations (same gradient):
-  # K | 0 = auto (2 on one CPU device for the one-model gaze KLD step without BatchNorm, whose
-  # two chains XLA:CPU overlaps on the cores; else 1). See mimic_jax/steps.batch_chunks.
-  c.batch_chunks = 0
+
+  # How XLA computes (never what): see mimic_jax/tuning/__init__.py. 'auto' suits every
+  # backend; the other values exist for measurements (benchmarks/).
+  c.xla = ml_collections.ConfigDict()
+  c.xla.conv_gradients = 'auto'      # auto | lax | custom (cpu_convs; auto: on CPU)
+  c.xla.cpu_conv_library = 'auto'    # auto | xla_default | eigen (auto: eigen on CPU)
+  c.xla.ensemble_execution = 'auto'  # auto | vmap | unrolled (auto: vmap on one TPU device)
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = 'densenet121'  # densenet121 | efficientnet_b0 | resnet18 | resnet50 | tiny_resnet
   c.model.num_classes = 3
   c.model.norm = 'batch'             # batch | group (ResNets)
   c.model.width = ml_collections.FieldReference(None, field_type=int)  # ResNets only
-  c.model.downsample = 'stride'      # ResNets: stride (torchvision) | pool (fast on XLA:CPU)
-  # EfficientNet depthwise convolutions: conv | shifts (the same numbers; XLA:CPU computes
-  # grouped-convolution kernel gradients densely, C x the FLOPs) | auto (shifts on CPU)
-  c.model.depthwise = 'auto'
-  # Dense convolutions (ResNets, DenseNet: all; EfficientNet: the stem): lax | cpu
-  # (cpu_convs.conv, the same numbers: cotangents materialised before the gradient
-  # convolutions, strided input gradients sub-pixel, the stems' values on the space-to-depth
-  # input, kernel gradients of batches under 8 from the cotangent's windows; XLA:CPU runs
-  # double backprop 12-17% faster, the stems 2 x, DenseNet-121 at batch 2 ~20%)
-  # | auto (cpu on CPU)
-  c.model.conv_grads = 'auto'
-  # Library for dense convolutions on XLA:CPU: xla_default (YNNPACK in jaxlib 0.12) | eigen
-  # (XLA's own; 14-25% faster steps here) | auto (eigen on CPU where jaxlib has the option)
-  c.model.cpu_conv_library = 'auto'
+  c.model.downsample = 'stride'      # ResNets: stride (torchvision) | pool (2x2 average pool)
   c.model.input_channels = 3         # 3: grey replicated + ImageNet normalisation; or 1
   c.model.dtype = 'float32'          # computation: float32 | bfloat16 (GPU/TPU); params f32
   # ImageNet weights: torchvision resnet18/50 or densenet121, timm efficientnet_b0 state dict
@@ -64,10 +50,7 @@ def _base() -> ml_collections.ConfigDict:
   c.model.member_init = 'same'       # same (paper: all sub-models from the same weights) | perturb
   c.model.perturb_scale = 0.01       # perturb: noise std / each tensor's std
 
-  # execution: vmap | unrolled | auto (vmap on one TPU device; unrolled on CPU and GPU, where
-  # vmapped second-order convolutions are slow, and on any mesh of several devices, where XLA
-  # does not split vmap's grouped convolutions by batch; see mimic_jax/methods.py).
-  c.ensemble = ml_collections.ConfigDict({'num_models': 3, 'execution': 'auto'})
+  c.ensemble = ml_collections.ConfigDict({'num_models': 3})
 
   c.mimic = ml_collections.ConfigDict()
   c.mimic.beta = 1.0
@@ -114,7 +97,7 @@ def _synthetic(c: ml_collections.ConfigDict) -> None:
   c.model.norm = 'group'
   c.model.width = 16
   c.model.input_channels = 1
-  c.model.downsample = 'pool'        # 2x faster explanation steps on CPU (benchmarks/)
+  c.model.downsample = 'pool'        # faster explanation steps on CPU (benchmarks/RESULTS.md)
   c.batch_size = 32
   c.num_epochs = 8
   c.learning_rate = 3e-3

@@ -17,9 +17,9 @@ from absl import app
 from absl import flags
 from etils import epath
 
-from mimic_jax import bootstrap
-from mimic_jax import evaluate
-from mimic_jax import report_figures
+from mimic_jax.evaluation import bootstrap
+from mimic_jax.evaluation import figures
+from mimic_jax.evaluation import report
 
 
 def compare(workdirs, out_dir, names=None, explainer='grad_cam', split='test') -> dict:
@@ -40,12 +40,12 @@ def compare(workdirs, out_dir, names=None, explainer='grad_cam', split='test') -
   rows, changes = {}, {}
   for n in names:
     per = runs[n]['per_image'][explainer]
-    rows[n] = {k: dict(zip(('mean', 'ci95'), _mean_ci(per[k]))) for k in evaluate.MAP_METRICS}
+    rows[n] = {k: dict(zip(('mean', 'ci95'), _mean_ci(per[k]))) for k in report.MAP_METRICS}
     rows[n]['accuracy'] = runs[n]['classification']['accuracy']
     rows[n]['mean_auc'] = runs[n]['classification']['mean_auc']
     if n != base:
       changes[n] = {}
-      for k in evaluate.MAP_METRICS:
+      for k in report.MAP_METRICS:
         c, lo, hi = bootstrap.paired_relative_change_ci(runs[base]['per_image'][explainer][k],
                                                         per[k])
         changes[n][k] = {'change': c, 'ci95': [lo, hi]}
@@ -55,7 +55,7 @@ def compare(workdirs, out_dir, names=None, explainer='grad_cam', split='test') -
             'relative_change': changes, 'workdirs': dict(zip(names, map(str, workdirs)))}
   (out / 'comparison.json').write_text(json.dumps(result, indent=1))
   (out / 'comparison.md').write_text(_markdown(result, names))
-  report_figures.comparison_chart(names, rows, out / 'comparison.png')
+  figures.comparison_chart(names, rows, out / 'comparison.png')
   return result
 
 
@@ -91,7 +91,7 @@ _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Evaluated run directories; the 
                               'reference.')
 _NAMES = flags.DEFINE_list('names', None, 'Display names (default: folder names).')
 _OUT = flags.DEFINE_string('out', None, 'Output folder.')
-_EXPLAINER = flags.DEFINE_enum('explainer', 'grad_cam', list(evaluate.EXPLAINERS),
+_EXPLAINER = flags.DEFINE_enum('explainer', 'grad_cam', list(report.EXPLAINERS),
                                'Which explanation maps to compare.')
 _SPLIT = flags.DEFINE_string('split', 'test', 'Evaluated split.')
 

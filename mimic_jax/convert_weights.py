@@ -15,7 +15,7 @@ import sys
 from absl import app
 from absl import flags
 
-from mimic_jax import pretrained
+from mimic_jax.models import pretrained
 
 _ARCH = flags.DEFINE_enum('arch', None, list(pretrained.ARCHES),
                           'Architecture (default: recognised from the tensor names).')

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
+# shellcheck source=scripts/xla_cpu_env.sh
+source scripts/xla_cpu_env.sh
 PY=.venv/bin/python
 RUNS=${RUNS:-runs/synthetic}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$PWD/runs/.xla_cache}

@@ -43,10 +43,10 @@ def synthetic_tree(tmp_path_factory):
 def tiny_dataset(tmp_path_factory):
   """``configs/test.py``'s dataset built once: returns (data_dir, manual_dir)."""
   from configs import test as test_config  # pylint: disable=g-import-not-at-top
-  from mimic_jax import synthetic_data  # pylint: disable=g-import-not-at-top
+  from mimic_jax.data import prepare  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('tiny')
   config = test_config.get_config()
   config.data.data_dir = str(root / 'tfds')
   config.data.manual_dir = str(root / 'manual')
-  synthetic_data.ensure_dataset(config.data)
+  prepare.prepare_dataset(config.data)
   return config.data.data_dir, config.data.manual_dir

@@ -4,16 +4,16 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mimic_jax import train
+from mimic_jax.runtime import mesh as mesh_lib
 
 
 def split_ratio(f, replicated, *batch) -> float:
   """Per-device FLOPs of ``jax.jit(f)(replicated, *batch)`` with the ``batch`` arrays split
-  over 2 devices (``train.make_mesh``), divided by the FLOPs on one device: 0.5 when each
+  over 2 devices (``mesh_lib.make_mesh``), divided by the FLOPs on one device: 0.5 when each
   device computes only its own examples, near 1 where XLA replicates the work."""
 
   def per_device_flops(devices):
-    mesh = train.make_mesh(devices)
+    mesh = mesh_lib.make_mesh(devices)
     split = NamedSharding(mesh, P('data'))
     with jax.set_mesh(mesh):
       compiled = jax.jit(f).lower(

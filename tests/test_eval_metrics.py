@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from mimic_jax import bootstrap
-from mimic_jax import classification_metrics as cm
-from mimic_jax import consistency
+from mimic_jax.evaluation import bootstrap
+from mimic_jax.evaluation import classification_metrics as cm
+from mimic_jax.evaluation import consistency
 
 
 def _pairwise_auc(scores, positive):

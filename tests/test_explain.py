@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mimic_jax import explain
+from mimic_jax import explainers as explain
 from mimic_jax.models import resnet
 from tests import mesh_flops
 

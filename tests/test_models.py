@@ -3,6 +3,7 @@
 import functools
 import re
 
+import flax.linen as nn
 import jax
 import jax.extend.core
 import jax.numpy as jnp
@@ -10,10 +11,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mimic_jax import compile_options
 from mimic_jax import models
-from mimic_jax.models import cpu_convs
 from mimic_jax.models import densenet
+from mimic_jax.tuning import compiler_options
+from mimic_jax.tuning import cpu_convs
 
 
 def _count(tree):
@@ -49,12 +50,6 @@ def test_forward_shapes_and_features_layer(arch):
   _, upd = jax.jit(functools.partial(model.apply, train=True,
                                      mutable=['batch_stats']))(variables, x)
   assert set(upd) == {'batch_stats'}
-
-
-def test_unknown_architecture_names_the_key():
-  with pytest.raises(ValueError, match=r"config.model.arch='vgg' is unknown"):
-    models.create_model(ml_collections.ConfigDict({'arch': 'vgg', 'num_classes': 3,
-                                                   'norm': 'batch'}))
 
 
 @pytest.mark.parametrize('arch', ['resnet18', 'densenet121', 'efficientnet_b0'])
@@ -103,75 +98,6 @@ def test_pooled_downsampling_keeps_shapes_and_parameters():
       pooled_block.apply(v, h, train=False),
       plain_block.apply(v, h.reshape(2, 8, 2, 8, 2, 16).mean(axis=(2, 4)), train=False),
       rtol=1e-5, atol=1e-6)
-  with pytest.raises(ValueError, match='downsample'):
-    models.create_model(ml_collections.ConfigDict(
-        {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'downsample': 'max'})
-    ).init(jax.random.key(0), x)
-
-
-@pytest.mark.parametrize('kernel,stride,size', [(3, 1, 9), (5, 2, 11), (3, 2, 12)])
-def test_depthwise_shifts_equal_lax_grouped_convolution_to_second_order(kernel, stride, size):
-  """The shifted-slices depthwise convolution against ``lax``'s grouped one in float64: the
-  output, and the parameter gradient of a squared input gradient (the double backprop the
-  explanation methods take)."""
-  from jax import lax  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(kernel * 10 + stride)
-  channels = 5
-  with jax.enable_x64(True):
-    x = jnp.asarray(rng.normal(size=(2, size, size + 1, channels)))
-    w = jnp.asarray(rng.normal(size=(kernel, kernel, 1, channels)))
-    pad = [(kernel // 2, kernel // 2)] * 2
-    dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
-    ref = functools.partial(lax.conv_general_dilated, window_strides=(stride, stride),
-                            padding=pad, dimension_numbers=dn, feature_group_count=channels)
-    mine = functools.partial(cpu_convs.depthwise, window_strides=(stride, stride),
-                             padding=pad, dimension_numbers=dn, feature_group_count=channels)
-    np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
-
-    def second_order(conv):
-      def loss(w):
-        gx = jax.grad(lambda z: jnp.sum(jnp.sin(conv(z, w))))(x)
-        return jnp.sum(gx**2)
-      return jax.grad(loss)(w)
-
-    np.testing.assert_allclose(second_order(mine), second_order(ref), rtol=1e-10, atol=1e-10)
-  with pytest.raises(ValueError, match='feature_group_count=C'):
-    cpu_convs.depthwise(jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 1, 4)), (1, 1),
-                                   [(1, 1), (1, 1)], feature_group_count=2)
-
-
-def test_efficientnet_depthwise_implementations_agree_and_auto_picks_shifts_on_cpu():
-  """``depthwise='shifts'`` and ``'conv'``: one parameter tree, the same logits and parameter
-  gradients in train mode (float64); ``auto`` resolves to ``shifts`` on this (CPU) backend."""
-  cfg = {'arch': 'efficientnet_b0', 'num_classes': 3, 'norm': 'batch', 'width': None}
-  shifts = models.create_model(ml_collections.ConfigDict({**cfg, 'depthwise': 'shifts'}))
-  conv = models.create_model(ml_collections.ConfigDict({**cfg, 'depthwise': 'conv'}))
-  assert models.create_model(ml_collections.ConfigDict(cfg)).depthwise == 'shifts'
-  assert jax.default_backend() == 'cpu'
-  with pytest.raises(ValueError, match="config.model.depthwise='grouped'"):
-    models.create_model(ml_collections.ConfigDict({**cfg, 'depthwise': 'grouped'}))
-  with jax.enable_x64(True):
-    x = jax.random.normal(jax.random.key(1), (2, 48, 48, 3), jnp.float64)
-    variables = jax.tree.map(lambda v: v.astype(jnp.float64),
-                             jax.jit(conv.init)(jax.random.key(0), x))
-    assert (jax.tree.map(jnp.shape, jax.eval_shape(shifts.init, jax.random.key(0), x))
-            == jax.tree.map(jnp.shape, variables))
-    y = jnp.array([0, 2])
-
-    def loss_and_grad(model):
-      def loss(p):
-        logits, _ = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, x,
-                                train=True, mutable=['batch_stats'])
-        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(2), y]), logits
-      return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables['params'])
-
-    (_, logits_s), grads_s = loss_and_grad(shifts)
-    (_, logits_c), grads_c = loss_and_grad(conv)
-    np.testing.assert_allclose(logits_s, logits_c, rtol=1e-9, atol=1e-12)
-    # Some gradients are zero analytically (BatchNorm cancels them): an absolute floor.
-    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads_c))
-    for gs, gc in zip(jax.tree.leaves(grads_s), jax.tree.leaves(grads_c)):
-      np.testing.assert_allclose(gs, gc, rtol=1e-7, atol=1e-10 * scale)
 
 
 @pytest.mark.parametrize('kernel,stride,cin,pad', [(7, 2, 1, 3), (3, 2, 3, 1), (1, 2, 4, 0),
@@ -292,16 +218,16 @@ def test_cpu_conv_kernel_gradient_of_few_examples_from_cotangent_windows(batch, 
       (True, 2) if windowed else (False, 4))  # forward, input gradient (+ lax's vjp: 2)
 
 
-def test_densenet_conv_grads_implementations_agree():
-  """A small DenseNet, ``conv_grads='cpu'`` (every convolution through ``cpu_convs.conv``)
-  vs ``'lax'``: the same logits and the same parameter gradient of a double-backprop loss,
+def test_densenet_with_custom_convolutions_agrees_with_flax():
+  """A small DenseNet with ``cpu_convs.Conv`` (every convolution through ``cpu_convs.conv``)
+  vs ``nn.Conv``: the same logits and the same parameter gradient of a double-backprop loss,
   float64, batch 2 (so the 3 x 3 kernel gradients are the windowed ones)."""
   make = functools.partial(densenet.DenseNet, block_sizes=(2, 2), growth_rate=4,
                            init_features=8, bn_size=2)
   with jax.enable_x64(True):
     x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3), jnp.float64)
     variables = jax.tree.map(lambda v: v.astype(jnp.float64),
-                             make(conv_grads='lax').init(jax.random.key(0), x))
+                             make(conv=nn.Conv).init(jax.random.key(0), x))
 
     def double_backprop(model):
       def loss(p):
@@ -310,10 +236,10 @@ def test_densenet_conv_grads_implementations_agree():
         return jnp.sum(jax.grad(lambda z: apply(z)[:, 1].sum())(x)**2) + jnp.sum(logits**2), logits
       return jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
 
-    jaxpr = str(jax.make_jaxpr(lambda v: make(conv_grads='cpu').apply(v, x))(variables))
+    jaxpr = str(jax.make_jaxpr(lambda v: make(conv=cpu_convs.Conv).apply(v, x))(variables))
     assert jaxpr.count('custom_vjp_call') == jaxpr.count('conv_general_dilated') == 10
-    grads_m, logits_m = double_backprop(make(conv_grads='cpu'))
-    grads_c, logits_c = double_backprop(make(conv_grads='lax'))
+    grads_m, logits_m = double_backprop(make(conv=cpu_convs.Conv))
+    grads_c, logits_c = double_backprop(make(conv=nn.Conv))
     np.testing.assert_allclose(logits_m, logits_c, rtol=1e-10, atol=1e-12)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads_c))
     for gm, gc in zip(jax.tree.leaves(grads_m), jax.tree.leaves(grads_c)):
@@ -328,18 +254,14 @@ def _equations(jaxpr):
       yield from _equations(sub)
 
 
-def test_resnet_conv_grads_implementations_agree_and_auto_picks_cpu_on_cpu():
-  """A ResNet with strided stem and stages, ``conv_grads='cpu'`` vs ``'lax'``: one
-  parameter tree, the same logits and the same parameter gradient of a double-backprop loss
-  (the input-gradient penalty the explanation methods train with), float64."""
-  cfg = {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 8,
-         'downsample': 'stride'}
-  custom = models.create_model(ml_collections.ConfigDict({**cfg, 'conv_grads': 'cpu'}))
-  lax_model = models.create_model(ml_collections.ConfigDict({**cfg, 'conv_grads': 'lax'}))
-  assert models.create_model(ml_collections.ConfigDict(cfg)).conv_grads == 'cpu'
-  assert jax.default_backend() == 'cpu'
-  with pytest.raises(ValueError, match="config.model.conv_grads='loops'"):
-    models.create_model(ml_collections.ConfigDict({**cfg, 'conv_grads': 'loops'}))
+def test_resnet_with_custom_convolutions_agrees_with_flax():
+  """A ResNet with strided stem and stages, ``cpu_convs.Conv`` vs ``nn.Conv``: one parameter
+  tree, the same logits and the same parameter gradient of a double-backprop loss (the
+  input-gradient penalty the explanation methods train with), float64."""
+  cfg = ml_collections.ConfigDict({'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group',
+                                   'width': 8, 'downsample': 'stride'})
+  custom = models.create_model(cfg, conv=cpu_convs.Conv)
+  lax_model = models.create_model(cfg)
   with jax.enable_x64(True):
     x = jax.random.normal(jax.random.key(1), (2, 32, 32, 1), jnp.float64)
     params = jax.tree.map(lambda v: v.astype(jnp.float64),
@@ -367,22 +289,22 @@ def test_resnet_conv_grads_implementations_agree_and_auto_picks_cpu_on_cpu():
       np.testing.assert_allclose(gm, gc, rtol=1e-9, atol=1e-11 * scale)
 
 
-def test_cpu_conv_grads_transpose_only_materialised_arrays():
+def test_custom_conv_gradients_transpose_only_materialised_arrays():
   """XLA:CPU's kernel-gradient convolutions read transposed operands. With ``lax``'s
   gradients XLA fuses the elementwise work that produces them into those transposes: the
   forward GroupNorm and ReLU that produce a convolution's input (up to 10 arrays), and in
   double backprop the first- and second-order derivatives that produce a cotangent (up to
-  14), all read and computed again in transposed order. ``conv_grads='cpu'`` materialises
+  14), all read and computed again in transposed order. ``cpu_convs.Conv`` materialises
   both operands first, so every transposed copy that a convolution reads copies one array,
   in the plain step and through double backprop."""
-  cfg = {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 8,
-         'downsample': 'stride'}
+  cfg = ml_collections.ConfigDict({'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group',
+                                   'width': 8, 'downsample': 'stride'})
   x = jax.random.normal(jax.random.key(1), (8, 32, 32, 1))  # lax's kernel gradients
-  options = compile_options.for_config(ml_collections.ConfigDict({'model': {}}))
+  options = compiler_options.for_library('eigen')
 
-  def transposed_operand_widths(conv_grads, double_backprop):
+  def transposed_operand_widths(conv, double_backprop):
     """How many arrays each transposing fusion that feeds a convolution reads."""
-    model = models.create_model(ml_collections.ConfigDict({**cfg, 'conv_grads': conv_grads}))
+    model = models.create_model(cfg, conv=conv)
     params = model.init(jax.random.key(0), x)['params']
 
     def loss(p):
@@ -399,7 +321,7 @@ def test_cpu_conv_grads_transpose_only_materialised_arrays():
     return [len(transposes[o].split(',')) for o in conv_operands if o in transposes]
 
   for double_backprop in (False, True):
-    cpu = transposed_operand_widths('cpu', double_backprop)
-    lax_widths = transposed_operand_widths('lax', double_backprop)
+    cpu = transposed_operand_widths(cpu_convs.Conv, double_backprop)
+    lax_widths = transposed_operand_widths(nn.Conv, double_backprop)
     assert len(cpu) >= 8 and set(cpu) == {1}, (double_backprop, cpu)
     assert max(lax_widths) >= 5, (double_backprop, lax_widths)

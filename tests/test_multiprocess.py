@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from mimic_jax import distributed
-from mimic_jax import input_pipeline
-from mimic_jax import train
+from mimic_jax import methods
+from mimic_jax.data import pipeline as input_pipeline
+from mimic_jax.runtime import distributed
+from mimic_jax.runtime import mesh as mesh_lib
+from mimic_jax.training import checkpoints
+from mimic_jax.training import loop
 
 
 def _free_port() -> int:
@@ -57,12 +60,13 @@ def test_two_processes_end_equal_to_one(tiny_dataset, tmp_path):
   assert 'on 4 device(s)' in log
   assert log.count('step 6/6') == 1  # only process 0 writes
   assert sorted(int(p.name) for p in (work / 'checkpoints').iterdir()) == [3, 6]
-  two = train.load_state(config, str(work), devices=jax.devices()[:4])
-  one = train.train_and_evaluate(config, str(tmp_path / 'one'), devices=jax.devices()[:4])
+  two = checkpoints.load_state(config, str(work), devices=jax.devices()[:4])
+  one = loop.train_and_evaluate(config, str(tmp_path / 'one'), devices=jax.devices()[:4])
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(two.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
   # ...and they are not simply the initial parameters.
-  init = train._initial_state(config, train.make_mesh(jax.devices()[:1]), (64, 64, 1))  # pylint: disable=protected-access
+  init = checkpoints.initial_state(methods.build(config), mesh_lib.make_mesh(jax.devices()[:1]),
+                                   (64, 64, 1))
   moved = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
            for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(two.params))]
   assert max(moved) > 1e-3

@@ -11,7 +11,9 @@ import jax
 import numpy as np
 
 from configs import test as test_config
-from mimic_jax import train
+from mimic_jax.runtime import preemption
+from mimic_jax.training import checkpoints
+from mimic_jax.training import loop
 
 
 def _config(tiny_dataset, steps):
@@ -24,7 +26,7 @@ def _config(tiny_dataset, steps):
 
 
 def _leaves(state):
-  return [np.asarray(x) for x in jax.tree.leaves((state.params, state.disc.params, state.rng))]
+  return [np.asarray(x) for x in jax.tree.leaves((state.params, state.method_state.params, state.rng))]
 
 
 def _main_cmd(tiny_dataset, workdir, steps):
@@ -48,7 +50,7 @@ def test_sigterm_checkpoints_exits_42_and_the_rerun_matches(tiny_dataset, tmp_pa
     time.sleep(0.2)
   os.kill(proc.pid, signal.SIGTERM)
   _, err = proc.communicate(timeout=240)
-  assert proc.returncode == train.PREEMPTED_EXIT_CODE, err[-3000:]
+  assert proc.returncode == preemption.EXIT_CODE, err[-3000:]
   text = log.read_text()
   assert 'SIGTERM: checkpoint at step' in text
   stopped = int(text.split('SIGTERM: checkpoint at step ')[1].split()[0])
@@ -59,8 +61,8 @@ def test_sigterm_checkpoints_exits_42_and_the_rerun_matches(tiny_dataset, tmp_pa
   assert f'Resumed from checkpoint step {stopped}' in log.read_text()
   config = _config(tiny_dataset, steps)
   # main.py ran on all (8 fake) devices; so does the uninterrupted reference.
-  resumed = train.load_state(config, str(work))
-  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  resumed = checkpoints.load_state(config, str(work))
+  straight = loop.train_and_evaluate(config, str(tmp_path / 'straight'))
   for a, b in zip(_leaves(straight), _leaves(resumed)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
@@ -68,18 +70,18 @@ def test_sigterm_checkpoints_exits_42_and_the_rerun_matches(tiny_dataset, tmp_pa
 def test_corrupted_latest_checkpoint_falls_back(tiny_dataset, tmp_path):
   config = _config(tiny_dataset, 8)
   work = tmp_path / 'run'
-  train.train_and_evaluate(config, str(work), devices=jax.devices()[:1])  # saves 4 and 8
+  loop.train_and_evaluate(config, str(work), devices=jax.devices()[:1])  # saves 4 and 8
   for f in (work / 'checkpoints' / '8').rglob('*'):
     if f.is_file() and f.parent.name == 'd':
       f.write_bytes(b'\0garbage' * 8)
   # A run killed while writing leaves only a temporary folder, which must be ignored.
   (work / 'checkpoints' / '12.orbax-checkpoint-tmp').mkdir()
   config.num_train_steps = 12
-  resumed = train.train_and_evaluate(config, str(work), devices=jax.devices()[:1])
+  resumed = loop.train_and_evaluate(config, str(work), devices=jax.devices()[:1])
   text = (work / 'log.txt').read_text()
   assert 'Checkpoint step 8 cannot be restored' in text
   assert 'Resumed from checkpoint step 4' in text
-  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'),
+  straight = loop.train_and_evaluate(config, str(tmp_path / 'straight'),
                                       devices=jax.devices()[:1])
   for a, b in zip(_leaves(straight), _leaves(resumed)):
     np.testing.assert_array_equal(a, b)

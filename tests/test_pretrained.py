@@ -21,9 +21,12 @@ from safetensors.numpy import save_file
 
 from configs import test as test_config
 from mimic_jax import convert_weights
+from mimic_jax import methods
 from mimic_jax import models
-from mimic_jax import pretrained
-from mimic_jax import train
+from mimic_jax.models import pretrained
+from mimic_jax.runtime import mesh as mesh_lib
+from mimic_jax.training import checkpoints
+from mimic_jax.training import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TORCH_PYTHON = os.environ.get('MIMIC_TORCH_PYTHON', str(ROOT / '.venv-torch' / 'bin' / 'python'))
@@ -161,8 +164,8 @@ def test_ensemble_starts_from_the_weights(reference, tiny_dataset, member_init):
   weights = reference('resnet18') / 'weights.safetensors'
   config = _pretrained_config(tiny_dataset, weights, 'ensemble', member_init=member_init)
   assert config.model.input_channels == 1  # the synthetic configs' grey input
-  mesh = train.make_mesh(jax.devices()[:1])
-  state = train._initial_state(config, mesh, (64, 64, 1))  # pylint: disable=protected-access
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  state = checkpoints.initial_state(methods.build(config), mesh, (64, 64, 1))
   torch_sd = pretrained.read_state_dict(weights)
   p = jax.device_get(state.params)
   stem = p['stem']['kernel']  # (M, 7, 7, 1, 64): the RGB filters summed, per sub-model
@@ -191,7 +194,7 @@ def test_fine_tuning_from_converted_weights(reference, tiny_dataset, tmp_path, m
   assert _convert_cli(ref / 'weights.safetensors', converted).returncode == 0
   config = _pretrained_config(tiny_dataset, converted, method)
   config.model.input_channels = 3
-  state = train.train_and_evaluate(config, str(tmp_path / 'run'), devices=jax.devices()[:1])
+  state = loop.train_and_evaluate(config, str(tmp_path / 'run'), devices=jax.devices()[:1])
   sd = pretrained.read_state_dict(ref / 'weights.safetensors')
   start = sd['layer4.1.conv2.weight'].transpose(2, 3, 1, 0)
   end = np.asarray(state.params['BasicBlock_7']['Conv_1']['kernel'])

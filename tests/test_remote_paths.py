@@ -12,10 +12,10 @@ from etils import epath
 from etils.epath import testing as epath_testing
 
 from configs import test as test_config
-from mimic_jax import data_staging
-from mimic_jax import input_pipeline
-from mimic_jax import metric_writer
-from mimic_jax import report_figures
+from mimic_jax.data import pipeline as input_pipeline
+from mimic_jax.data import staging as data_staging
+from mimic_jax.evaluation import figures as report_figures
+from mimic_jax.training import metric_writer
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from configs import mimic as mimic_config
 from configs import test as test_config
 from mimic_jax import config_check
-from mimic_jax import train
+from mimic_jax.training import loop
 
 
 def _config(tiny_dataset, variant='mimic', **overrides):
@@ -24,13 +24,13 @@ def _config(tiny_dataset, variant='mimic', **overrides):
 
 def _leaves(state):
   return [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats,
-                                                  state.disc.params if state.disc else None))]
+                                                  state.method_state.params if state.method_state else None))]
 
 
 @pytest.mark.parametrize('variant', ['baseline', 'ensemble', 'gaze'])
 def test_each_method_trains_and_writes_logs(tiny_dataset, tmp_path, variant):
   config = _config(tiny_dataset, variant)
-  state = train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  state = loop.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   assert int(state.step) == 4
   assert (tmp_path / 'checkpoints' / '4').exists()
   log = (tmp_path / 'log.txt').read_text()
@@ -45,8 +45,8 @@ def test_each_method_trains_and_writes_logs(tiny_dataset, tmp_path, variant):
 def test_one_and_eight_devices_give_the_same_parameters(tiny_dataset, tmp_path):
   assert jax.device_count() == 8
   config = _config(tiny_dataset, 'mimic')
-  one = train.train_and_evaluate(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
-  eight = train.train_and_evaluate(config, str(tmp_path / 'eight'), devices=jax.devices())
+  one = loop.train_and_evaluate(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
+  eight = loop.train_and_evaluate(config, str(tmp_path / 'eight'), devices=jax.devices())
   # The 8-device step sums its gradient in another order; Adam divides by sqrt(v), so on a
   # parameter whose gradient is near zero that float32 rounding moves an update by up to a
   # step's size (lr). 1e-5 is 0.3% of one step at the test config's learning rate, 3e-3.
@@ -57,10 +57,10 @@ def test_one_and_eight_devices_give_the_same_parameters(tiny_dataset, tmp_path):
 def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
   config = _config(tiny_dataset, 'mimic', num_train_steps=6, checkpoint_every_steps=2,
                    **{'mimic.alternation': 'step'})
-  full = train.train_and_evaluate(config, str(tmp_path / 'full'), devices=jax.devices()[:1])
-  train.train_and_evaluate(config, str(tmp_path / 'cut'), devices=jax.devices()[:1],
+  full = loop.train_and_evaluate(config, str(tmp_path / 'full'), devices=jax.devices()[:1])
+  loop.train_and_evaluate(config, str(tmp_path / 'cut'), devices=jax.devices()[:1],
                            stop_after=3)
-  resumed = train.train_and_evaluate(config, str(tmp_path / 'cut'), devices=jax.devices()[:1])
+  resumed = loop.train_and_evaluate(config, str(tmp_path / 'cut'), devices=jax.devices()[:1])
   assert 'Resumed from checkpoint step 3' in (tmp_path / 'cut' / 'log.txt').read_text()
   for a, b in zip(_leaves(full), _leaves(resumed)):
     np.testing.assert_array_equal(a, b)
@@ -69,8 +69,8 @@ def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
 
 def test_non_finite_loss_stops_before_checkpointing(tiny_dataset, tmp_path):
   config = _config(tiny_dataset, 'baseline', learning_rate=1e38, checkpoint_every_steps=1)
-  with pytest.raises(train.NonFiniteLossError, match='non-finite training metrics at step') as e:
-    train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  with pytest.raises(loop.NonFiniteLossError, match='non-finite training metrics at step') as e:
+    loop.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   bad_step = int(str(e.value).split('at step ')[1].split(':')[0])
   saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
   assert saved and max(saved) == bad_step - 1

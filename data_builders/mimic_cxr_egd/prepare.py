@@ -14,6 +14,11 @@ def config_name(config: str, gaze_sigma: float | None = None,
           ('_skip' if skip_invalid_rows else ''))
 
 
+def image_size(config: str) -> int:
+  """The image side of a named builder config, pixels."""
+  return {c.name: c.image_size for c in egd_builder.MimicCxrEgd.BUILDER_CONFIGS}[config]
+
+
 def make_builder(manual_dir, data_dir, config='224', gaze_sigma=None, skip_invalid_rows=False,
                  num_workers=None) -> egd_builder.MimicCxrEgd:
   """The builder for a named config, or a derived one for a sigma / skip override."""

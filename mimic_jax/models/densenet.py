@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from mimic_jax.models import cpu_convs
+ModuleDef = Any
+
 
 
 class DenseNet(nn.Module):
@@ -24,18 +26,15 @@ class DenseNet(nn.Module):
   init_features: int = 64
   bn_size: int = 4
   num_classes: int = 3
-  norm: str = 'batch'
+  norm: str = 'batch'  # BatchNorm only, as torchvision
   dtype: Any = None  # computation dtype (None: the inputs'; parameters stay float32)
-  conv_grads: str = 'lax'  # every convolution's: 'lax' | 'cpu' (cpu_convs.conv)
+  conv: ModuleDef = nn.Conv  # every convolution's module (flax's, or a drop-in replacement)
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    if self.norm != 'batch':
-      raise ValueError('DenseNet supports norm="batch" only (as torchvision)')
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             conv_general_dilated=cpu_convs.conv_fn(self.conv_grads))
+    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype)
     x = conv(self.init_features, (7, 7), (2, 2), padding=3, name='conv0')(x)
     x = nn.relu(norm(name='norm0')(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))

@@ -1,10 +1,10 @@
 """EfficientNet-B0 (Tan & Le 2019) in Flax Linen, layer for layer as timm's ``efficientnet_b0``
-(BatchNorm epsilon 1e-5, symmetric padding; ``mimic_jax.pretrained`` loads its weights).
+(BatchNorm epsilon 1e-5, symmetric padding; ``mimic_jax.models.pretrained`` loads its weights).
 
 Input ``(B, H, W, C)``; logits ``(B, num_classes)``. Each of the 7 MBConv stages is exposed
 as ``stage{i}`` (``stage7``, 320 channels at H/32, is the paper's Grad-CAM layer
 ``encoder.blocks.6``) and the 1280-channel head map as ``features``. Stochastic depth and the
-classifier dropout of the reference are not applied (deterministic training; documented).
+classifier dropout of the reference are not applied (deterministic training).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from mimic_jax.models import cpu_convs
+ModuleDef = Any
 
 # (expand ratio, kernel, stride, output channels, repeats) of B0.
 B0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
@@ -30,22 +31,21 @@ class MBConv(nn.Module):
   out: int
   train: bool
   dtype: Any = None
-  depthwise: str = 'conv'
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> jax.Array:
     norm = functools.partial(nn.BatchNorm, use_running_average=not self.train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
-    conv = functools.partial(nn.Conv, dtype=self.dtype)
+    conv = functools.partial(self.conv, dtype=self.dtype)
     cin = x.shape[-1]
     hidden = cin * self.expand
     y = x
     if self.expand != 1:
       y = nn.silu(norm()(conv(hidden, (1, 1), use_bias=False)(y)))
-    pad = self.kernel // 2
-    dw = cpu_convs.depthwise if self.depthwise == 'shifts' else None
-    y = conv(hidden, (self.kernel, self.kernel), (self.strides, self.strides), padding=pad,
-             feature_group_count=hidden, use_bias=False, conv_general_dilated=dw)(y)
+    y = nn.Conv(hidden, (self.kernel, self.kernel), (self.strides, self.strides),
+                padding=self.kernel // 2, feature_group_count=hidden, use_bias=False,
+                dtype=self.dtype)(y)  # depthwise
     y = nn.silu(norm()(y))
     s = jnp.mean(y, axis=(1, 2), keepdims=True)
     s = nn.silu(conv(max(1, cin // 4), (1, 1))(s))
@@ -59,29 +59,20 @@ class MBConv(nn.Module):
 class EfficientNetB0(nn.Module):
   """EfficientNet-B0 with a ``num_classes`` linear head."""
   num_classes: int = 3
-  norm: str = 'batch'
+  norm: str = 'batch'  # BatchNorm only, as timm
   dtype: Any = None  # computation dtype (None: the inputs'; parameters stay float32)
-  # Depthwise convolutions: 'conv' (lax grouped convolution) or 'shifts' (sums of shifted
-  # slices, the same numbers; XLA:CPU's grouped-convolution gradients are C times the FLOPs).
-  depthwise: str = 'conv'
-  conv_grads: str = 'lax'  # the stem's: 'lax' | 'cpu' (cpu_convs.conv)
+  conv: ModuleDef = nn.Conv  # every dense convolution's module
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    stem_fn = cpu_convs.conv_fn(self.conv_grads)
-    if self.depthwise not in ('conv', 'shifts'):
-      raise ValueError(f'depthwise={self.depthwise!r}; use "conv" or "shifts"')
-    if self.norm != 'batch':
-      raise ValueError('EfficientNet-B0 supports norm="batch" only (as timm)')
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    x = nn.silu(norm(name='stem_norm')(conv(32, (3, 3), (2, 2), padding=1,
-                                              conv_general_dilated=stem_fn, name='stem')(x)))
+    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype)
+    x = nn.silu(norm(name='stem_norm')(conv(32, (3, 3), (2, 2), padding=1, name='stem')(x)))
     for i, (expand, kernel, strides, out, repeats) in enumerate(B0_STAGES):
       for j in range(repeats):
         x = MBConv(expand, kernel, strides if j == 0 else 1, out, train, self.dtype,
-                   self.depthwise, name=f'stage{i + 1}_block{j + 1}')(x)
+                   self.conv, name=f'stage{i + 1}_block{j + 1}')(x)
       x = self.perturb(f'stage{i + 1}', x)
       self.sow('intermediates', f'stage{i + 1}', x)
     x = nn.silu(norm(name='head_norm')(conv(1280, (1, 1), name='head')(x)))

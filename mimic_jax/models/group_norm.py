@@ -1,16 +1,14 @@
 """Group normalisation (Wu & He, 2018) with ``flax.linen.GroupNorm``'s parameters and
-numbers, written so that XLA runs it and its first- and second-order gradients in few passes
-over the activations.
+numbers, written so that its first- and second-order gradients are few passes over the
+activations.
 
 flax reshapes ``(B, H, W, C)`` to ``(B, H, W, G, C/G)`` and reduces over ``H, W, C/G``; its
 automatic derivative, and the derivative of that derivative (double backprop through an
 explanation), become many small reductions and broadcasts over that five-dimensional view.
 Here the statistics are per-channel sums over ``H, W`` folded into groups on the small
 ``(B, C)`` arrays, and the normalisation is one multiply-add with per-example, per-channel
-coefficients; JAX's derivatives of that are again per-channel sums and multiply-adds (a
-hand-written VJP of the same form was no faster). On the CPU configuration (tiny GroupNorm
-ResNet, 64 px, batch 32) the plain training step went from 0.053 to 0.036 s
-(``benchmarks/RESULTS.md``, change 11).
+coefficients; JAX's derivatives of that are again per-channel sums and multiply-adds. The
+demo model's training step is about a third faster this way (``benchmarks/RESULTS.md``).
 
 Same mathematics as flax (its default fast variance ``E[x^2] - E[x]^2``, clipped at 0;
 statistics in float32; output in ``dtype`` or, when that is ``None``, the promoted dtype of
@@ -79,8 +77,8 @@ def group_norm(x, scale, bias, group_size: int, epsilon: float):
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   count = x.size // (x.shape[0] * x.shape[-1]) * group_size
   mean = _group_mean(_channel_sums(x), group_size, count)
-  # x * x, not jnp.square(x): the JVP of square keeps 2 * x as an extra array, which XLA:CPU
-  # materialises for double backprop (3% of the `mimic` step's bytes); x * x's keeps x.
+  # x * x, not jnp.square(x): the JVP of square keeps 2 * x as an extra array for double
+  # backprop; x * x's keeps x.
   mean_sq = _group_mean(_channel_sums(x * x), group_size, count)
   rstd = jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0) + epsilon)
   a = rstd * scale

@@ -1,4 +1,4 @@
-"""Differentiable, batched explainers and their post-processing.
+"""Attribution explainers: differentiable, batched gradients of the target logit at the input.
 
 Attribution explainers take ``logit_fn(x) -> logits`` (float32 ``(B, K)``; a closure over the
 parameters, so everything here is differentiable with respect to them: ``jax.grad`` of a loss
@@ -7,8 +7,6 @@ of an explanation is double backprop), inputs ``x`` ``(B, H, W, C)`` and integer
 *logit* of the target class (as Grad-CAM and captum use). Examples are independent as long as
 ``logit_fn`` is (eval-mode BatchNorm or GroupNorm), so one backward pass of the summed target
 logits gives every example's own input gradient.
-
-:func:`grad_cam` needs the model's feature maps; see its docstring.
 """
 
 from __future__ import annotations
@@ -97,33 +95,6 @@ def integrated_gradients(logit_fn: LogitFn, x, y, rng=None, *, steps: int = 16,
   return logit_fn(x), (x - b) * _sample_grads(logit_fn, points, y).mean(axis=0)
 
 
-def grad_cam(apply_fn: Callable, variables: dict, x, y, *, layer: str):
-  """Grad-CAM (Selvaraju et al. 2017) at the feature map named ``layer``.
-
-  The model must expose that map with ``self.perturb(layer, a)`` and
-  ``self.sow('intermediates', layer, a)`` (all ``mimic_jax.models`` do, per stage), and
-  ``apply_fn(variables, x, train=False, mutable=[...])`` must run it in eval mode.
-
-  Returns ``(logits, cam)`` with ``cam`` float ``(B, h, w)`` at the layer's resolution:
-  ``ReLU(sum_c w_c A_c)`` with ``w_c`` the spatial mean of ``d logit_y / dA_c``.
-  """
-  def run(perturbations):
-    logits, state = apply_fn({**variables, 'perturbations': perturbations}, x, train=False,
-                             mutable=['intermediates'])
-    score = jnp.sum(logits * jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype))
-    return score, (logits, state['intermediates'][layer][0])
-
-  shapes = jax.eval_shape(
-      lambda: apply_fn(variables, x, train=False, mutable=['perturbations'])[1])
-  if layer not in shapes['perturbations']:
-    raise ValueError(f'layer {layer!r} is not exposed by the model; it exposes '
-                     f'{sorted(shapes["perturbations"])}')
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['perturbations'])
-  grads, (logits, feats) = jax.grad(run, has_aux=True)(zeros)
-  weights = grads[layer].mean(axis=(1, 2), keepdims=True)
-  return logits, jax.nn.relu(jnp.sum(weights * feats, axis=-1))
-
-
 ATTRIBUTION_EXPLAINERS = {
     'input_gradients': input_gradients,
     'gradient_x_input': gradient_x_input,
@@ -131,35 +102,3 @@ ATTRIBUTION_EXPLAINERS = {
     'gradient_shap': gradient_shap,
     'integrated_gradients': integrated_gradients,
 }
-
-
-def postprocess(attribution: jax.Array, *, sign: str = 'abs', channels: str = 'sum',
-                normalize: str = 'minmax', pool: int = 1) -> jax.Array:
-  """Composable map post-processing, per example.
-
-  Args:
-    attribution: ``(B, H, W, C)`` or ``(B, H, W)``.
-    sign: ``'abs'``, ``'relu'`` or ``'none'``.
-    channels: reduce C by ``'sum'``, ``'mean'`` or ``'max'`` (ignored for 3-D input).
-    normalize: ``'minmax'`` to [0, 1], ``'sum'`` to a distribution, or ``'none'``.
-    pool: average-pool by this integer factor (downsampling before a discriminator).
-
-  Returns:
-    ``(B, H / pool, W / pool)`` float maps.
-  """
-  a = {'abs': jnp.abs, 'relu': jax.nn.relu, 'none': lambda v: v}[sign](attribution)
-  if a.ndim == 4:
-    a = {'sum': jnp.sum, 'mean': jnp.mean, 'max': jnp.max}[channels](a, axis=-1)
-  if pool > 1:
-    b, h, w = a.shape
-    a = a[:, :h - h % pool, :w - w % pool].reshape(b, h // pool, pool, w // pool, pool)
-    a = a.mean(axis=(2, 4))
-  if normalize == 'minmax':
-    lo = a.min(axis=(1, 2), keepdims=True)
-    hi = a.max(axis=(1, 2), keepdims=True)
-    a = (a - lo) / jnp.maximum(hi - lo, 1e-12)
-  elif normalize == 'sum':
-    a = a / jnp.maximum(a.sum(axis=(1, 2), keepdims=True), 1e-12)
-  elif normalize != 'none':
-    raise ValueError(f'unknown normalize {normalize!r}')
-  return a

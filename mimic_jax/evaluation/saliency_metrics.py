@@ -1,8 +1,9 @@
 """Saliency-map metrics of the MIT saliency benchmark (Bylinskii et al., TPAMI 2018).
 
-Float64 NumPy reference implementations following ``cvzoya/saliency/code_forMetrics`` (see
-``shared/specs/saliency-metrics.md``), one function per metric, plus batched ``jax.numpy``
-versions of KLD, NSS, CC and SIM for use inside ``jit``.
+Float64 NumPy implementations following the benchmark's MATLAB code
+(``cvzoya/saliency/code_forMetrics``), one function per metric. :func:`kld` also takes
+``jax.numpy`` arrays of any batch shape (``xp=jax.numpy``): the ``gaze`` method's training loss
+is this same function.
 
 Conventions:
 - ``saliency`` is the model map, ``gaze`` the continuous gaze density, ``fixation_map`` the
@@ -17,7 +18,6 @@ Conventions:
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
@@ -39,16 +39,24 @@ def _minmax(m: np.ndarray) -> np.ndarray:
     return (m - lo) / (hi - lo)  # NaN for a constant map, as MATLAB's 0/0
 
 
-def kld(saliency, gaze) -> float:
-  """KL(gaze || saliency) in nats: ``sum G log(eps + G / (S + eps))`` on sum-normalised maps
-  (an all-zero map is left as it is). Lower is better; 0 for identical maps."""
-  g = np.asarray(gaze, np.float64)
-  s = resize_to(saliency, g.shape)
-  if s.any():
-    s = s / s.sum()
-  if g.any():
-    g = g / g.sum()
-  return float(np.sum(g * np.log(EPS + g / (s + EPS))))
+def _sum_normalise(m, xp):
+  """``m`` divided by its sum over the last two axes; an all-zero map is left as it is."""
+  total = m.sum(axis=(-2, -1), keepdims=True)
+  return m / xp.where(total != 0, total, 1)
+
+
+def kld(saliency, gaze, xp=np):
+  """KL(gaze || saliency) in nats over the last two axes: ``sum G log(eps + G / (S + eps))`` on
+  sum-normalised maps (an all-zero map is left as it is). Lower is better; 0 for identical
+  maps. NumPy: 2-D maps in float64, the saliency map resized to the gaze grid like every
+  metric here. ``xp=jax.numpy``: maps of the same shape ``(..., S, S)``, computed in their
+  dtype, differentiable."""
+  if xp is np:
+    gaze = np.asarray(gaze, np.float64)
+    saliency = resize_to(saliency, gaze.shape)
+  s, g = _sum_normalise(saliency, xp), _sum_normalise(gaze, xp)
+  value = xp.sum(g * xp.log(EPS + g / (s + EPS)), axis=(-2, -1))
+  return float(value) if xp is np else value
 
 
 def nss(saliency, fixation_map) -> float:
@@ -156,48 +164,3 @@ def information_gain(saliency, fixation_map, baseline) -> float:
     return float('nan')
   s, b = s / s.sum(), b / b.sum()
   return float(np.mean(np.log2(EPS + s[f]) - np.log2(EPS + b[f])))
-
-
-# ---- batched jax.numpy versions: (B, H, W) maps of equal size, float32 or float64 ----------
-
-
-def _sum_normalise(m):
-  total = m.sum(axis=(1, 2), keepdims=True)
-  return jnp.where(total != 0, m / jnp.where(total != 0, total, 1.0), m)
-
-
-def kld_batch(saliency, gaze):
-  """``(B,)`` KL(gaze || saliency), as :func:`kld`."""
-  eps = jnp.finfo(jnp.float64).eps
-  s, g = _sum_normalise(saliency), _sum_normalise(gaze)
-  return jnp.sum(g * jnp.log(eps + g / (s + eps)), axis=(1, 2))
-
-
-def nss_batch(saliency, fixation_map):
-  """``(B,)`` NSS, as :func:`nss` (N-1 std; NaN if constant or no fixation)."""
-  n = saliency.shape[1] * saliency.shape[2]
-  mean = saliency.mean(axis=(1, 2), keepdims=True)
-  std = jnp.sqrt(((saliency - mean) ** 2).sum(axis=(1, 2), keepdims=True) / (n - 1))
-  z = (saliency - mean) / std
-  f = (fixation_map != 0).astype(saliency.dtype)
-  return (z * f).sum(axis=(1, 2)) / f.sum(axis=(1, 2))
-
-
-def cc_batch(saliency, gaze):
-  """``(B,)`` Pearson correlation, as :func:`cc`."""
-  s = saliency - saliency.mean(axis=(1, 2), keepdims=True)
-  g = gaze - gaze.mean(axis=(1, 2), keepdims=True)
-  return (s * g).mean(axis=(1, 2)) / (jnp.sqrt((s ** 2).mean(axis=(1, 2))) *
-                                      jnp.sqrt((g ** 2).mean(axis=(1, 2))))
-
-
-def sim_batch(saliency, gaze):
-  """``(B,)`` similarity, as :func:`sim`."""
-  def norm(m):
-    lo = m.min(axis=(1, 2), keepdims=True)
-    hi = m.max(axis=(1, 2), keepdims=True)
-    mm = (m - lo) / (hi - lo)
-    mm = mm / mm.sum(axis=(1, 2), keepdims=True)
-    nonzero = jnp.any(m != 0, axis=(1, 2), keepdims=True)
-    return jnp.where(nonzero, mm, m)
-  return jnp.minimum(norm(saliency), norm(gaze)).sum(axis=(1, 2))

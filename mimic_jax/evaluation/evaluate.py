@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,35 +24,31 @@ import numpy as np
 from etils import epath
 
 from data_builders.mimic_cxr_egd import egd_format
-from mimic_jax import bootstrap
-from mimic_jax import classification_metrics
-from mimic_jax import compile_options
-from mimic_jax import consistency
-from mimic_jax import explain
-from mimic_jax import input_pipeline
-from mimic_jax import methods
-from mimic_jax import saliency_metrics as sm
-from mimic_jax import steps
-from mimic_jax import train
-
-EXPLAINERS = ('grad_cam', 'input_gradients', 'gradient_shap')
-MAP_METRICS = ('kld', 'nss', 'cc', 'sim', 'auc_judd', 'auc_borji', 'auc_shuffled',
-               'information_gain')
-LOWER_IS_BETTER = {'kld'}
+from mimic_jax import models
+from mimic_jax import tuning as tuning_lib
+from mimic_jax.data import pipeline
+from mimic_jax.evaluation import bootstrap
+from mimic_jax.evaluation import classification_metrics
+from mimic_jax.evaluation import consistency
+from mimic_jax.evaluation import report
+from mimic_jax.evaluation import saliency_metrics as sm
+from mimic_jax.methods import base
+from mimic_jax.training import checkpoints
+from mimic_jax.training import state as state_lib
 
 
-def _member_maps(state: steps.TrainState, x, y, rng, explainer: str, size: int):
+def _member_maps(state: state_lib.TrainState, x: jax.Array, y: jax.Array, rng: jax.Array, *,
+                 explainer: str, size: int, layer: str, execution: str) -> jax.Array:
   """``(M, B, size, size)`` non-negative maps of every sub-model, on the gaze grid."""
+  variables = base.eval_variables(state.params, state.batch_stats)
   if explainer == 'grad_cam':
-    cams = steps.gradcam_maps(state, x, y, layer='features')
-    m, b = cams.shape[:2]
-    return jax.image.resize(cams, (m, b, size, size), 'linear')
-  variables = ({'params': state.params, 'batch_stats': state.batch_stats}
-               if state.batch_stats else {'params': state.params})
-  kwargs = {'samples': 8} if explainer == 'gradient_shap' else {}
-  maps = methods.member_explanations(
-      state.apply_fn, variables, x, y, rng, explainer=explainer, explainer_kwargs=kwargs,
-      post={'sign': 'abs', 'channels': 'sum', 'normalize': 'none'}, execution='auto')
+    maps = base.member_grad_cams(state.apply_fn, variables, x, y, layer=layer,
+                                 execution=execution)
+  else:
+    kwargs = {'samples': 8} if explainer == 'gradient_shap' else {}
+    maps = base.member_explanations(
+        state.apply_fn, variables, x, y, rng, explainer=explainer, explainer_kwargs=kwargs,
+        post={'sign': 'abs', 'channels': 'sum', 'normalize': 'none'}, execution=execution)
   if maps.shape[-1] != size:
     m, b = maps.shape[:2]
     maps = jax.image.resize(maps, (m, b, size, size), 'linear')
@@ -59,7 +57,7 @@ def _member_maps(state: steps.TrainState, x, y, rng, explainer: str, size: int):
 
 def _score_maps(maps: np.ndarray, gaze: np.ndarray, fixations: np.ndarray,
                 other_fixations: np.ndarray, baseline: np.ndarray) -> dict[str, list[float]]:
-  out = {k: [] for k in MAP_METRICS}
+  out = {k: [] for k in report.MAP_METRICS}
   for i, (s, g, f) in enumerate(zip(maps, gaze, fixations)):
     out['kld'].append(sm.kld(s, g))
     out['nss'].append(sm.nss(s, f))
@@ -79,28 +77,29 @@ def _other_fixations(fix: np.ndarray, k: int = 10) -> np.ndarray:
                    for i in range(n)])
 
 
-def collect(config: ml_collections.ConfigDict, state: steps.TrainState, split: str = 'test',
-            seed: int = 0) -> dict:
+def collect(config: ml_collections.ConfigDict, state: state_lib.TrainState,
+            tuning: tuning_lib.Tuning, split: str = 'test', seed: int = 0) -> dict:
   """Runs the model over a split: scores, labels, gaze, fixation maps and explanation maps."""
-  source = input_pipeline.data_source(config.data, split)
-  size = input_pipeline.preprocess(source[0], config.model.input_channels)['gaze'].shape[0]
-  options = compile_options.for_config(config)
-  predict = jax.jit(steps.predict, compiler_options=options)
-  maps_fn = {e: jax.jit(functools.partial(_member_maps, explainer=e, size=size),
-                        compiler_options=options)
-             for e in EXPLAINERS}
+  source = pipeline.data_source(config.data, split)
+  size = pipeline.image_shape(config)[0]
+  execution = tuning.ensemble_execution
+  predict = tuning.jit(lambda s, x: base.ensemble_log_probs(
+      s.apply_fn, base.eval_variables(s.params, s.batch_stats), x, execution=execution))
+  maps_fn = {e: tuning.jit(functools.partial(
+      _member_maps, explainer=e, size=size, layer=models.gradcam_layer(config.model.arch),
+      execution=execution)) for e in report.EXPLAINERS}
   keep = {k: [] for k in ('scores', 'label', 'gaze', 'fixation_map', 'image')}
-  maps = {e: [] for e in EXPLAINERS}
+  maps = {e: [] for e in report.EXPLAINERS}
   rng = jax.random.key(seed)
-  for batch in input_pipeline.eval_batches(source, global_batch=config.batch_size,
-                                           input_channels=config.model.input_channels,
-                                           process_index=0, process_count=1):
+  for batch in pipeline.eval_batches(source, global_batch=config.batch_size,
+                                     input_channels=config.model.input_channels,
+                                     process_index=0, process_count=1):
     mask = batch['mask']
     x, y = jnp.asarray(batch['image']), jnp.asarray(batch['label'])
     keep['scores'].append(np.asarray(predict(state, x))[mask])
     for k in ('label', 'gaze', 'fixation_map', 'image'):
       keep[k].append(batch[k][mask])
-    for e in EXPLAINERS:
+    for e in report.EXPLAINERS:
       rng, sub = jax.random.split(rng)
       maps[e].append(np.asarray(maps_fn[e](state, x, y, sub))[:, mask])
   out = {k: np.concatenate(v) for k, v in keep.items()}
@@ -116,22 +115,24 @@ def _summarise(per_image: dict[str, list[float]]) -> dict[str, dict[str, float]]
   return res
 
 
-def evaluate_run(config: ml_collections.ConfigDict, workdir: str, split: str = 'test',
-                 devices=None) -> dict:
+def evaluate_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                 split: str = 'test', *, tuning: tuning_lib.Tuning | None = None,
+                 devices: Sequence[jax.Device] | None = None) -> dict:
   """Evaluates the latest checkpoint of ``workdir``; returns and writes the results.
 
   ``devices`` default to this process's own: in a multi-process run every process evaluates
   the whole split by itself (EGD's test split is small) and process 0 writes the results.
   """
-  state = train.load_state(config, workdir,
-                           devices=jax.local_devices() if devices is None else devices)
-  data = collect(config, state, split)
+  tuning = tuning or tuning_lib.resolve(config.xla)
+  state = checkpoints.load_state(config, workdir, tuning=tuning,
+                                 devices=jax.local_devices() if devices is None else devices)
+  data = collect(config, state, tuning, split)
   baseline = _mean_train_gaze(config)
   other = _other_fixations(data['fixation_map'])
   class_names = list(egd_format.CLASS_NAMES)
   results = {
       'workdir': str(workdir), 'split': split, 'method': config.method,
-      'num_models': steps.num_members(config), 'num_images': int(len(data['label'])),
+      'num_models': jax.tree.leaves(state.params)[0].shape[0], 'num_images': int(len(data['label'])),
       'classification': classification_metrics.summary(data['scores'], data['label'],
                                                        class_names),
       'explanations': {}, 'per_image': {'label': data['label'].tolist()},
@@ -155,58 +156,17 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, split: str = '
   out = epath.Path(workdir) / 'eval' / split
   out.mkdir(parents=True, exist_ok=True)
   (out / 'metrics.json').write_text(json.dumps(results, indent=1))
-  (out / 'report.md').write_text(markdown_report(results))
-  from mimic_jax import report_figures  # pylint: disable=g-import-not-at-top
-  report_figures.gallery(data, class_names, out)
+  (out / 'report.md').write_text(report.markdown_report(results))
+  from mimic_jax.evaluation import figures  # noqa: PLC0415 (matplotlib only when writing)
+  figures.gallery(data, class_names, out)
   return results
 
 
 def _mean_train_gaze(config) -> np.ndarray:
   """Mean gaze map of the training split: the centre-bias baseline for information gain."""
-  source = input_pipeline.data_source(config.data, 'train')
+  source = pipeline.data_source(config.data, 'train')
   total = None
   for i in range(len(source)):
     g = np.asarray(source[i]['gaze'], np.float64)
     total = g if total is None else total + g
   return total / len(source)
-
-
-def _fmt(entry: dict) -> str:
-  lo, hi = entry['ci95']
-  return f'{entry["mean"]:.4f} [{lo:.4f}, {hi:.4f}]'
-
-
-def markdown_report(results: dict) -> str:
-  """The human-readable report of :func:`evaluate_run`'s results."""
-  c = results['classification']
-  lines = [f'# Evaluation of `{results["workdir"]}` ({results["split"]} split)', '',
-           f'Method `{results["method"]}` with {results["num_models"]} sub-model(s), '
-           f'{results["num_images"]} images. Means with 95% bootstrap intervals (2,000 '
-           'resamples of images).', '', '## Classification', '',
-           f'- accuracy {c["accuracy"]:.4f}, macro F1 {c["macro_f1"]:.4f}, mean one-vs-rest '
-           f'ROC AUC {c["mean_auc"]:.4f}',
-           '- AUC per class: ' + ', '.join(f'{k} {v:.4f}' for k, v in c['auc'].items()),
-           f'- confusion matrix (rows true, columns predicted, order '
-           f'{list(c["auc"])}): {c["confusion_matrix"]}', '',
-           '## Explanations against radiologist gaze', '',
-           'KLD lower is better; all other metrics higher is better. NSS, the AUCs and IG use '
-           'the fixation map; KLD, CC and SIM the gaze heatmap. IG is in bits over the mean '
-           'training gaze map.', '',
-           '| explainer | ' + ' | '.join(MAP_METRICS) + ' |',
-           '|---|' + '---|' * len(MAP_METRICS)]
-  for e, entry in results['explanations'].items():
-    lines.append(f'| {e} | ' + ' | '.join(_fmt(entry['ensemble'][k]) for k in MAP_METRICS)
-                 + ' |')
-  if any('consistency' in v for v in results['explanations'].values()):
-    lines += ['', '## Sub-models', '',
-              '| explainer | sub-model KLD | sub-model NSS | mean pairwise correlation | '
-              'CV consistency (%) |', '|---|---|---|---|---|']
-    for e, entry in results['explanations'].items():
-      if 'members' in entry:
-        klds = ', '.join(f'{m["kld"]["mean"]:.3f}' for m in entry['members'])
-        nsss = ', '.join(f'{m["nss"]["mean"]:.3f}' for m in entry['members'])
-        cons = entry['consistency']
-        lines.append(f'| {e} | {klds} | {nsss} | {cons["mean_pairwise_correlation"]:.4f} | '
-                     f'{cons["cv_consistency"]:.2f} |')
-  lines += ['', 'Gallery: `gallery_<class>.png` beside this file.', '']
-  return '\n'.join(lines)

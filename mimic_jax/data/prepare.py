@@ -1,4 +1,6 @@
-"""The embedded default dataset: a synthetic PhysioNet tree built by the real builder."""
+"""Prepares the configured dataset before a run: builds it from the manual_dir (for the
+embedded default, after writing the synthetic PhysioNet tree there), or stages a ``gs://``
+build to the local cache."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import tensorflow_datasets as tfds
 
 from data_builders.mimic_cxr_egd import prepare
 from data_builders.synthetic_egd import generate
-from mimic_jax import data_staging
+from mimic_jax.data import staging
 
 
-def ensure_dataset(data: ml_collections.ConfigDict):
-  """Writes the synthetic manual_dir if it is missing, then builds the TFDS dataset; for a
-  ``gs://`` data dir, stages the build that is already there to the local cache instead.
+def prepare_dataset(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """Writes the synthetic manual_dir if the config asks for one and it is missing, then builds
+  the TFDS dataset (a no-op when it is built); for a ``gs://`` data dir, stages the build that
+  is already there to the local cache instead.
 
   Args:
     data: ``config.data`` with ``data_dir``, ``builder_config``, ``gaze_sigma`` and, when
@@ -26,9 +29,9 @@ def ensure_dataset(data: ml_collections.ConfigDict):
   Returns:
     The prepared ``MimicCxrEgd`` builder.
   """
-  if data_staging.is_remote(data.data_dir):
+  if staging.is_remote(data.data_dir):
     # A build kept in a bucket: read from its local copy; nothing is built there.
-    return prepare.make_builder(data.manual_dir, data_staging.local_data_dir(data),
+    return prepare.make_builder(data.manual_dir, staging.local_data_dir(data),
                                 config=data.builder_config, gaze_sigma=data.get('gaze_sigma'))
   manual_dir = data.manual_dir
   if data.get('synthetic') and not os.path.exists(

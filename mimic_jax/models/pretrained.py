@@ -29,6 +29,8 @@ from mimic_jax.models import efficientnet
 
 FORMAT = 'mimic_jax'
 ARCHES = ('resnet18', 'resnet50', 'densenet121', 'efficientnet_b0')
+# How the sub-models of an ensemble start from the weights (``ensemble_from_pretrained``).
+MEMBER_INITS = ('same', 'perturb')
 # The module whose weights are replaced for a new class count, and the first convolution.
 HEAD = {'resnet18': 'head', 'resnet50': 'head', 'densenet121': 'classifier',
         'efficientnet_b0': 'classifier'}
@@ -147,7 +149,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
           f'{path} is a PyTorch pickle and reading it needs PyTorch, which is not installed. '
           'Install it, or convert the file to .safetensors where PyTorch is (safetensors.torch.'
           'save_file(torch.load(path), out)).') from e
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    obj = torch.load(path, map_location=lambda storage, _: storage, weights_only=True)
     for key in ('state_dict', 'model', 'model_state_dict'):
       if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
         obj = obj[key]
@@ -290,8 +292,6 @@ def ensemble_from_pretrained(fresh: dict, pretrained: dict, arch: str, member_in
   (``member_init='same'``, as the paper), or that plus Gaussian noise of ``perturb_scale``
   times each tensor's standard deviation, independently per sub-model (``'perturb'``).
   Classifier heads of a new class count stay as initialised (different per sub-model)."""
-  if member_init not in ('same', 'perturb'):
-    raise ValueError(f'config.model.member_init={member_init!r}; use same or perturb')
   m = next(iter(traverse_util.flatten_dict(fresh).values())).shape[0]
   rng = np.random.default_rng(seed)
   members = []

@@ -1,49 +1,27 @@
-"""Convolutions written so that XLA:CPU runs their first- and second-order gradients fast.
+"""A dense convolution whose first- and second-order gradients XLA:CPU runs fast.
 
-Both have the signature of ``lax.conv_general_dilated`` and are handed to
-``flax.linen.Conv(conv_general_dilated=...)``: parameters keep their names and shapes and
-pretrained weights load unchanged. NHWC input, HWIO kernels (flax's). Measurements:
-``benchmarks/RESULTS.md``.
+:func:`conv` has the signature of ``lax.conv_general_dilated``; :data:`Conv` is
+``flax.linen.Conv`` computing with it, so parameters keep their names and shapes and pretrained
+weights load unchanged. Its value and derivatives, to any order double backprop uses, are
+``lax``'s (float64-tested); only the way they are computed differs (``benchmarks/RESULTS.md``
+has the measurements):
 
-:func:`depthwise`: XLA:CPU computes the kernel gradient of a depthwise (grouped) convolution
-as a *dense* ``C x k x k x C`` convolution whose diagonal it keeps: C times the FLOPs
-(EfficientNet-B0's training step at 224 px: 54 GFLOP instead of 5.4, 4.7 x the time). Here
-the same numbers are a sum over kernel taps of strided slices times per-channel weights, so
-every gradient is a slice, pad, product or reduction, which XLA fuses.
+- Every cotangent that reaches a convolution's gradients, and the kernel gradient's input,
+  is materialised behind an optimisation barrier before the gradient convolutions read it:
+  otherwise XLA fuses the elementwise work that produces them (normalisation and ReLU
+  derivatives) into the transposes that the kernel-gradient convolution needs, and computes
+  it again there in transposed order.
+- A strided convolution's input gradient is a stride-1 convolution and a depth-to-space
+  (sub-pixel) rather than ``lax``'s input-dilated convolution, whose kernel derivative
+  XLA:CPU emits as a scalar loop; that kernel derivative is, by the adjoint identity, the
+  first-order kernel gradient of the strided convolution of the cotangent. With one input
+  channel (a grey stem) the sub-pixel sums come from one matrix product instead.
+- A strided convolution of an input with at most 3 channels (a stem) computes its value on
+  the space-to-depth input, since Eigen packs few-channel patches slowly.
+- Kernel gradients of stride-1 convolutions wider than 1 x 1 over fewer than 8 examples are
+  one product with the cotangent's shifted windows: Eigen packs the batch innermost.
 
-:func:`conv`: a dense convolution whose value and gradients are ``lax``'s, with a custom
-VJP that changes how XLA:CPU runs the gradients, above all those of double backprop through
-an explanation:
-
-- Every cotangent that reaches a convolution's gradients is materialised once, in its own
-  layout, behind an optimisation barrier, before the input-gradient and kernel-gradient
-  convolutions read it: XLA:CPU's kernel-gradient convolution wants its operands transposed,
-  and without the barrier XLA fuses the elementwise work that produces a cotangent (the
-  first- and second-order GroupNorm and ReLU derivatives, 14-19 arrays) into that
-  transpose, so it reads them all in transposed order and computes them twice. With the
-  barriers the transposes copy one array each: the `mimic` step with input gradients on
-  the CPU configuration accesses 5% fewer bytes and, with GroupNorm's ``x * x``
-  (``group_norm.py``), runs 17% faster (``benchmarks/RESULTS.md``, change 31). The
-  kernel gradient's other operand, the convolution's input, goes behind a barrier too: it
-  is materialised for the forward convolution anyway, and otherwise XLA recomputes the
-  GroupNorm and ReLU that produce it inside the transpose, 4-5 x slower than a plain
-  transposed copy (the plain steps ~4% faster; change 38).
-- Strided: ``lax`` differentiates its strided convolution's input gradient (an
-  input-dilated convolution) into a kernel derivative that XLA:CPU emits as a scalar loop
-  (the CPU ResNet's 7 x 7 stride-2 stem: 17 ms, 3 GFLOP/s). Here the input gradient is a
-  stride-1 convolution and a depth-to-space (sub-pixel), and its kernel derivative, by the
-  adjoint identity, the first-order kernel gradient of the strided convolution of the
-  cotangent, which XLA:CPU runs as a convolution (1.2 ms; a stack of strided windows and
-  one matrix product, used until change 34, took 1.9 ms, and 83 against 22 ms for
-  DenseNet-121's stem at 224 px, batch 8).
-- Strided with at most 3 input channels (the stems): the value (forward, and the
-  derivative of the input gradient in double backprop) is a stride-1 convolution of the
-  space-to-depth input, 2-2.5 x faster for the 1-channel stem. A 1-channel stem's input
-  gradient is one matrix product and a sum of its shifted slices, materialised (0.4 of the
-  sub-pixel convolution's CPU time, whose ``s * s`` output channels Eigen runs slowly).
-- Stride 1, wider than 1 x 1, fewer than 8 examples (224 px models on the CPU): the kernel
-  gradient is a product with the cotangent's shifted windows, 1.2-6 x faster than Eigen's
-  (2.6-3.7 x for DenseNet-121's 3 x 3 convolutions at batch 2; :func:`_kernel_grad`).
+NHWC input, HWIO kernels (flax's).
 """
 
 from __future__ import annotations
@@ -51,6 +29,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -58,22 +37,14 @@ from jax import lax
 _NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # flax's ConvDimensionNumbers
 
 
-def conv_fn(conv_grads: str):
-  """The ``conv_general_dilated`` argument of a model's dense convolutions: ``'lax'``:
-  ``None`` (flax's default, ``lax`` and JAX's derivatives); ``'cpu'``: :func:`conv`."""
-  if conv_grads not in ('lax', 'cpu'):
-    raise ValueError(f'conv_grads={conv_grads!r}; use "lax" or "cpu"')
-  return conv if conv_grads == 'cpu' else None
-
-
-def _pads(kind: str, lhs, kernel_hw, window_strides, padding, lhs_dilation, rhs_dilation,
+def _pads(lhs, kernel_hw, window_strides, padding, lhs_dilation, rhs_dilation,
           dimension_numbers):
-  """Checks what both convolutions here do not support; returns the padding as pairs."""
+  """Checks what :func:`conv` does not support; returns the padding as pairs."""
   for name, d in (('lhs_dilation', lhs_dilation), ('rhs_dilation', rhs_dilation)):
     if d is not None and any(v != 1 for v in d):
-      raise ValueError(f'{kind} convolution: {name}={d} is not supported')
+      raise ValueError(f'dense convolution: {name}={d} is not supported')
   if dimension_numbers is not None and tuple(dimension_numbers) != _NHWC:
-    raise ValueError(f'{kind} convolution expects NHWC/HWIO, got {dimension_numbers}')
+    raise ValueError(f'dense convolution expects NHWC/HWIO, got {dimension_numbers}')
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], kernel_hw, window_strides, padding)
   return tuple(tuple(p) for p in padding)
@@ -85,34 +56,6 @@ def _windows(x, kh: int, kw: int, out_hw, strides) -> list:
   (b, _, _, c), (ho, wo), (sh, sw) = x.shape, out_hw, strides
   return [lax.slice(x, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
                     (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
-
-
-def depthwise(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
-              rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-              precision=None):
-  """Depthwise convolution (``feature_group_count`` = C) as ``sum_tap slice(x) * w[tap]``.
-
-  Args: as ``lax.conv_general_dilated``; ``lhs`` ``(B, H, W, C)``, ``rhs`` ``(kh, kw, 1, C)``,
-  ``padding`` ``((top, bottom), (left, right))`` or a string; dilations must be ones;
-  ``precision`` is unused (products accumulate in float32 for narrower inputs).
-
-  Returns ``(B, H', W', C)`` in ``lhs``'s dtype.
-  """
-  del precision
-  kh, kw, one, channels = rhs.shape
-  if (lhs.ndim != 4 or one != 1 or feature_group_count != channels
-      or lhs.shape[-1] != channels):
-    raise ValueError(f'depthwise convolution expects (B, H, W, C) input and a (kh, kw, 1, C) '
-                     f'kernel with feature_group_count=C; got input {lhs.shape}, kernel '
-                     f'{rhs.shape}, feature_group_count={feature_group_count}')
-  padding = _pads('depthwise', lhs, (kh, kw), window_strides, padding, lhs_dilation,
-                  rhs_dilation, dimension_numbers)
-  x = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
-  (sh, sw), (_, hp, wp, _) = window_strides, x.shape
-  taps = _windows(x, kh, kw, ((hp - kh) // sh + 1, (wp - kw) // sw + 1), window_strides)
-  acc = jnp.float32 if jnp.finfo(lhs.dtype).bits < 32 else lhs.dtype
-  out = sum((t * w).astype(acc) for t, w in zip(taps, rhs.reshape(kh * kw, channels)))
-  return out.astype(lhs.dtype)
 
 
 def conv(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
@@ -130,8 +73,8 @@ def conv(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
     raise ValueError(f'dense convolution expects (B, H, W, C) input and '
                      f'feature_group_count=1; got input {lhs.shape}, '
                      f'feature_group_count={feature_group_count}')
-  padding = _pads('dense', lhs, rhs.shape[:2], window_strides, padding, lhs_dilation,
-                  rhs_dilation, dimension_numbers)
+  padding = _pads(lhs, rhs.shape[:2], window_strides, padding, lhs_dilation, rhs_dilation,
+                  dimension_numbers)
   return _dense_conv(lhs, rhs, tuple(window_strides), padding, precision)
 
 
@@ -157,14 +100,12 @@ def _kernel_phases(w, strides):
 
 
 def _conv_value(x, w, strides, padding, precision):
-  """The convolution's value ``(B, H', W', Cout)``, computed the fastest way measured on
-  XLA:CPU. A strided convolution of an input with few channels (a stem) runs as a stride-1
-  convolution of the space-to-depth input (``s_h * s_w * Cin`` channels) with the kernel
-  rearranged to match (``ceil(k / s)`` taps a side, zero past the kernel): Eigen packs
-  1-channel patches slowly (the CPU ResNet's 7 x 7 stride-2 stem, batch 32: 2.7-3.2 ms,
-  1.0-1.4 ms this way, for 31% more multiply-adds with the zero taps). Wider inputs
-  keep ``lax``'s (16 channels: 2 x slower this way). Its derivatives are the custom VJP's,
-  which never differentiate this function."""
+  """The convolution's value ``(B, H', W', Cout)``. A strided convolution of an input with
+  few channels (a stem) runs as a stride-1 convolution of the space-to-depth input
+  (``s_h * s_w * Cin`` channels) with the kernel rearranged to match (``ceil(k / s)`` taps a
+  side, zero past the kernel), since Eigen packs few-channel patches slowly; wider inputs keep
+  ``lax``'s, for which the extra zero taps cost more than they save. Its derivatives are the
+  custom VJP's, which never differentiate this function."""
   cin = x.shape[-1]
   if all(s == 1 for s in strides) or cin > _SPACE_TO_DEPTH_MAX_CHANNELS:
     return _conv(x, w, strides, padding, precision)
@@ -194,12 +135,10 @@ def _kernel_grad(x, dy, w, strides, padding, precision):
   ``dy`` ``(B, H', W', Cout)``: ``lax``'s, except for a stride-1 convolution wider than
   1 x 1 over at most ``_WINDOWED_KERNEL_GRAD_MAX_BATCH`` examples. XLA:CPU runs ``lax``'s as
   an Eigen convolution whose packed patches hold the batch innermost, so with few examples
-  its packing crawls (DenseNet-121's 3 x 3 convolutions, 128 -> 32 channels at 56 x 56,
-  batch 2: 14 ms, 33 GFLOP/s, against 3 ms for the forward). There it is one product of
-  ``x`` with the ``kh * kw`` shifted windows of the zero-padded ``dy``, contracting batch and
-  space (5 ms): ``dw[i, j, c, o] = sum_bhw x[b, h, w, c] dy[b, h + lo_h - i, w + lo_w - j, o]``
-  (``dy`` zero outside its extent, ``lo`` the low padding). From 8 examples on ``lax``'s is as
-  fast or faster (``benchmarks/RESULTS.md``, change 37)."""
+  its packing crawls. There it is one product of ``x`` with the ``kh * kw`` shifted windows of
+  the zero-padded ``dy``, contracting batch and space:
+  ``dw[i, j, c, o] = sum_bhw x[b, h, w, c] dy[b, h + lo_h - i, w + lo_w - j, o]`` (``dy`` zero
+  outside its extent, ``lo`` the low padding)."""
   (kh, kw, cin, cout), (b, h, w_in, _) = w.shape, x.shape
   if (any(s != 1 for s in strides) or kh * kw == 1
       or b > _WINDOWED_KERNEL_GRAD_MAX_BATCH):
@@ -239,18 +178,14 @@ _dense_conv.defvjp(_dense_conv_fwd, _dense_conv_bwd)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _input_grad(dy, w, x_shape, strides, padding, precision):
   """The convolution's input gradient ``(B, H, W, Cin)`` for output cotangent ``dy``
-  ``(B, H', W', Cout)``. Stride 1: ``lax``'s. Strided: computed sub-pixel: ``lax``
-  transposes a strided convolution into an input-dilated one, three quarters of whose
-  products (stride 2) are with inserted zeros, and XLA:CPU packs its patches slowly (the CPU
-  stem's: 6.2 ms for batch 32). Input position ``Y = q * s + r`` of the padded input takes
-  kernel taps ``r, r + s, ...``; so one stride-1 convolution of ``dy`` with the ``s * s``
-  phase kernels on its output channels, then depth-to-space, gives every position once
-  (3.8 ms). With one input channel (a grey stem) that convolution has ``s * s`` output
-  channels and packs a ``k * k / (s * s) * Cout``-wide patch for each: there
-  :func:`_phase_sums_by_product` computes the same sums from one matrix product at 0.3-0.45 of
-  the CPU time (``benchmarks/RESULTS.md``, change 40). Not for RGB stems: their products
-  are ``taps_h * taps_w`` times the input gradient's size, and DenseNet-121's at 224 px, batch
-  8, took 2.7 x as long as the convolution."""
+  ``(B, H', W', Cout)``. Stride 1: ``lax``'s. Strided: computed sub-pixel, since ``lax``
+  transposes a strided convolution into an input-dilated one, most of whose products are with
+  inserted zeros. Input position ``Y = q * s + r`` of the padded input takes kernel taps
+  ``r, r + s, ...``; so one stride-1 convolution of ``dy`` with the ``s * s`` phase kernels on
+  its output channels, then depth-to-space, gives every position once. With one input channel
+  (a grey stem) that convolution has only ``s * s`` output channels, which Eigen runs slowly:
+  there :func:`_phase_sums_by_product` computes the same sums from one matrix product. Not for
+  RGB stems, whose products would be ``taps_h * taps_w`` times the input gradient's size."""
   if all(s == 1 for s in strides):
     return jax.linear_transpose(lambda x_: _conv(x_, w, strides, padding, precision),
                                 jax.ShapeDtypeStruct(x_shape, dy.dtype))(dy)[0]
@@ -315,3 +250,7 @@ def _input_grad_bwd(x_shape, strides, padding, precision, residuals, ct):
 
 
 _input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
+
+
+# flax.linen.Conv computing with :func:`conv`.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv)

@@ -1,4 +1,4 @@
-"""TFDS ArrayRecord -> grain -> device batches.
+"""The input pipeline: TFDS ArrayRecord -> grain -> per-process batches.
 
 Training: every epoch is a seeded permutation of the split cut into global batches; each
 process reads and preprocesses only its contiguous ``global_batch / process_count`` part of
@@ -24,7 +24,8 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mimic_jax import data_staging
+from data_builders.mimic_cxr_egd import prepare
+from mimic_jax.data import staging
 
 IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], np.float32)
@@ -37,10 +38,8 @@ def preprocess(example: dict, input_channels: int) -> dict:
   image = np.asarray(example['image'], np.float32) / 255.0
   if input_channels == 3:
     image = (np.repeat(image, 3, axis=-1) - IMAGENET_MEAN) / IMAGENET_STD
-  elif input_channels == 1:
-    image = (image - IMAGENET_MEAN.mean()) / IMAGENET_STD.mean()
   else:
-    raise ValueError(f'config.model.input_channels={input_channels}; use 1 or 3')
+    image = (image - IMAGENET_MEAN.mean()) / IMAGENET_STD.mean()
   return {
       'image': image,
       'label': np.int32(example['label']),
@@ -57,10 +56,16 @@ class SplitInfo:
   steps_per_epoch: int
 
 
+def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """``(S, S, C)`` of the model inputs: the build's image size and ``model.input_channels``."""
+  size = prepare.image_size(config.data.builder_config)
+  return (size, size, config.model.input_channels)
+
+
 def data_source(data: ml_collections.ConfigDict, split: str):
   """Random-access source of one split of the configured ``mimic_cxr_egd`` build."""
-  name = f'{data_staging.DATASET_NAME}/{data_staging.build_name(data)}'
-  return tfds.data_source(name, split=split, data_dir=data_staging.local_data_dir(data))
+  name = f'{staging.DATASET_NAME}/{staging.build_name(data)}'
+  return tfds.data_source(name, split=split, data_dir=staging.local_data_dir(data))
 
 
 class _StepIndices:

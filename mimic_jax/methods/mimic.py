@@ -1,0 +1,152 @@
+"""``mimic``, the paper's explanation ensemble (Watson et al., WACV 2023).
+
+M sub-models and a discriminator (an MLP ``F -> hidden -> M``) that guesses which sub-model
+made a true-class explanation map. Per sub-model the training explanation
+(``config.mimic.explainer``, GradientSHAP by default) is post-processed (absolute value,
+per-sample min-max, average-pooled by ``post.pool``). Two phases alternate:
+
+- ``discriminator``: the discriminator takes a step on the sub-models' detached maps
+  (minimising its cross-entropy ``CE_D``); the sub-models take a cross-entropy step.
+- ``adversarial``: the sub-models minimise ``sum_m CE_m - beta * CE_D``
+  (``objective='neg_ce'``) or ``sum_m CE_m + beta * CE(D, uniform)`` (``'confusion'``) with the
+  discriminator fixed. The gradient flows through the explanation (double backprop,
+  ``explanation_gradient='through'``); ``'stop'`` reproduces the released PyTorch code, where
+  captum's attributions carry no graph and the adversarial term never reaches the sub-models.
+
+``config.mimic.alternation``: by epoch (the paper) or by step; ``period``: the discriminator
+phase when the epoch (or step) index is a multiple of it, else adversarial.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from mimic_jax import explainers
+from mimic_jax.explainers import postprocessing
+from mimic_jax.methods import base
+
+# Allowed values, gathered by ``mimic_jax.config_check``.
+CHOICES = {
+    'mimic.objective': ('neg_ce', 'confusion'),
+    'mimic.alternation': ('epoch', 'step'),
+    'mimic.explanation_gradient': ('through', 'stop'),
+    'mimic.explainer': tuple(explainers.ATTRIBUTION_EXPLAINERS),
+    'mimic.post.sign': postprocessing.SIGNS,
+    'mimic.post.normalize': postprocessing.NORMALIZATIONS,
+    'mimic.post.channels': postprocessing.CHANNEL_REDUCTIONS,
+}
+# Explainers evaluated at the input itself: for models without batch statistics their
+# forward pass is the cross-entropy's (train and eval mode are the same function).
+_AT_INPUT = {'input_gradients': lambda x, g: g, 'gradient_x_input': lambda x, g: x * g}
+
+
+class Discriminator(nn.Module):
+  """MLP ``F -> hidden -> M`` guessing which sub-model made a flattened explanation."""
+  num_models: int
+  hidden: int = 512
+
+  @nn.compact
+  def __call__(self, maps: jax.Array) -> jax.Array:
+    h = nn.relu(nn.Dense(self.hidden)(maps.reshape(maps.shape[0], -1)))
+    return nn.Dense(self.num_models)(h)
+
+
+def discriminator_logits(disc_apply: Any, disc_params: Any, maps: jax.Array) -> jax.Array:
+  """``(M * B, M)`` discriminator logits of ``(M, B, h, w)`` maps, model-major."""
+  m, b = maps.shape[:2]
+  return disc_apply({'params': disc_params}, maps.reshape(m * b, *maps.shape[2:]))
+
+
+def discriminator_ce(disc_apply: Any, disc_params: Any, maps: jax.Array) -> jax.Array:
+  """CE of the discriminator on ``(M, B, ...)`` maps, labels = sub-model index (model-major)."""
+  m, b = maps.shape[:2]
+  return base.cross_entropy(discriminator_logits(disc_apply, disc_params, maps),
+                            jnp.repeat(jnp.arange(m), b))
+
+
+def adversarial_term(disc_apply: Any, disc_params: Any, maps: jax.Array,
+                     objective: str = 'neg_ce') -> tuple[jax.Array, jax.Array]:
+  """``(adversarial term, CE_D)`` of the sub-models' maps against a fixed discriminator:
+  ``-CE_D`` (``'neg_ce'``, the paper) or the CE of the discriminator's prediction against the
+  uniform distribution over sub-models (``'confusion'``)."""
+  d_ce = discriminator_ce(disc_apply, disc_params, maps)
+  if objective == 'neg_ce':
+    return -d_ce, d_ce
+  logits = discriminator_logits(disc_apply, disc_params, maps)
+  uniform = jnp.full_like(logits, 1.0 / maps.shape[0])
+  return optax.softmax_cross_entropy(logits, uniform).mean(), d_ce
+
+
+class Mimic(base.Method):
+  """The explanation ensemble: ``ensemble.num_models`` sub-models and a discriminator."""
+
+  phases = ('discriminator', 'adversarial')
+  metric_names = base.Method.metric_names + ('disc_ce',)
+
+  @property
+  def num_members(self) -> int:
+    return self.config.ensemble.num_models
+
+  def phase(self, step: int, steps_per_epoch: int) -> str:
+    mc = self.config.mimic
+    index = step // steps_per_epoch if mc.alternation == 'epoch' else step
+    return 'discriminator' if index % mc.period == 0 else 'adversarial'
+
+  def init_method_state(self, rng: jax.Array, image_shape: tuple[int, ...]
+                        ) -> train_state.TrainState:
+    """The discriminator and its optimiser."""
+    mc = self.config.mimic
+    disc = Discriminator(num_models=self.num_members, hidden=mc.disc_hidden)
+    side = image_shape[0] // mc.post.pool
+    params = disc.init(rng, jnp.zeros((1, side, side)))['params']
+    return train_state.TrainState.create(apply_fn=disc.apply, params=params,
+                                         tx=base.optimizer(mc.disc_learning_rate))
+
+  def training_explanations(self, params: Any, batch_stats: Any, x: jax.Array, y: jax.Array,
+                            rng: jax.Array) -> jax.Array:
+    """``(M, B, h, w)`` post-processed training explanations, differentiable in ``params``."""
+    mc = self.config.mimic
+    return self.explanations(params, batch_stats, x, y, rng, mc.explainer,
+                             mc.explainer_kwargs.to_dict(), mc.post.to_dict())
+
+  def update_method_state(self, params, batch_stats, method_state, batch, rng, phase):
+    if phase != 'discriminator':
+      return method_state, {}
+    disc = method_state
+    maps = jax.lax.stop_gradient(self.training_explanations(
+        params, batch_stats, batch['image'], batch['label'], rng))
+    d_ce, grads = jax.value_and_grad(
+        lambda p: discriminator_ce(disc.apply_fn, p, maps))(disc.params)
+    return disc.apply_gradients(grads=grads), {'disc_ce': d_ce}
+
+  def shares_forward(self, batch_stats: Any) -> bool:
+    """Whether the training explanation reuses the cross-entropy's forward pass."""
+    return not batch_stats and self.config.mimic.explainer in _AT_INPUT
+
+  def member_loss(self, params, batch_stats, method_state, batch, rng, phase):
+    if phase == 'discriminator':
+      return super().member_loss(params, batch_stats, method_state, batch, rng, phase)
+    mc, disc = self.config.mimic, method_state
+    x, y = batch['image'], batch['label']
+    if self.shares_forward(batch_stats):
+      logits, grads = self.train_forward_and_input_gradients(params, x, y)
+      new_bs = {}
+      post = mc.post.to_dict()
+      maps = base.map_members(
+          lambda g: explainers.postprocess(_AT_INPUT[mc.explainer](x, g), **post), grads,
+          execution=self.execution)
+    else:
+      logits, new_bs = self.train_forward(params, batch_stats, x)
+      maps = self.training_explanations(params, batch_stats, x, y, rng)
+    if mc.explanation_gradient == 'stop':
+      maps = jax.lax.stop_gradient(maps)
+    ce = base.ensemble_ce(logits, y)
+    adversarial, d_ce = adversarial_term(disc.apply_fn, disc.params, maps, mc.objective)
+    loss = ce + mc.beta * adversarial
+    return loss, (self.scalars(loss, ce, logits, y, disc_ce=d_ce), new_bs)

@@ -1,0 +1,148 @@
+"""The training loop: batches -> jit-compiled steps over a device mesh -> checkpoints and logs.
+
+``train_and_evaluate(config, workdir)`` trains until ``num_train_steps`` (or ``num_epochs``),
+resuming from the newest checkpoint in ``workdir/checkpoints`` that reads back; validates
+after every ``eval_every_epochs`` epochs; logs to TensorBoard, ``metrics.jsonl`` and
+``log.txt``. SIGTERM makes it write a checkpoint at the next step boundary and raise
+``mimic_jax.runtime.preemption.Preempted``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from mimic_jax import methods
+from mimic_jax import tuning as tuning_lib
+from mimic_jax.data import pipeline
+from mimic_jax.evaluation import validation
+from mimic_jax.runtime import mesh as mesh_lib
+from mimic_jax.runtime import preemption
+from mimic_jax.training import checkpoints as checkpoints_lib
+from mimic_jax.training import metric_writer
+from mimic_jax.training import state as state_lib
+from mimic_jax.training import steps
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or infinite loss; nothing after the last good step was saved."""
+
+
+def _fmt_time(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                       tuning: tuning_lib.Tuning | None = None,
+                       devices: Sequence[jax.Device] | None = None,
+                       stop_after: int | None = None) -> state_lib.TrainState:
+  """Trains ``config`` (validated: ``mimic_jax.config_check``) in ``workdir``; returns the
+  final state.
+
+  Args:
+    config: see ``configs/mimic.py``.
+    workdir: run directory (local or ``gs://``): checkpoints, logs, config.
+    tuning: the backend settings (default: resolved from ``config.xla`` here).
+    devices: devices of the data-parallel mesh (default: all).
+    stop_after: stop (with a checkpoint) after this global step, as if interrupted.
+  """
+  tuning = tuning or tuning_lib.resolve(config.xla)
+  workdir = checkpoints_lib.absolute(workdir)
+  writer = metric_writer.MetricWriter(workdir)
+  try:
+    return _train(config, workdir, tuning, mesh_lib.make_mesh(devices), writer, stop_after)
+  finally:
+    writer.close()
+
+
+def _train(config, workdir, tuning, mesh, writer, stop_after) -> state_lib.TrainState:
+  """The body of :func:`train_and_evaluate`."""
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
+  method = methods.build(config, tuning.conv, tuning.ensemble_execution)
+  data_sharding, repl = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
+  train_source = pipeline.data_source(config.data, 'train')
+  train_ds, info = pipeline.train_dataset(
+      train_source, global_batch=config.batch_size,
+      input_channels=config.model.input_channels, seed=config.seed)
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else config.num_epochs * info.steps_per_epoch)
+  state = checkpoints_lib.initial_state(method, mesh, pipeline.image_shape(config),
+                                        jit=tuning.jit)
+  ckpt = checkpoints_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
+  start = 0
+  if ckpt.latest_step() is not None:
+    restored = ckpt.restore_newest_good(state, writer.log)
+    if restored is not None:
+      state, start = restored
+    writer.log(f'Resumed from checkpoint step {start} in {ckpt.directory}')
+
+  step_fns = {phase: tuning.jit(functools.partial(steps.train_step, method, phase),
+                                donate_argnums=(0,), out_shardings=(repl, repl))
+              for phase in method.phases}
+  sums_fn = tuning.jit(functools.partial(validation.batch_sums,
+                                         execution=tuning.ensemble_execution),
+                       out_shardings=repl)
+  val_source = pipeline.data_source(config.data, 'validation')
+
+  writer.log(f'Tuning: {tuning.describe()}')
+  writer.log(f'Training {config.method} ({method.num_members} x {config.model.arch}) for '
+             f'{total_steps} steps, {info.steps_per_epoch} per epoch, global batch '
+             f'{config.batch_size} on {mesh.size} device(s); workdir {workdir}')
+  it = pipeline.iterate_from(train_ds, start, threads=config.data.threads,
+                             prefetch=config.data.prefetch)
+  acc = None
+  t0, done_at_t0 = time.time(), start
+  end = total_steps if stop_after is None else min(total_steps, stop_after)
+  step = start
+  with jax.set_mesh(mesh), preemption.SigtermFlag() as sigterm:
+    while step < end:
+      batch = mesh_lib.to_global(next(it), data_sharding)
+      state, m = step_fns[method.phase(step, info.steps_per_epoch)](state, batch)
+      acc = m if acc is None else acc.merge(m)
+      step += 1
+      last = step == end
+      if step % config.log_every_steps == 0 or step % config.checkpoint_every_steps == 0 or last:
+        scalars = {k: float(v) for k, v in acc.compute().items()}
+        acc = None
+        if not all(np.isfinite(list(scalars.values()))):
+          ckpt.wait()
+          raise NonFiniteLossError(
+              f'non-finite training metrics at step {step}: {scalars}; stopped without '
+              f'checkpointing this state (last checkpoint: step {ckpt.latest_step()}). Lower '
+              'config.learning_rate or check the inputs.')
+        writer.write_scalars(step, scalars, prefix='train/')
+        rate = (step - done_at_t0) * config.batch_size / max(time.time() - t0, 1e-9)
+        eta = (total_steps - step) * config.batch_size / max(rate, 1e-9)
+        writer.log(f'step {step}/{total_steps} epoch {step / info.steps_per_epoch:.2f} | '
+                   + ' '.join(f'{k} {v:.4f}' for k, v in scalars.items())
+                   + f' | {rate:.1f} ex/s | ETA {_fmt_time(eta)}')
+      if step % info.steps_per_epoch == 0 and (
+          step // info.steps_per_epoch) % config.eval_every_epochs == 0 or last:
+        val = validation.validate(state, val_source, sums_fn, batch_size=config.batch_size,
+                                  input_channels=config.model.input_channels,
+                                  sharding=data_sharding)
+        writer.write_scalars(step, val, prefix='validation/')
+        writer.log(f'validation at step {step}: ' +
+                   ' '.join(f'{k} {v:.4f}' for k, v in val.items()))
+      if step % config.checkpoint_every_steps == 0 or last:
+        ckpt.save(step, state)
+      if not last and sigterm.any_process():
+        if ckpt.latest_step() != step:
+          ckpt.save(step, state)
+        ckpt.wait()
+        writer.log(f'SIGTERM: checkpoint at step {step} written; exiting with code '
+                   f'{preemption.EXIT_CODE}. Rerun the same command to resume.')
+        raise preemption.Preempted(step)
+  ckpt.wait()
+  ckpt.close()
+  return state
