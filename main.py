@@ -17,10 +17,10 @@ writes logs and reports.
 
 import sys
 
-import jax
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from data_builders.mimic_cxr_egd import prepare
@@ -34,20 +34,26 @@ from mimic_jax.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (local or gs://).')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'train_and_evaluate'],
-                          'What to do.')
+_MODE = flags.DEFINE_enum(
+  'mode', 'train', ['train', 'evaluate', 'train_and_evaluate'], 'What to do.'
+)
 _SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
 _MULTIPROCESS = flags.DEFINE_enum(
-    'multiprocess', 'auto', ['auto', 'on', 'off'],
-    'on: jax.distributed.initialize() finds the other processes (Cloud TPU VMs, GKE, Slurm); '
-    'auto: only when the three flags below are given or the environment names the workers '
-    '(see mimic_jax/runtime/distributed.py); off: one process.')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0 (explicit multi-process runs).')
+  'multiprocess',
+  'auto',
+  ['auto', 'on', 'off'],
+  'on: jax.distributed.initialize() finds the other processes (Cloud TPU VMs, GKE, Slurm); '
+  'auto: only when the three flags below are given or the environment names the workers '
+  '(see mimic_jax/runtime/distributed.py); off: one process.',
+)
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address', None, 'host:port of process 0 (explicit multi-process runs).'
+)
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
-_LOCAL_DEVICES = flags.DEFINE_list('local_device_ids', None,
-                                   'Devices of this process (e.g. one GPU per process).')
+_LOCAL_DEVICES = flags.DEFINE_list(
+  'local_device_ids', None, 'Devices of this process (e.g. one GPU per process).'
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -57,6 +63,7 @@ def _prepare_dataset(config):
   if jax.process_count() == 1:
     return prepare_data.prepare_dataset(config.data)
   from jax.experimental import multihost_utils  # noqa: PLC0415
+
   builder = prepare_data.prepare_dataset(config.data) if jax.process_index() == 0 else None
   multihost_utils.sync_global_devices('mimic_jax: dataset prepared by process 0')
   return builder or prepare_data.prepare_dataset(config.data)
@@ -67,17 +74,28 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   try:
-    distributed.initialize(distributed.Settings(  # before anything touches a device
-        mode=_MULTIPROCESS.value, coordinator_address=_COORDINATOR.value,
-        num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
-        local_device_ids=(None if _LOCAL_DEVICES.value is None
-                          else tuple(int(d) for d in _LOCAL_DEVICES.value))))
+    distributed.initialize(
+      distributed.Settings(  # before anything touches a device
+        mode=_MULTIPROCESS.value,
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+        local_device_ids=(
+          None if _LOCAL_DEVICES.value is None else tuple(int(d) for d in _LOCAL_DEVICES.value)
+        ),
+      )
+    )
     config_check.validate(config, jax.device_count())
     tuning = tuning_lib.resolve(config.xla)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  logging.info('JAX process %d/%d, %d local devices; %s', jax.process_index(),
-               jax.process_count(), jax.local_device_count(), tuning.describe())
+  logging.info(
+    'JAX process %d/%d, %d local devices; %s',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    tuning.describe(),
+  )
   builder = _prepare_dataset(config)
   print(prepare.summary(builder), flush=True)
   if _MODE.value in ('train', 'train_and_evaluate'):

@@ -17,8 +17,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from data_builders.mimic_cxr_egd import prepare
 from data_builders.mimic_cxr_egd import gaze_maps
+from data_builders.mimic_cxr_egd import prepare
 from data_builders.synthetic_egd import generate
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 200, 'Images to pack.')
@@ -46,13 +46,17 @@ def main(argv):
   ref = gaze_maps.reference_static_heatmap(x, y, (3056, 2544), 224)
   t_ref = time.time() - t0
   result = {
-      'num_images': _NUM_IMAGES.value, 'config': _CONFIG.value, 'cpus': os.cpu_count(),
-      'generate_s': round(t_gen, 1), 'build_s': round(t_build, 1),
-      'images_per_s': round(_NUM_IMAGES.value / t_build, 2),
-      'extrapolated_1083_images_s': round(1083 * t_build / _NUM_IMAGES.value, 1),
-      'heatmap_fast_s': round(t_fast, 4), 'heatmap_reference_s': round(t_ref, 2),
-      'heatmap_cc': float(np.corrcoef(fast.ravel(), ref.ravel())[0, 1]),
-      'examples': {k: v.num_examples for k, v in builder.info.splits.items()},
+    'num_images': _NUM_IMAGES.value,
+    'config': _CONFIG.value,
+    'cpus': os.cpu_count(),
+    'generate_s': round(t_gen, 1),
+    'build_s': round(t_build, 1),
+    'images_per_s': round(_NUM_IMAGES.value / t_build, 2),
+    'extrapolated_1083_images_s': round(1083 * t_build / _NUM_IMAGES.value, 1),
+    'heatmap_fast_s': round(t_fast, 4),
+    'heatmap_reference_s': round(t_ref, 2),
+    'heatmap_cc': float(np.corrcoef(fast.ravel(), ref.ravel())[0, 1]),
+    'examples': {k: v.num_examples for k, v in builder.info.splits.items()},
   }
   print(json.dumps(result, indent=1))
   shutil.rmtree(work, ignore_errors=True)

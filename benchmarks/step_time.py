@@ -54,31 +54,58 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 _PRESETS = flags.DEFINE_list('presets', ['cpu'], 'cpu, densenet121, efficientnet_b0.')
 _BATCH_224 = flags.DEFINE_integer('batch_224', 8, 'Batch of the 224 px presets.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps (after two warm-up calls).')
-_METHODS = flags.DEFINE_list('methods', ['single', 'ensemble', 'mimic_ig', 'mimic_gshap',
-                                         'gaze'], 'Methods.')
+_METHODS = flags.DEFINE_list(
+  'methods', ['single', 'ensemble', 'mimic_ig', 'mimic_gshap', 'gaze'], 'Methods.'
+)
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'JAX computation.')
-_TORCH_PYTHON = flags.DEFINE_string('torch_python', str(ROOT / '.venv-torch/bin/python'),
-                                    'Python with torch/torchvision/timm; empty: skip PyTorch.')
+_TORCH_PYTHON = flags.DEFINE_string(
+  'torch_python',
+  str(ROOT / '.venv-torch/bin/python'),
+  'Python with torch/torchvision/timm; empty: skip PyTorch.',
+)
 _TORCH_COMPILE = flags.DEFINE_bool('torch_compile', False, 'Also time torch.compile steps.')
 _THREADS = flags.DEFINE_integer('threads', os.cpu_count(), 'PyTorch CPU threads.')
-_EXECUTION = flags.DEFINE_enum('execution', 'auto', ['auto', 'vmap', 'unrolled'],
-                               'config.xla.ensemble_execution of the JAX ensembles.')
-_CONV_GRADIENTS = flags.DEFINE_enum('conv_gradients', 'auto', ['auto', 'lax', 'custom'],
-                                    'config.xla.conv_gradients of the JAX steps.')
-_CPU_CONV_LIBRARY = flags.DEFINE_enum('cpu_conv_library', 'auto', compiler_options.LIBRARIES,
-                                      'config.xla.cpu_conv_library of the JAX steps.')
+_EXECUTION = flags.DEFINE_enum(
+  'execution',
+  'auto',
+  ['auto', 'vmap', 'unrolled'],
+  'config.xla.ensemble_execution of the JAX ensembles.',
+)
+_CONV_GRADIENTS = flags.DEFINE_enum(
+  'conv_gradients', 'auto', ['auto', 'lax', 'custom'], 'config.xla.conv_gradients of the JAX steps.'
+)
+_CPU_CONV_LIBRARY = flags.DEFINE_enum(
+  'cpu_conv_library',
+  'auto',
+  compiler_options.LIBRARIES,
+  'config.xla.cpu_conv_library of the JAX steps.',
+)
 _ROUNDS = flags.DEFINE_integer(
-    'rounds', 1, 'Rounds of (PyTorch, then every JAX method); each step time is its fastest '
-    'round (step times on a shared machine drift by 15-40% within minutes).')
+  'rounds',
+  1,
+  'Rounds of (PyTorch, then every JAX method); each step time is its fastest '
+  'round (step times on a shared machine drift by 15-40% within minutes).',
+)
 _OUT = flags.DEFINE_string('out', None, 'JSON output file.')
-_JAX_SKIP = flags.DEFINE_list('jax_skip', [], 'Methods timed in PyTorch only (gpu.sh: their '
-                              'JAX compilation did not finish in its time).')
+_JAX_SKIP = flags.DEFINE_list(
+  'jax_skip',
+  [],
+  'Methods timed in PyTorch only (gpu.sh: their JAX compilation did not finish in its time).',
+)
 _CACHE_DIR = flags.DEFINE_string(
-    'cache_dir', None, 'Persistent XLA compilation cache: runs that share it compile a step '
-    'once (benchmarks/gpu.sh warms it with one process per method in parallel).')
+  'cache_dir',
+  None,
+  'Persistent XLA compilation cache: runs that share it compile a step '
+  'once (benchmarks/gpu.sh warms it with one process per method in parallel).',
+)
 
-PLAIN = {'single': 'single', 'gaze': 'single', 'ensemble': 'ensemble',
-         'mimic_ig': 'ensemble', 'mimic_gshap': 'ensemble'}
+PLAIN = {
+  'single': 'single',
+  'gaze': 'single',
+  'ensemble': 'ensemble',
+  'mimic_ig': 'ensemble',
+  'mimic_gshap': 'ensemble',
+}
 
 
 def preset_config(preset: str, method: str):
@@ -124,8 +151,7 @@ def compile_jax(config, batch) -> dict:
   t = tuning.resolve(config.xla)
   method = methods.build(config, t.conv, t.ensemble_execution)
   shape = batch['image'].shape[1:]
-  state = t.jit(functools.partial(state_lib.create_state, method, shape))(
-      jax.random.PRNGKey(0))
+  state = t.jit(functools.partial(state_lib.create_state, method, shape))(jax.random.PRNGKey(0))
   phase = method.phases[-1]
   step = t.jit(functools.partial(steps.train_step, method, phase), donate_argnums=(0,))
   t0 = time.perf_counter()
@@ -135,11 +161,21 @@ def compile_jax(config, batch) -> dict:
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
   mem = compiled.memory_analysis()
-  mem_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-               if mem is not None else None)
-  return {'step': compiled, 'state': state,
-          'stats': {'compile_s': compile_s, 'gflop': flops / 1e9,
-                    'xla_buffer_bytes': mem_bytes, 'tuning': t.describe()}}
+  mem_bytes = (
+    mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+    if mem is not None
+    else None
+  )
+  return {
+    'step': compiled,
+    'state': state,
+    'stats': {
+      'compile_s': compile_s,
+      'gflop': flops / 1e9,
+      'xla_buffer_bytes': mem_bytes,
+      'tuning': t.describe(),
+    },
+  }
 
 
 def time_jax(jitted: dict, batch) -> float:
@@ -157,8 +193,9 @@ def time_jax(jitted: dict, batch) -> float:
   return (time.perf_counter() - t0) / _STEPS.value
 
 
-def jax_result(jitted: dict, times: list[float], matmul_rounds: list[float],
-               batch_size: int) -> dict:
+def jax_result(
+  jitted: dict, times: list[float], matmul_rounds: list[float], batch_size: int
+) -> dict:
   """One method's JSON entry: the fastest round's step time and what follows from it, and
   each round's GFLOP/s as a fraction of the matmul rate (GFLOP/s) read just before it."""
   dt = min(times)
@@ -166,11 +203,17 @@ def jax_result(jitted: dict, times: list[float], matmul_rounds: list[float],
     peak = jax.devices()[0].memory_stats().get('peak_bytes_in_use')
   except Exception:  # pylint: disable=broad-except
     peak = None
-  return {**jitted['stats'], 'step_s': dt, 'step_s_rounds': times,
-          'images_per_s': batch_size / dt, 'gflop_per_s': jitted['stats']['gflop'] / dt,
-          'matmul_fraction_rounds': [jitted['stats']['gflop'] / t / m
-                                     for t, m in zip(times, matmul_rounds)],
-          'device_peak_bytes': peak}
+  return {
+    **jitted['stats'],
+    'step_s': dt,
+    'step_s_rounds': times,
+    'images_per_s': batch_size / dt,
+    'gflop_per_s': jitted['stats']['gflop'] / dt,
+    'matmul_fraction_rounds': [
+      jitted['stats']['gflop'] / t / m for t, m in zip(times, matmul_rounds)
+    ],
+    'device_peak_bytes': peak,
+  }
 
 
 def fastest_torch(rounds: list[dict]) -> dict:
@@ -180,27 +223,51 @@ def fastest_torch(rounds: list[dict]) -> dict:
     return (failed or rounds)[0]
   out = {**rounds[-1], 'rounds': rounds}
   for kind in ('eager', 'compiled'):
-    out[kind] = {m: (min(r[kind][m] for r in rounds) if isinstance(v, float) else v)
-                 for m, v in rounds[-1].get(kind, {}).items()}
+    out[kind] = {
+      m: (min(r[kind][m] for r in rounds) if isinstance(v, float) else v)
+      for m, v in rounds[-1].get(kind, {}).items()
+    }
   return out
 
 
 def time_torch(preset, configs) -> dict:
   c = configs['single']
   gshap = configs.get('mimic_gshap', c).mimic.explainer_kwargs
-  spec = {'arch': c.model.arch, 'size': _size(preset), 'channels': c.model.input_channels,
-          'width': c.model.width or 64, 'batch': c.batch_size, 'steps': _STEPS.value,
-          'methods': list(configs), 'num_models': c.ensemble.num_models,
-          'gaze_weight': c.gaze.weight, 'beta': c.mimic.beta, 'pool': c.mimic.post.pool,
-          'gaze_size': _size(preset), 'disc_hidden': c.mimic.disc_hidden,
-          'gshap_samples': gshap.get('samples', 5), 'compile': _TORCH_COMPILE.value,
-          'threads': _THREADS.value, 'dtype': _DTYPE.value}
+  spec = {
+    'arch': c.model.arch,
+    'size': _size(preset),
+    'channels': c.model.input_channels,
+    'width': c.model.width or 64,
+    'batch': c.batch_size,
+    'steps': _STEPS.value,
+    'methods': list(configs),
+    'num_models': c.ensemble.num_models,
+    'gaze_weight': c.gaze.weight,
+    'beta': c.mimic.beta,
+    'pool': c.mimic.post.pool,
+    'gaze_size': _size(preset),
+    'disc_hidden': c.mimic.disc_hidden,
+    'gshap_samples': gshap.get('samples', 5),
+    'compile': _TORCH_COMPILE.value,
+    'threads': _THREADS.value,
+    'dtype': _DTYPE.value,
+  }
   with tempfile.TemporaryDirectory() as tmp:
     spec_path, out_path = pathlib.Path(tmp, 'spec.json'), pathlib.Path(tmp, 'out.json')
     spec_path.write_text(json.dumps(spec))
-    proc = subprocess.run([_TORCH_PYTHON.value, str(ROOT / 'benchmarks' / 'torch_steps.py'),
-                           '--spec', str(spec_path), '--out', str(out_path)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+      [
+        _TORCH_PYTHON.value,
+        str(ROOT / 'benchmarks' / 'torch_steps.py'),
+        '--spec',
+        str(spec_path),
+        '--out',
+        str(out_path),
+      ],
+      capture_output=True,
+      text=True,
+      check=False,
+    )
     if proc.returncode != 0:
       return {'error': proc.stderr[-2000:]}
     return json.loads(out_path.read_text())
@@ -210,12 +277,15 @@ def pipeline_rate(config, batches: int = 20) -> float:
   """Training examples/s from the synthetic ArrayRecord build through grain."""
   from mimic_jax.data import pipeline as input_pipeline  # noqa: PLC0415
   from mimic_jax.data import prepare  # noqa: PLC0415
+
   prepare.prepare_dataset(config.data)
   source = input_pipeline.data_source(config.data, 'train')
-  ds, _ = input_pipeline.train_dataset(source, global_batch=config.batch_size,
-                                       input_channels=config.model.input_channels, seed=0)
-  it = input_pipeline.iterate_from(ds, 0, threads=config.data.threads,
-                                   prefetch=config.data.prefetch)
+  ds, _ = input_pipeline.train_dataset(
+    source, global_batch=config.batch_size, input_channels=config.model.input_channels, seed=0
+  )
+  it = input_pipeline.iterate_from(
+    ds, 0, threads=config.data.threads, prefetch=config.data.prefetch
+  )
   next(it)
   t0 = time.perf_counter()
   for _ in range(batches):
@@ -227,64 +297,91 @@ def _random_batch(config, size):
   rng = np.random.default_rng(0)
   b, c = config.batch_size, config.model.input_channels
   gaze = rng.random((b, size, size)).astype(np.float32)
-  return {'image': jnp.asarray(rng.normal(size=(b, size, size, c)).astype(np.float32)),
-          'label': jnp.asarray(np.arange(b) % 3, jnp.int32),
-          'gaze': jnp.asarray(gaze / gaze.sum(axis=(1, 2), keepdims=True))}
+  return {
+    'image': jnp.asarray(rng.normal(size=(b, size, size, c)).astype(np.float32)),
+    'label': jnp.asarray(np.arange(b) % 3, jnp.int32),
+    'gaze': jnp.asarray(gaze / gaze.sum(axis=(1, 2), keepdims=True)),
+  }
 
 
 def table(result) -> str:
   rate = result['matmul_gflops_xla']
-  lines = [f'Device: {result["device"]}; jax {result["jax"]}; {result["dtype"]}; XLA float32 '
-           f'matmul {rate:.0f} GFLOP/s' + (
-               f', PyTorch {result["matmul_gflops_torch"]:.0f}'
-               if result.get('matmul_gflops_torch') else ''), '',
-           '| preset | method | JAX step (s) | img/s | GFLOP | GFLOP/s | % matmul | x plain '
-           '| JAX MB | torch eager (s) | JAX / eager | torch.compile (s) |',
-           '|---|---|---|---|---|---|---|---|---|---|---|---|']
+  lines = [
+    f'Device: {result["device"]}; jax {result["jax"]}; {result["dtype"]}; XLA float32 '
+    f'matmul {rate:.0f} GFLOP/s'
+    + (
+      f', PyTorch {result["matmul_gflops_torch"]:.0f}' if result.get('matmul_gflops_torch') else ''
+    ),
+    '',
+    '| preset | method | JAX step (s) | img/s | GFLOP | GFLOP/s | % matmul | x plain '
+    '| JAX MB | torch eager (s) | JAX / eager | torch.compile (s) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ]
   for preset, pr in result['presets'].items():
     for method in pr.get('methods', list(pr['jax'])):
       j, t = pr['jax'].get(method), pr.get('torch', {})
       eager = t.get('eager', {}).get(method)
       comp = t.get('compiled', {}).get(method)
       tmem = t.get('peak_bytes', {}).get(method)
-      torch_cols = ((f'{eager:.3f}' + (f' ({tmem / 2**20:.0f} MB)' if tmem else ''))
-                    if isinstance(eager, float) else '-')
+      torch_cols = (
+        (f'{eager:.3f}' + (f' ({tmem / 2**20:.0f} MB)' if tmem else ''))
+        if isinstance(eager, float)
+        else '-'
+      )
       comp_col = f'{comp:.3f}' if isinstance(comp, float) else (comp or '-')
       if j is None:
-        lines.append(f'| {preset} (b{pr["batch"]}) | {method} | not timed | | | | | | | '
-                     f'{torch_cols} | - | {comp_col} |')
+        lines.append(
+          f'| {preset} (b{pr["batch"]}) | {method} | not timed | | | | | | | '
+          f'{torch_cols} | - | {comp_col} |'
+        )
         continue
       plain = pr['jax'].get(PLAIN[method], {}).get('step_s')
       mem = j['device_peak_bytes'] or j['xla_buffer_bytes']
       mb = mem / 2**20 if mem else float('nan')
       lines.append(
-          f'| {preset} (b{pr["batch"]}) | {method} | {j["step_s"]:.3f} | '
-          f'{j["images_per_s"]:.0f} | {j["gflop"]:.1f} | {j["gflop_per_s"]:.0f} | '
-          f'{100 * j["gflop_per_s"] / rate:.0f}% | '
-          + (f'{j["step_s"] / plain:.2f}' if plain else '-') + f' | {mb:.0f} | {torch_cols} | '
-          + (f'{j["step_s"] / eager:.2f}' if isinstance(eager, float) else '-')
-          + f' | {comp_col} |')
-    paired = {m: sorted(j['matmul_fraction_rounds']) for m, j in pr['jax'].items()
-              if len(j.get('matmul_fraction_rounds', [])) > 1}
+        f'| {preset} (b{pr["batch"]}) | {method} | {j["step_s"]:.3f} | '
+        f'{j["images_per_s"]:.0f} | {j["gflop"]:.1f} | {j["gflop_per_s"]:.0f} | '
+        f'{100 * j["gflop_per_s"] / rate:.0f}% | '
+        + (f'{j["step_s"] / plain:.2f}' if plain else '-')
+        + f' | {mb:.0f} | {torch_cols} | '
+        + (f'{j["step_s"] / eager:.2f}' if isinstance(eager, float) else '-')
+        + f' | {comp_col} |'
+      )
+    paired = {
+      m: sorted(j['matmul_fraction_rounds'])
+      for m, j in pr['jax'].items()
+      if len(j.get('matmul_fraction_rounds', [])) > 1
+    }
     if paired:
-      lines.append(f'\nRound by round ({preset}), GFLOP/s as a fraction of the matmul rate read '
-                   'just before the round, median (range): ' + ', '.join(
-                       f'{m} {100 * float(np.median(f)):.0f}% ({100 * f[0]:.0f}-'
-                       f'{100 * f[-1]:.0f}%)' for m, f in paired.items()) + '.')
-    ratios = {m: sorted(a / b for a, b in zip(j['step_s_rounds'],
-                                               pr['jax'][PLAIN[m]]['step_s_rounds']))
-              for m, j in pr['jax'].items()
-              if PLAIN[m] != m and len(pr['jax'].get(PLAIN[m], {}).get('step_s_rounds', [])) > 1}
+      lines.append(
+        f'\nRound by round ({preset}), GFLOP/s as a fraction of the matmul rate read '
+        'just before the round, median (range): '
+        + ', '.join(
+          f'{m} {100 * float(np.median(f)):.0f}% ({100 * f[0]:.0f}-{100 * f[-1]:.0f}%)'
+          for m, f in paired.items()
+        )
+        + '.'
+      )
+    ratios = {
+      m: sorted(a / b for a, b in zip(j['step_s_rounds'], pr['jax'][PLAIN[m]]['step_s_rounds']))
+      for m, j in pr['jax'].items()
+      if PLAIN[m] != m and len(pr['jax'].get(PLAIN[m], {}).get('step_s_rounds', [])) > 1
+    }
     if ratios:
-      lines.append(f'\nRound by round ({preset}), each step over the plain step of the same round '
-                   '(x plain), median (range): ' + ', '.join(
-                       f'{m} {float(np.median(q)):.2f} ({q[0]:.2f}-{q[-1]:.2f})'
-                       for m, q in ratios.items()) + '.')
+      lines.append(
+        f'\nRound by round ({preset}), each step over the plain step of the same round '
+        '(x plain), median (range): '
+        + ', '.join(
+          f'{m} {float(np.median(q)):.2f} ({q[0]:.2f}-{q[-1]:.2f})' for m, q in ratios.items()
+        )
+        + '.'
+      )
     if pr.get('pipeline_examples_per_s'):
       single = pr['jax'].get('single', {}).get('images_per_s')
-      lines.append(f'\nInput pipeline ({preset}): {pr["pipeline_examples_per_s"]:.0f} '
-                   'examples/s' + (f'; the single step consumes {single:.0f}/s.' if single
-                                   else '.'))
+      lines.append(
+        f'\nInput pipeline ({preset}): {pr["pipeline_examples_per_s"]:.0f} '
+        'examples/s' + (f'; the single step consumes {single:.0f}/s.' if single else '.')
+      )
   return '\n'.join(lines)
 
 
@@ -293,16 +390,26 @@ def main(argv):
   if _CACHE_DIR.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-  result = {'device': str(jax.devices()[0]), 'jax': jax.__version__, 'dtype': _DTYPE.value,
-            'date': time.strftime('%Y-%m-%d'), 'command': ' '.join(sys.argv),
-            'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
-            'matmul_gflops_xla': matmul_gflops(), 'presets': {}}
+  result = {
+    'device': str(jax.devices()[0]),
+    'jax': jax.__version__,
+    'dtype': _DTYPE.value,
+    'date': time.strftime('%Y-%m-%d'),
+    'command': ' '.join(sys.argv),
+    'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
+    'matmul_gflops_xla': matmul_gflops(),
+    'presets': {},
+  }
   print(f'XLA float32 matmul: {result["matmul_gflops_xla"]:.0f} GFLOP/s', flush=True)
   for preset in _PRESETS.value:
     configs = {m: preset_config(preset, m) for m in _METHODS.value}
     batch = _random_batch(next(iter(configs.values())), _size(preset))
-    pr = result['presets'][preset] = {'batch': batch['image'].shape[0], 'jax': {},
-                                      'methods': list(configs), 'matmul_gflops_xla_rounds': []}
+    pr = result['presets'][preset] = {
+      'batch': batch['image'].shape[0],
+      'jax': {},
+      'methods': list(configs),
+      'matmul_gflops_xla_rounds': [],
+    }
     jitted, times, torch_rounds = {}, {m: [] for m in configs}, []
     for r in range(_ROUNDS.value):
       if _TORCH_PYTHON.value:  # first: on a GPU it then leaves the memory to JAX
@@ -320,10 +427,10 @@ def main(argv):
         if method not in jitted:
           jitted[method] = compile_jax(config, batch)
         times[method].append(time_jax(jitted[method], batch))
-        pr['jax'][method] = jax_result(jitted[method], times[method],
-                                       pr['matmul_gflops_xla_rounds'], config.batch_size)
-        print(preset, 'jax', method, f'round {r + 1}', json.dumps(pr['jax'][method]),
-              flush=True)
+        pr['jax'][method] = jax_result(
+          jitted[method], times[method], pr['matmul_gflops_xla_rounds'], config.batch_size
+        )
+        print(preset, 'jax', method, f'round {r + 1}', json.dumps(pr['jax'][method]), flush=True)
         _save(result)
     if preset == 'cpu':
       pr['pipeline_examples_per_s'] = pipeline_rate(next(iter(configs.values())))

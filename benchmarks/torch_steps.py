@@ -41,8 +41,9 @@ class _Block(nn.Module):
     self.n2 = nn.GroupNorm(cout // 8, cout)
     self.proj = None
     if cin != cout:
-      self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, 1, bias=False),
-                                nn.GroupNorm(cout // 8, cout))
+      self.proj = nn.Sequential(
+        nn.Conv2d(cin, cout, 1, 1, bias=False), nn.GroupNorm(cout // 8, cout)
+      )
 
   def forward(self, x):
     if self.pool > 1:
@@ -59,8 +60,9 @@ class TinyResNet(nn.Module):
     super().__init__()
     self.stem = nn.Conv2d(channels, width, 7, 2, 3, bias=False)
     self.stem_norm = nn.GroupNorm(width // 8, width)
-    self.blocks = nn.Sequential(_Block(width, width, 1), _Block(width, 2 * width, 2),
-                                _Block(2 * width, 4 * width, 2))
+    self.blocks = nn.Sequential(
+      _Block(width, width, 1), _Block(width, 2 * width, 2), _Block(2 * width, 4 * width, 2)
+    )
     self.head = nn.Linear(4 * width, num_classes)
 
   def forward(self, x):
@@ -73,8 +75,10 @@ def build(arch, channels, width):
     return TinyResNet(channels, width)
   if arch == 'efficientnet_b0':
     import timm  # pylint: disable=g-import-not-at-top
+
     return timm.create_model('efficientnet_b0', num_classes=3, in_chans=channels)
   import torchvision  # pylint: disable=g-import-not-at-top
+
   return torchvision.models.densenet121(num_classes=3)
 
 
@@ -145,8 +149,9 @@ def make_step(spec, key, nets, opt, disc, batch):
         if bn:
           net.eval()
         g = explanation(net, x, y, 'input_gradients', 1, sh)
-        loss = loss + spec['gaze_weight'] * kld(postprocess(g, spec['size'] // gaze.shape[1],
-                                                            'none'), gaze)
+        loss = loss + spec['gaze_weight'] * kld(
+          postprocess(g, spec['size'] // gaze.shape[1], 'none'), gaze
+        )
     elif method == 'mimic':
       maps = []
       for net, sh in zip(nets, shared):
@@ -177,6 +182,7 @@ def time_step(step, steps, dtype):
     def step():
       with torch.autocast('cuda', dtype=torch.bfloat16):
         return plain()
+
   for _ in range(2):  # warm-up (allocator, thread pool; compilation)
     step()
   _sync()
@@ -207,16 +213,23 @@ def main():
   gs = spec['gaze_size']
   gaze = torch.tensor(rng.random((b, gs, gs)).astype(np.float32))
   x, y, gaze = x.to(dev), y.to(dev), gaze.to(dev)
-  out = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'device': dev,
-         'eager': {}, 'compiled': {}, 'peak_bytes': {}}
+  out = {
+    'torch': torch.__version__,
+    'threads': torch.get_num_threads(),
+    'device': dev,
+    'eager': {},
+    'compiled': {},
+    'peak_bytes': {},
+  }
   for method in spec['methods']:
     m = spec['num_models'] if method in ('ensemble', 'mimic_ig', 'mimic_gshap') else 1
     nets = [build(spec['arch'], c, spec['width']) for _ in range(m)]
     params = [q for n in nets for q in n.parameters()]
     opt = torch.optim.Adam(params, 1e-4)
     side = s // spec['pool']
-    disc = nn.Sequential(nn.Linear(side * side, spec['disc_hidden']), nn.ReLU(),
-                         nn.Linear(spec['disc_hidden'], m))
+    disc = nn.Sequential(
+      nn.Linear(side * side, spec['disc_hidden']), nn.ReLU(), nn.Linear(spec['disc_hidden'], m)
+    )
     step = make_step(spec, method, nets, opt, disc, (x, y, gaze))
     out['eager'][method] = time_step(step, spec['steps'], spec.get('dtype', 'float32'))
     if dev == 'cuda':
@@ -224,8 +237,9 @@ def main():
     print('torch eager', method, out['eager'][method], flush=True)
     if spec.get('compile'):
       try:
-        out['compiled'][method] = time_step(torch.compile(step), spec['steps'],
-                                            spec.get('dtype', 'float32'))
+        out['compiled'][method] = time_step(
+          torch.compile(step), spec['steps'], spec.get('dtype', 'float32')
+        )
       except Exception as e:  # pylint: disable=broad-except
         out['compiled'][method] = f'failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}'
       print('torch compiled', method, out['compiled'][method], flush=True)

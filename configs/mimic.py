@@ -11,18 +11,17 @@ command line (``--config.mimic.beta=0.5``); unknown keys are an error.
 
 import ml_collections
 
-METHOD_VARIANTS = {'mimic': 'mimic', 'baseline': 'single', 'ensemble': 'ensemble',
-                   'gaze': 'gaze'}
+METHOD_VARIANTS = {'mimic': 'mimic', 'baseline': 'single', 'ensemble': 'ensemble', 'gaze': 'gaze'}
 
 
 def _base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.method = 'mimic'                 # single | ensemble | mimic | gaze
+  c.method = 'mimic'  # single | ensemble | mimic | gaze
   c.seed = 0
-  c.batch_size = 32                  # global, over all devices and processes
+  c.batch_size = 32  # global, over all devices and processes
   c.num_epochs = 30
-  c.num_train_steps = -1             # > 0 overrides num_epochs
-  c.learning_rate = 1e-4             # Adam
+  c.num_train_steps = -1  # > 0 overrides num_epochs
+  c.learning_rate = 1e-4  # Adam
   c.log_every_steps = 10
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 3
@@ -31,49 +30,50 @@ def _base() -> ml_collections.ConfigDict:
   # How XLA computes (never what): see mimic_jax/tuning/__init__.py. 'auto' suits every
   # backend; the other values exist for measurements (benchmarks/).
   c.xla = ml_collections.ConfigDict()
-  c.xla.conv_gradients = 'auto'      # auto | lax | custom (cpu_convs; auto: on CPU)
-  c.xla.cpu_conv_library = 'auto'    # auto | xla_default | eigen (auto: eigen on CPU)
+  c.xla.conv_gradients = 'auto'  # auto | lax | custom (cpu_convs; auto: on CPU)
+  c.xla.cpu_conv_library = 'auto'  # auto | xla_default | eigen (auto: eigen on CPU)
   c.xla.ensemble_execution = 'auto'  # auto | vmap | unrolled (auto: vmap on one TPU device)
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = 'densenet121'  # densenet121 | efficientnet_b0 | resnet18 | resnet50 | tiny_resnet
   c.model.num_classes = 3
-  c.model.norm = 'batch'             # batch | group (ResNets)
+  c.model.norm = 'batch'  # batch | group (ResNets)
   c.model.width = ml_collections.FieldReference(None, field_type=int)  # ResNets only
-  c.model.downsample = 'stride'      # ResNets: stride (torchvision) | pool (2x2 average pool)
-  c.model.input_channels = 3         # 3: grey replicated + ImageNet normalisation; or 1
-  c.model.dtype = 'float32'          # computation: float32 | bfloat16 (GPU/TPU); params f32
+  c.model.downsample = 'stride'  # ResNets: stride (torchvision) | pool (2x2 average pool)
+  c.model.input_channels = 3  # 3: grey replicated + ImageNet normalisation; or 1
+  c.model.dtype = 'float32'  # computation: float32 | bfloat16 (GPU/TPU); params f32
   # ImageNet weights: torchvision resnet18/50 or densenet121, timm efficientnet_b0 state dict
   # (.safetensors, or .pth with PyTorch installed), or `python -m mimic_jax.convert_weights`
   # output. With input_channels=1 the first convolution's RGB filters are summed.
   c.model.pretrained = ml_collections.FieldReference(None, field_type=str)
-  c.model.member_init = 'same'       # same (paper: all sub-models from the same weights) | perturb
-  c.model.perturb_scale = 0.01       # perturb: noise std / each tensor's std
+  c.model.member_init = 'same'  # same (paper: all sub-models from the same weights) | perturb
+  c.model.perturb_scale = 0.01  # perturb: noise std / each tensor's std
 
   c.ensemble = ml_collections.ConfigDict({'num_models': 3})
 
   c.mimic = ml_collections.ConfigDict()
   c.mimic.beta = 1.0
-  c.mimic.objective = 'neg_ce'       # neg_ce (paper) | confusion
-  c.mimic.alternation = 'epoch'      # epoch (paper) | step
-  c.mimic.period = 2                 # phase = (epoch or step) % period == 0 -> discriminator
+  c.mimic.objective = 'neg_ce'  # neg_ce (paper) | confusion
+  c.mimic.alternation = 'epoch'  # epoch (paper) | step
+  c.mimic.period = 2  # phase = (epoch or step) % period == 0 -> discriminator
   c.mimic.explanation_gradient = 'through'  # through | stop (the released code)
   c.mimic.explainer = 'gradient_shap'
   c.mimic.explainer_kwargs = ml_collections.ConfigDict({'samples': 5, 'baseline': 0.0})
   c.mimic.post = ml_collections.ConfigDict(
-      {'sign': 'abs', 'channels': 'sum', 'normalize': 'minmax', 'pool': 4})
+    {'sign': 'abs', 'channels': 'sum', 'normalize': 'minmax', 'pool': 4}
+  )
   c.mimic.disc_hidden = 512
   c.mimic.disc_learning_rate = 1e-4
 
   c.gaze = ml_collections.ConfigDict()
-  c.gaze.weight = 1.0                # lambda
-  c.gaze.penalty = 'kld'             # kld | rrr
-  c.gaze.num_models = 1              # > 1: a gaze-supervised ensemble
+  c.gaze.weight = 1.0  # lambda
+  c.gaze.penalty = 'kld'  # kld | rrr
+  c.gaze.num_models = 1  # > 1: a gaze-supervised ensemble
 
   c.data = ml_collections.ConfigDict()
-  c.data.data_dir = 'data/tfds'            # TFDS data dir (local or gs://)
+  c.data.data_dir = 'data/tfds'  # TFDS data dir (local or gs://)
   c.data.local_cache_dir = '/tmp/mimic_jax_tfds'  # per-host copy of a gs:// data dir
-  c.data.manual_dir = 'data/physionet'     # holds egd-cxr/1.0.0 and mimic-cxr-jpg/2.0.0
+  c.data.manual_dir = 'data/physionet'  # holds egd-cxr/1.0.0 and mimic-cxr-jpg/2.0.0
   c.data.builder_config = '224'
   c.data.gaze_sigma = ml_collections.FieldReference(None, field_type=float)  # None: 150 px
   c.data.synthetic = ml_collections.FieldReference(None, field_type=ml_collections.ConfigDict)
@@ -88,16 +88,20 @@ def _synthetic(c: ml_collections.ConfigDict) -> None:
   c.data.manual_dir = 'data/synthetic/physionet'
   c.data.builder_config = '64'
   c.data.gaze_sigma = 75.0  # images drawn at half the real size
-  c.data.synthetic = ml_collections.ConfigDict({
-      'num_images': 600, 'seed': 0, 'scale': 0.5,
+  c.data.synthetic = ml_collections.ConfigDict(
+    {
+      'num_images': 600,
+      'seed': 0,
+      'scale': 0.5,
       # Corner marker in the class's corner with this probability; absent in test.
       'shortcut': {'train': 0.8, 'validation': 0.8, 'test': 0.0},
-  })
+    }
+  )
   c.model.arch = 'tiny_resnet'
   c.model.norm = 'group'
   c.model.width = 16
   c.model.input_channels = 1
-  c.model.downsample = 'pool'        # faster explanation steps on CPU (benchmarks/RESULTS.md)
+  c.model.downsample = 'pool'  # faster explanation steps on CPU (benchmarks/RESULTS.md)
   c.batch_size = 32
   c.num_epochs = 8
   c.learning_rate = 3e-3
@@ -117,8 +121,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   methods = [p for p in parts if p in METHOD_VARIANTS]
   unknown = [p for p in parts if p not in METHOD_VARIANTS and p != 'synthetic']
   if unknown or len(methods) > 1:
-    raise ValueError(f'unknown config variant {variant!r}; use one of '
-                     f'{sorted(METHOD_VARIANTS)} and/or "synthetic", comma-separated')
+    raise ValueError(
+      f'unknown config variant {variant!r}; use one of '
+      f'{sorted(METHOD_VARIANTS)} and/or "synthetic", comma-separated'
+    )
   if methods:
     c.method = METHOD_VARIANTS[methods[0]]
   if 'synthetic' in parts:

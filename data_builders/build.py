@@ -14,12 +14,16 @@ from absl import flags
 
 from data_builders.mimic_cxr_egd import prepare
 
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'Folder with egd-cxr/ and mimic-cxr-jpg/.',
-                                  required=True)
+_MANUAL_DIR = flags.DEFINE_string(
+  'manual_dir', None, 'Folder with egd-cxr/ and mimic-cxr-jpg/.', required=True
+)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir to write.', required=True)
 _CONFIG = flags.DEFINE_string('config', '224', 'Builder config name: 224, 128 or 64.')
-_GAZE_SIGMA = flags.DEFINE_float('gaze_sigma', None, 'Override the heatmap sigma (original px); '
-                                 'the config is then named <config>_sigma<value>.')
+_GAZE_SIGMA = flags.DEFINE_float(
+  'gaze_sigma',
+  None,
+  'Override the heatmap sigma (original px); the config is then named <config>_sigma<value>.',
+)
 _SKIP = flags.DEFINE_bool('skip_invalid_rows', False, 'Drop bad rows instead of failing.')
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', None, 'Image decoding processes.')
 
@@ -27,9 +31,14 @@ _NUM_WORKERS = flags.DEFINE_integer('num_workers', None, 'Image decoding process
 def main(argv):
   del argv
   t0 = time.time()
-  builder = prepare.build(_MANUAL_DIR.value, _DATA_DIR.value, config=_CONFIG.value,
-                  gaze_sigma=_GAZE_SIGMA.value, skip_invalid_rows=_SKIP.value,
-                  num_workers=_NUM_WORKERS.value)
+  builder = prepare.build(
+    _MANUAL_DIR.value,
+    _DATA_DIR.value,
+    config=_CONFIG.value,
+    gaze_sigma=_GAZE_SIGMA.value,
+    skip_invalid_rows=_SKIP.value,
+    num_workers=_NUM_WORKERS.value,
+  )
   print(prepare.summary(builder))
   print(f'built in {time.time() - t0:.1f}s', file=sys.stderr)
 

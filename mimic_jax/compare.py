@@ -46,13 +46,20 @@ def compare(workdirs, out_dir, names=None, explainer='grad_cam', split='test') -
     if n != base:
       changes[n] = {}
       for k in report.MAP_METRICS:
-        c, lo, hi = bootstrap.paired_relative_change_ci(runs[base]['per_image'][explainer][k],
-                                                        per[k])
+        c, lo, hi = bootstrap.paired_relative_change_ci(
+          runs[base]['per_image'][explainer][k], per[k]
+        )
         changes[n][k] = {'change': c, 'ci95': [lo, hi]}
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  result = {'explainer': explainer, 'split': split, 'baseline': base, 'runs': rows,
-            'relative_change': changes, 'workdirs': dict(zip(names, map(str, workdirs)))}
+  result = {
+    'explainer': explainer,
+    'split': split,
+    'baseline': base,
+    'runs': rows,
+    'relative_change': changes,
+    'workdirs': dict(zip(names, map(str, workdirs))),
+  }
   (out / 'comparison.json').write_text(json.dumps(result, indent=1))
   (out / 'comparison.md').write_text(_markdown(result, names))
   figures.comparison_chart(names, rows, out / 'comparison.png')
@@ -67,32 +74,53 @@ def _mean_ci(values):
 def _markdown(result, names) -> str:
   rows, ch, base = result['runs'], result['relative_change'], result['baseline']
   key = ('kld', 'nss', 'cc', 'sim', 'auc_judd', 'auc_shuffled')
-  lines = [f'# Comparison ({result["explainer"]} maps, {result["split"]} split)', '',
-           f'Means with 95% bootstrap intervals; changes relative to `{base}` with paired '
-           'bootstrap intervals over the same images. KLD: lower is better.', '',
-           '| run | accuracy | mean AUC | ' + ' | '.join(key) + ' |',
-           '|---|---|---|' + '---|' * len(key)]
+  lines = [
+    f'# Comparison ({result["explainer"]} maps, {result["split"]} split)',
+    '',
+    f'Means with 95% bootstrap intervals; changes relative to `{base}` with paired '
+    'bootstrap intervals over the same images. KLD: lower is better.',
+    '',
+    '| run | accuracy | mean AUC | ' + ' | '.join(key) + ' |',
+    '|---|---|---|' + '---|' * len(key),
+  ]
   for n in names:
     r = rows[n]
-    lines.append(f'| {n} | {r["accuracy"]:.3f} | {r["mean_auc"]:.3f} | ' + ' | '.join(
-        f'{r[k]["mean"]:.3f} [{r[k]["ci95"][0]:.3f}, {r[k]["ci95"][1]:.3f}]' for k in key)
-                 + ' |')
-  lines += ['', f'Relative change against `{base}`:', '',
-            '| run | ' + ' | '.join(key) + ' |', '|---|' + '---|' * len(key)]
+    lines.append(
+      f'| {n} | {r["accuracy"]:.3f} | {r["mean_auc"]:.3f} | '
+      + ' | '.join(
+        f'{r[k]["mean"]:.3f} [{r[k]["ci95"][0]:.3f}, {r[k]["ci95"][1]:.3f}]' for k in key
+      )
+      + ' |'
+    )
+  lines += [
+    '',
+    f'Relative change against `{base}`:',
+    '',
+    '| run | ' + ' | '.join(key) + ' |',
+    '|---|' + '---|' * len(key),
+  ]
   for n in names[1:]:
-    lines.append(f'| {n} | ' + ' | '.join(
+    lines.append(
+      f'| {n} | '
+      + ' | '.join(
         f'{100 * ch[n][k]["change"]:+.1f}% [{100 * ch[n][k]["ci95"][0]:+.1f}, '
-        f'{100 * ch[n][k]["ci95"][1]:+.1f}]' for k in key) + ' |')
+        f'{100 * ch[n][k]["ci95"][1]:+.1f}]'
+        for k in key
+      )
+      + ' |'
+    )
   lines += ['', '![KLD and NSS](comparison.png)', '']
   return '\n'.join(lines)
 
 
-_WORKDIRS = flags.DEFINE_list('workdirs', None, 'Evaluated run directories; the first is the '
-                              'reference.')
+_WORKDIRS = flags.DEFINE_list(
+  'workdirs', None, 'Evaluated run directories; the first is the reference.'
+)
 _NAMES = flags.DEFINE_list('names', None, 'Display names (default: folder names).')
 _OUT = flags.DEFINE_string('out', None, 'Output folder.')
-_EXPLAINER = flags.DEFINE_enum('explainer', 'grad_cam', list(report.EXPLAINERS),
-                               'Which explanation maps to compare.')
+_EXPLAINER = flags.DEFINE_enum(
+  'explainer', 'grad_cam', list(report.EXPLAINERS), 'Which explanation maps to compare.'
+)
 _SPLIT = flags.DEFINE_string('split', 'test', 'Evaluated split.')
 
 

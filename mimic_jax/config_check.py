@@ -19,16 +19,22 @@ from mimic_jax import tuning
 from mimic_jax.models import pretrained
 
 CHOICES = {
-    **methods.CHOICES,
-    **models.CHOICES,
-    **tuning.CHOICES,
-    'model.member_init': pretrained.MEMBER_INITS,
-    'data.builder_config': tuple(c.name for c in egd_builder.MimicCxrEgd.BUILDER_CONFIGS),
+  **methods.CHOICES,
+  **models.CHOICES,
+  **tuning.CHOICES,
+  'model.member_init': pretrained.MEMBER_INITS,
+  'data.builder_config': tuple(c.name for c in egd_builder.MimicCxrEgd.BUILDER_CONFIGS),
 }
 _POSITIVE = ('learning_rate', 'mimic.disc_learning_rate')
-_AT_LEAST_ONE = ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
-                 'eval_every_epochs', 'gaze.num_models', 'mimic.post.pool',
-                 'mimic.disc_hidden')
+_AT_LEAST_ONE = (
+  'log_every_steps',
+  'checkpoint_every_steps',
+  'keep_checkpoints',
+  'eval_every_epochs',
+  'gaze.num_models',
+  'mimic.post.pool',
+  'mimic.disc_hidden',
+)
 
 
 def get(config: ml_collections.ConfigDict, dotted: str):
@@ -62,24 +68,32 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if model.norm == 'group' and model.arch not in models.RESNETS:
     _fail(f'config.model.norm="group" needs a ResNet; config.model.arch is {model.arch!r}')
   if config.method in ('ensemble', 'mimic') and config.ensemble.num_models < 2:
-    _fail(f'config.ensemble.num_models={config.ensemble.num_models} must be >= 2 for method '
-          f'{config.method!r}')
+    _fail(
+      f'config.ensemble.num_models={config.ensemble.num_models} must be >= 2 for method '
+      f'{config.method!r}'
+    )
   if config.mimic.period < 2:
     _fail(f'config.mimic.period={config.mimic.period} must be >= 2')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     _fail('config.num_epochs or config.num_train_steps must be > 0')
   if config.batch_size <= 0 or config.batch_size % num_devices:
-    _fail(f'config.batch_size={config.batch_size} must be a positive multiple of the device '
-          f'count {num_devices}')
+    _fail(
+      f'config.batch_size={config.batch_size} must be a positive multiple of the device '
+      f'count {num_devices}'
+    )
   if model.get('pretrained'):
     if model.arch not in pretrained.ARCHES:
-      _fail(f'config.model.pretrained needs config.model.arch in {list(pretrained.ARCHES)}, '
-            f'not {model.arch!r}')
+      _fail(
+        f'config.model.pretrained needs config.model.arch in {list(pretrained.ARCHES)}, '
+        f'not {model.arch!r}'
+      )
     if model.norm != 'batch':
-      _fail('config.model.pretrained needs config.model.norm="batch" (the checkpoints have '
-            'BatchNorm)')
+      _fail(
+        'config.model.pretrained needs config.model.norm="batch" (the checkpoints have BatchNorm)'
+      )
     if model.downsample != 'stride':
-      _fail('config.model.pretrained needs config.model.downsample="stride" (the torchvision '
-            'ResNet)')
+      _fail(
+        'config.model.pretrained needs config.model.downsample="stride" (the torchvision ResNet)'
+      )
     if not os.path.exists(model.pretrained):
       _fail(f'config.model.pretrained={model.pretrained!r} does not exist')

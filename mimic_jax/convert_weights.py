@@ -17,8 +17,9 @@ from absl import flags
 
 from mimic_jax.models import pretrained
 
-_ARCH = flags.DEFINE_enum('arch', None, list(pretrained.ARCHES),
-                          'Architecture (default: recognised from the tensor names).')
+_ARCH = flags.DEFINE_enum(
+  'arch', None, list(pretrained.ARCHES), 'Architecture (default: recognised from the tensor names).'
+)
 
 
 def guess_arch(names) -> str:
@@ -31,13 +32,16 @@ def guess_arch(names) -> str:
   if 'layer1.0.conv1.weight' in names:
     if 'layer1.0.conv3.weight' in names:
       if 'layer3.6.conv1.weight' in names or 'layer3.5.conv1.weight' not in names:
-        raise pretrained.ConversionError('a bottleneck ResNet other than resnet50 (deeper or '
-                                         'shallower); supported: resnet18, resnet50')
+        raise pretrained.ConversionError(
+          'a bottleneck ResNet other than resnet50 (deeper or '
+          'shallower); supported: resnet18, resnet50'
+        )
       return 'resnet50'
     return 'resnet18'
   raise pretrained.ConversionError(
-      f'cannot tell the architecture from the tensor names (first: {sorted(names)[:3]}); '
-      f'pass --arch, one of {pretrained.ARCHES}')
+    f'cannot tell the architecture from the tensor names (first: {sorted(names)[:3]}); '
+    f'pass --arch, one of {pretrained.ARCHES}'
+  )
 
 
 def main(argv):

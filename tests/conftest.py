@@ -11,8 +11,9 @@ import pytest  # pylint: disable=g-import-not-at-top
 # steps between the runs of a session through the persistent cache.
 # The environment variables reach the main.py subprocesses too.
 os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'true'
-os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(os.environ.get('TMPDIR', '/tmp'),
-                                                       'mimic_jax_test_xla_cache')
+os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(
+  os.environ.get('TMPDIR', '/tmp'), 'mimic_jax_test_xla_cache'
+)
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
 jax.config.update('jax_disable_most_optimizations', True)
 jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
@@ -34,8 +35,14 @@ FIXTURE_SIGMA = 150.0 * FIXTURE_SCALE
 def synthetic_tree(tmp_path_factory):
   """A 40-image synthetic manual_dir (returns (path, per-image specs))."""
   out = tmp_path_factory.mktemp('manual')
-  specs = generate.write_tree(out, num_images=40, seed=3, scale=FIXTURE_SCALE,
-                              shortcut={'train': 1.0, 'test': 0.0}, num_workers=0)
+  specs = generate.write_tree(
+    out,
+    num_images=40,
+    seed=3,
+    scale=FIXTURE_SCALE,
+    shortcut={'train': 1.0, 'test': 0.0},
+    num_workers=0,
+  )
   return out, specs
 
 
@@ -44,6 +51,7 @@ def tiny_dataset(tmp_path_factory):
   """``configs/test.py``'s dataset built once: returns (data_dir, manual_dir)."""
   from configs import test as test_config  # pylint: disable=g-import-not-at-top
   from mimic_jax.data import prepare  # pylint: disable=g-import-not-at-top
+
   root = tmp_path_factory.mktemp('tiny')
   config = test_config.get_config()
   config.data.data_dir = str(root / 'tfds')

@@ -16,9 +16,14 @@ def split_ratio(f, replicated, *batch) -> float:
     mesh = mesh_lib.make_mesh(devices)
     split = NamedSharding(mesh, P('data'))
     with jax.set_mesh(mesh):
-      compiled = jax.jit(f).lower(
+      compiled = (
+        jax.jit(f)
+        .lower(
           jax.device_put(replicated, NamedSharding(mesh, P())),
-          *(jax.device_put(a, split) for a in batch)).compile()
+          *(jax.device_put(a, split) for a in batch),
+        )
+        .compile()
+      )
     cost = compiled.cost_analysis()
     return (cost[0] if isinstance(cost, (list, tuple)) else cost)['flops']
 

@@ -2,17 +2,17 @@
 
 import csv
 
+from conftest import FIXTURE_SIGMA
 import numpy as np
-import pydicom
-import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
+import pydicom
 from pydicom.dataset import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.uid import generate_uid
+import pytest
+import tensorflow_datasets as tfds
 
-from conftest import FIXTURE_SIGMA
 from data_builders.mimic_cxr_egd import EgdConfig
 from data_builders.mimic_cxr_egd import MimicCxrEgd
 from data_builders.mimic_cxr_egd import images
@@ -59,18 +59,20 @@ def test_dicom_tree_builds_like_the_jpg_tree(synthetic_tree, tmp_path):
   with open(manual / 'egd-cxr/1.0.0/master_sheet.csv', newline='') as f:
     rows = list(csv.DictReader(f))
   for i, r in enumerate(rows):
-    grey = np.asarray(Image.open(manual / 'mimic-cxr-jpg/2.0.0' / r['path'].replace('.dcm', '.jpg')))
+    grey = np.asarray(
+      Image.open(manual / 'mimic-cxr-jpg/2.0.0' / r['path'].replace('.dcm', '.jpg'))
+    )
     pixels = grey.astype(np.uint16) * 16  # 12-bit
     if i % 2:  # half of them stored inverted
       write_dicom(root / 'mimic-cxr/2.0.0' / r['path'], 4095 - pixels, 'MONOCHROME1')
     else:
       write_dicom(root / 'mimic-cxr/2.0.0' / r['path'], pixels)
   cfg = EgdConfig(name='d32', image_size=32, gaze_sigma=FIXTURE_SIGMA)
-  dicom = MimicCxrEgd(config=cfg, data_dir=tmp_path / 'd', file_format='array_record',
-                      num_workers=0)
+  dicom = MimicCxrEgd(
+    config=cfg, data_dir=tmp_path / 'd', file_format='array_record', num_workers=0
+  )
   dicom.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-  jpg = MimicCxrEgd(config=cfg, data_dir=tmp_path / 'j', file_format='array_record',
-                    num_workers=0)
+  jpg = MimicCxrEgd(config=cfg, data_dir=tmp_path / 'j', file_format='array_record', num_workers=0)
   jpg.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
   assert dicom.info.metadata['image_format'] == 'dicom'
   a = list(dicom.as_data_source(split='test'))

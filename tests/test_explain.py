@@ -18,8 +18,7 @@ def _tiny(norm):
 @pytest.fixture(scope='module')
 def batch():
   rng = np.random.default_rng(0)
-  return (jnp.asarray(rng.normal(size=(4, 16, 16, 1)), jnp.float32),
-          jnp.asarray([0, 1, 2, 1]))
+  return (jnp.asarray(rng.normal(size=(4, 16, 16, 1)), jnp.float32), jnp.asarray([0, 1, 2, 1]))
 
 
 def test_input_gradients_match_central_finite_differences(batch):
@@ -43,6 +42,7 @@ def test_input_gradients_match_central_finite_differences(batch):
 
 class _KnownCam(nn.Module):
   """Feature map A = x (exposed as 'feat'); logits = mean_hw(A) @ W."""
+
   w: np.ndarray
 
   @nn.compact
@@ -73,7 +73,7 @@ def _quadratic(seed):
   """``f_y(x) = sum(v_y * x^2)`` with random ``v``, and a random batch (x, y) for it."""
   rng = np.random.default_rng(seed)
   v = jnp.asarray(rng.normal(size=(3, 4, 4, 1)), jnp.float32)
-  f = lambda x: jnp.einsum('bhwc,khwc->bk', x ** 2, v)  # pylint: disable=unnecessary-lambda-assignment
+  f = lambda x: jnp.einsum('bhwc,khwc->bk', x**2, v)  # pylint: disable=unnecessary-lambda-assignment
   x = jnp.asarray(rng.normal(size=(2, 4, 4, 1)), jnp.float32)
   return v, f, x
 
@@ -85,7 +85,7 @@ def test_gradient_shap_mean_matches_its_definition():
   y = jnp.asarray([1, 2])
   b = 0.1307
   _, attr = explain.gradient_shap(f, x, y, jax.random.key(0), samples=20000, baseline=b)
-  expected = v[y] * (x ** 2 - b ** 2)
+  expected = v[y] * (x**2 - b**2)
   # Monte Carlo: the alpha term has std |(x-b) 2 v (x-b)| / sqrt(12) / sqrt(n).
   tol = 5 * np.abs(2 * v[y] * (x - b) ** 2) / np.sqrt(12 * 20000) + 1e-5
   assert np.all(np.abs(attr - expected) <= tol)
@@ -114,12 +114,15 @@ def test_eval_mode_batchnorm_keeps_explanations_per_example(batch):
   _, upd = model.apply(variables, x * 3 + 1, train=True, mutable=['batch_stats'])
   variables = {**variables, **upd}
   other = jnp.concatenate([x[:1], jnp.flip(x[1:], axis=1) * 2.0])
+
   def grads(inputs, train):
     def f(z):
       if train:
         return model.apply(variables, z, train=True, mutable=['batch_stats'])[0]
       return model.apply(variables, z, train=False)
+
     return explain.input_gradients(f, inputs, y)[1]
+
   np.testing.assert_allclose(grads(x, False)[0], grads(other, False)[0], rtol=1e-6, atol=1e-7)
   # Train-mode statistics couple the batch: the same example's explanation changes.
   assert not np.allclose(grads(x, True)[0], grads(other, True)[0], atol=1e-4)
@@ -133,38 +136,47 @@ def test_explanations_are_differentiable_in_the_parameters(batch):
     # Zero-initialised residual norms put ReLU inputs exactly on their kink (one-sided
     # derivatives differ there); a small random shift moves the point off every kink.
     rng = np.random.default_rng(6)
-    params = jax.tree.map(lambda v: v.astype(jnp.float64) + 0.05 * rng.normal(size=v.shape),
-                          model.init(jax.random.key(1), x64)['params'])
+    params = jax.tree.map(
+      lambda v: v.astype(jnp.float64) + 0.05 * rng.normal(size=v.shape),
+      model.init(jax.random.key(1), x64)['params'],
+    )
 
     def loss(p):
       _, g = explain.input_gradients(lambda z: model.apply({'params': p}, z), x64, y)
       return jnp.sum(explain.postprocess(g, normalize='sum') ** 2)
 
     grad = jax.grad(loss)(params)
-    direction = jax.tree.map(lambda p: jnp.asarray(np.random.default_rng(5).normal(size=p.shape)),
-                             params)
+    direction = jax.tree.map(
+      lambda p: jnp.asarray(np.random.default_rng(5).normal(size=p.shape)), params
+    )
     h = 1e-6
     plus = loss(jax.tree.map(lambda p, d: p + h * d, params, direction))
     minus = loss(jax.tree.map(lambda p, d: p - h * d, params, direction))
-    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grad),
-                                                  jax.tree.leaves(direction)))
+    analytic = sum(
+      jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction))
+    )
     assert float(analytic) == pytest.approx(float((plus - minus) / (2 * h)), rel=1e-4)
 
 
 def test_postprocess_steps():
   a = jnp.asarray([[[[-2.0, 1.0], [0.0, 3.0]], [[1.0, 1.0], [-4.0, 0.0]]]])  # (1, 2, 2, 2)
-  np.testing.assert_allclose(explain.postprocess(a, normalize='none'),
-                             [[[3.0, 3.0], [2.0, 4.0]]])
-  np.testing.assert_allclose(explain.postprocess(a, sign='relu', normalize='none'),
-                             [[[1.0, 3.0], [2.0, 0.0]]])
+  np.testing.assert_allclose(explain.postprocess(a, normalize='none'), [[[3.0, 3.0], [2.0, 4.0]]])
+  np.testing.assert_allclose(
+    explain.postprocess(a, sign='relu', normalize='none'), [[[1.0, 3.0], [2.0, 0.0]]]
+  )
   np.testing.assert_allclose(explain.postprocess(a), [[[0.5, 0.5], [0.0, 1.0]]])
   np.testing.assert_allclose(explain.postprocess(a, normalize='sum').sum(), 1.0, rtol=1e-6)
   np.testing.assert_allclose(explain.postprocess(a, pool=2, normalize='none'), [[[3.0]]])
 
 
-@pytest.mark.parametrize('explainer,kwargs', [
-    (explain.smoothgrad, {'samples': 4}), (explain.gradient_shap, {'samples': 4}),
-    (explain.integrated_gradients, {'steps': 4})])
+@pytest.mark.parametrize(
+  'explainer,kwargs',
+  [
+    (explain.smoothgrad, {'samples': 4}),
+    (explain.gradient_shap, {'samples': 4}),
+    (explain.integrated_gradients, {'steps': 4}),
+  ],
+)
 def test_sampled_explainers_split_over_devices_by_example(explainer, kwargs):
   """With the batch split over 2 devices, each device explains only its own examples: XLA's
   per-device FLOPs are half of one device's (a sample-major batch was replicated: 0.9)."""
@@ -174,6 +186,9 @@ def test_sampled_explainers_split_over_devices_by_example(explainer, kwargs):
   params = {'params': model.init(jax.random.key(0), x)['params']}
 
   ratio = mesh_flops.split_ratio(
-      lambda p, x, y: explainer(lambda z: model.apply(p, z), x, y, jax.random.key(2),
-                                **kwargs)[1], params, x, y)
+    lambda p, x, y: explainer(lambda z: model.apply(p, z), x, y, jax.random.key(2), **kwargs)[1],
+    params,
+    x,
+    y,
+  )
   assert 0.45 < ratio < 0.55, ratio

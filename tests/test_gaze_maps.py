@@ -1,8 +1,8 @@
 """The fast separable heatmap against the full-resolution scipy reference."""
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 from scipy import ndimage
 
 from data_builders.mimic_cxr_egd import gaze_maps
@@ -12,8 +12,9 @@ def _cc(a, b):
   return np.corrcoef(a.ravel(), b.ravel())[0, 1]
 
 
-@pytest.mark.parametrize('size,shape,n', [(224, (3056, 2544), 40), (128, (2544, 3056), 7),
-                                          (64, (2992, 2500), 1)])
+@pytest.mark.parametrize(
+  'size,shape,n', [(224, (3056, 2544), 40), (128, (2544, 3056), 7), (64, (2992, 2500), 1)]
+)
 def test_static_heatmap_matches_full_resolution_reference(size, shape, n):
   rng = np.random.default_rng(n)
   h, w = shape
@@ -24,8 +25,10 @@ def test_static_heatmap_matches_full_resolution_reference(size, shape, n):
   record = np.zeros(shape)
   np.add.at(record, (y, x), 1.0)
   full = ndimage.gaussian_filter(record, 150.0)  # the official call, scipy defaults
-  ref = np.asarray(Image.fromarray(full.astype(np.float32), 'F').resize(
-      (size, size), Image.Resampling.BOX), np.float64)
+  ref = np.asarray(
+    Image.fromarray(full.astype(np.float32), 'F').resize((size, size), Image.Resampling.BOX),
+    np.float64,
+  )
   ref /= ref.sum()
   assert fast.shape == (size, size) and fast.dtype == np.float32
   assert fast.sum() == pytest.approx(1.0, abs=1e-5)
@@ -67,5 +70,6 @@ def test_off_image_fixations_are_refused():
   with pytest.raises(ValueError, match='in-image'):
     gaze_maps.static_heatmap([-2], [5], (10, 10), 4)
   np.testing.assert_array_equal(
-      gaze_maps.in_image_mask(np.array([-1, 0, 9, 10]), np.array([0, 0, 9, 0]), 10, 10),
-      [False, True, True, False])
+    gaze_maps.in_image_mask(np.array([-1, 0, 9, 10]), np.array([0, 0, 9, 0]), 10, 10),
+    [False, True, True, False],
+  )

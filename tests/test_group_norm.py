@@ -21,8 +21,9 @@ def _input_and_params(shape, seed):
   return jnp.asarray(x), jax.tree.map(jnp.asarray, params)
 
 
-@pytest.mark.parametrize('shape,group_size', [((2, 5, 6, 16), 8), ((3, 7, 12), 4),
-                                              ((2, 4, 3, 8), 8)])
+@pytest.mark.parametrize(
+  'shape,group_size', [((2, 5, 6, 16), 8), ((3, 7, 12), 4), ((2, 4, 3, 8), 8)]
+)
 def test_group_norm_equals_flax_to_second_order(shape, group_size):
   """The output, and the gradients in ``x``, ``scale`` and ``bias`` of a loss with a squared
   input gradient (double backprop, as the explanation methods train), float64."""
@@ -30,14 +31,16 @@ def test_group_norm_equals_flax_to_second_order(shape, group_size):
   ref = nn.GroupNorm(num_groups=None, group_size=group_size)
   with jax.enable_x64(True):
     x, params = _input_and_params(shape, seed=sum(shape))
-    np.testing.assert_allclose(mine.apply({'params': params}, x),
-                               ref.apply({'params': params}, x), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+      mine.apply({'params': params}, x), ref.apply({'params': params}, x), rtol=1e-10, atol=1e-10
+    )
 
     def second_order(module):
       def loss(p, x):
         apply = lambda z: module.apply({'params': p}, z)
         gx = jax.grad(lambda z: jnp.sum(jnp.sin(apply(z)) * jnp.arange(z.shape[-1])))(x)
-        return jnp.sum(gx**2) + jnp.sum(apply(x)**3)
+        return jnp.sum(gx**2) + jnp.sum(apply(x) ** 3)
+
       return jax.grad(loss, argnums=(0, 1))(params, x)
 
     for a, b in zip(jax.tree.leaves(second_order(mine)), jax.tree.leaves(second_order(ref))):
@@ -50,8 +53,9 @@ def test_group_norm_dtypes_and_parameters_follow_flax():
     mine = group_norm.GroupNorm(group_size=8, dtype=dtype)
     ref = nn.GroupNorm(num_groups=None, group_size=8, dtype=dtype)
     variables = ref.init(jax.random.key(0), x)
-    assert (jax.tree.map(lambda v: (v.shape, v.dtype), mine.init(jax.random.key(0), x))
-            == jax.tree.map(lambda v: (v.shape, v.dtype), variables))
+    assert jax.tree.map(
+      lambda v: (v.shape, v.dtype), mine.init(jax.random.key(0), x)
+    ) == jax.tree.map(lambda v: (v.shape, v.dtype), variables)
     out, expected = mine.apply(variables, x), ref.apply(variables, x)
     assert out.dtype == expected.dtype == (dtype or jnp.float32)
     np.testing.assert_allclose(np.float32(out), np.float32(expected), rtol=2e-2, atol=2e-2)
@@ -61,9 +65,14 @@ def test_group_norm_dtypes_and_parameters_follow_flax():
 
 def test_resnet_group_norm_parameter_tree_is_flax_s():
   """Checkpoints of ResNets with ``norm='group'`` keep flax's module names and shapes."""
-  model = models.create_model(ml_collections.ConfigDict(
-      {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 16}))
+  model = models.create_model(
+    ml_collections.ConfigDict(
+      {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 16}
+    )
+  )
   params = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 32, 32, 1)))['params']
   assert set(params['BasicBlock_0']) == {'Conv_0', 'Conv_1', 'GroupNorm_0', 'GroupNorm_1'}
   assert jax.tree.map(jnp.shape, params['BasicBlock_1']['proj_norm']) == {
-      'scale': (32,), 'bias': (32,)}
+    'scale': (32,),
+    'bias': (32,),
+  }

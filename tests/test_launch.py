@@ -8,18 +8,33 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'launch' / 'tpu_vm.sh'
-V5E_16 = ['--name', 'mimic-v5e', '--project', 'my-proj', '--zone', 'us-west4-a',
-          '--accelerator', 'v5litepod-16', '--bucket', 'gs://my-bucket/mimic-jax/',
-          '--run-name', 'paper']
+V5E_16 = [
+  '--name',
+  'mimic-v5e',
+  '--project',
+  'my-proj',
+  '--zone',
+  'us-west4-a',
+  '--accelerator',
+  'v5litepod-16',
+  '--bucket',
+  'gs://my-bucket/mimic-jax/',
+  '--run-name',
+  'paper',
+]
 
 
 def _launch(args, cwd, env=None, check=True):
-  proc = subprocess.run(['bash', str(SCRIPT), *args], cwd=cwd, capture_output=True,
-                        text=True, env={**os.environ, **(env or {})}, check=False)
+  proc = subprocess.run(
+    ['bash', str(SCRIPT), *args],
+    cwd=cwd,
+    capture_output=True,
+    text=True,
+    env={**os.environ, **(env or {})},
+    check=False,
+  )
   if check:
     assert proc.returncode == 0, proc.stdout + proc.stderr
   return proc
@@ -36,17 +51,35 @@ def _flag(cmd, name):
 
 
 def test_dry_run_of_a_spot_v5e_16_run_is_complete(tmp_path):
-  out = _launch(['all', '--dry-run', '--spot', '--local-data-dir', 'data/tfds', *V5E_16,
-                 '--', '--config.num_epochs=30'], cwd=tmp_path,
-                env={'GCLOUD': 'gcloud'}).stdout
+  out = _launch(
+    [
+      'all',
+      '--dry-run',
+      '--spot',
+      '--local-data-dir',
+      'data/tfds',
+      *V5E_16,
+      '--',
+      '--config.num_epochs=30',
+    ],
+    cwd=tmp_path,
+    env={'GCLOUD': 'gcloud'},
+  ).stdout
   cmds = _commands(out)
   gcloud = [c for c in cmds if c[0] == 'gcloud']
   kinds = [' '.join(c[1:5]) if c[1] == 'compute' else ' '.join(c[1:3]) for c in gcloud]
-  assert kinds == ['compute tpus tpu-vm create', 'compute tpus tpu-vm scp',
-                   'compute tpus tpu-vm ssh', 'storage rsync', 'compute tpus tpu-vm describe',
-                   'compute tpus tpu-vm ssh', 'compute tpus tpu-vm scp',
-                   'compute tpus tpu-vm ssh', 'compute tpus tpu-vm scp',
-                   'compute tpus tpu-vm delete']
+  assert kinds == [
+    'compute tpus tpu-vm create',
+    'compute tpus tpu-vm scp',
+    'compute tpus tpu-vm ssh',
+    'storage rsync',
+    'compute tpus tpu-vm describe',
+    'compute tpus tpu-vm ssh',
+    'compute tpus tpu-vm scp',
+    'compute tpus tpu-vm ssh',
+    'compute tpus tpu-vm scp',
+    'compute tpus tpu-vm delete',
+  ]
   create, upload, setup, rsync, _, train, _, evaluate, _, delete = gcloud
   assert create[5] == 'mimic-v5e' and '--spot' in create
   assert _flag(create, 'accelerator-type') == 'v5litepod-16'
@@ -60,24 +93,37 @@ def test_dry_run_of_a_spot_v5e_16_run_is_complete(tmp_path):
     assert '--worker=all' in c
   remote_setup = _flag(setup, 'command')
   assert 'uv venv --python 3.12' in remote_setup and "-e '.[tpu]'" in remote_setup
-  assert rsync[3:] == ['--recursive', 'data/tfds/mimic_cxr_egd',
-                       'gs://my-bucket/mimic-jax/tfds/mimic_cxr_egd']
+  assert rsync[3:] == [
+    '--recursive',
+    'data/tfds/mimic_cxr_egd',
+    'gs://my-bucket/mimic-jax/tfds/mimic_cxr_egd',
+  ]
   for c, mode in ((train, 'train'), (evaluate, 'evaluate')):
     remote = shlex.split(_flag(c, 'command').split(' 2>&1')[0])
-    assert remote[:6] == ['cd', '~/mimic-jax', '&&', '.venv/bin/python', 'main.py',
-                          '--config=configs/mimic.py']
-    assert remote[6:] == ['--workdir=gs://my-bucket/mimic-jax/runs/paper', f'--mode={mode}',
-                          '--multiprocess=on',
-                          '--config.data.data_dir=gs://my-bucket/mimic-jax/tfds',
-                          '--config.num_epochs=30']
+    assert remote[:6] == [
+      'cd',
+      '~/mimic-jax',
+      '&&',
+      '.venv/bin/python',
+      'main.py',
+      '--config=configs/mimic.py',
+    ]
+    assert remote[6:] == [
+      '--workdir=gs://my-bucket/mimic-jax/runs/paper',
+      f'--mode={mode}',
+      '--multiprocess=on',
+      '--config.data.data_dir=gs://my-bucket/mimic-jax/tfds',
+      '--config.num_epochs=30',
+    ]
     assert 'exit ${PIPESTATUS[0]}' in _flag(c, 'command')
   assert delete[4:6] == ['delete', 'mimic-v5e'] and '--quiet' in delete
   assert not (tmp_path / 'logs').exists()  # a dry run runs nothing
 
 
 def test_dry_run_with_a_queued_resource(tmp_path):
-  cmds = _commands(_launch(['create', '--dry-run', '--queued', '--spot', *V5E_16],
-                           cwd=tmp_path).stdout)
+  cmds = _commands(
+    _launch(['create', '--dry-run', '--queued', '--spot', *V5E_16], cwd=tmp_path).stdout
+  )
   create, describe = cmds
   assert create[1:6] == ['compute', 'tpus', 'queued-resources', 'create', 'mimic-v5e-qr']
   assert _flag(create, 'node-id') == 'mimic-v5e' and '--spot' in create
@@ -90,12 +136,13 @@ def test_dry_run_with_a_queued_resource(tmp_path):
 def test_missing_bucket_and_unknown_options_are_errors(tmp_path):
   proc = _launch(['train', '--dry-run'], cwd=tmp_path, check=False)
   assert proc.returncode == 2 and '--bucket gs://' in proc.stderr
-  proc = _launch(['train', '--dry-run', '--bucket', 'gs://b', '--zonee', 'x'], cwd=tmp_path,
-                 check=False)
+  proc = _launch(
+    ['train', '--dry-run', '--bucket', 'gs://b', '--zonee', 'x'], cwd=tmp_path, check=False
+  )
   assert proc.returncode == 2 and 'unknown option --zonee' in proc.stderr
 
 
-FAKE_GCLOUD = r'''#!/usr/bin/env bash
+FAKE_GCLOUD = r"""#!/usr/bin/env bash
 # Stand-in for gcloud: records each call; answers from the scripted queues in $FAKE_DIR.
 echo "$*" >> "$FAKE_DIR/calls"
 pop() { local first; first=$(head -n1 "$FAKE_DIR/$1"); sed -i 1d "$FAKE_DIR/$1"; echo "$first"; }
@@ -110,7 +157,7 @@ case "$*" in
     exit 0 ;;
 esac
 exit 0
-'''
+"""
 
 
 def _fake_gcloud(tmp_path, states, trains):
@@ -139,23 +186,38 @@ def test_run_relaunches_after_preemption_until_complete(tmp_path):
   # 1st attempt: main.py exits 42 (SIGTERM), VM still READY -> relaunch on the same VM.
   # 2nd: gcloud reports 255 and the VM is PREEMPTED -> delete, create, set up, relaunch.
   # 3rd: completes.
-  env, fake = _fake_gcloud(tmp_path, states=['READY', 'READY', 'PREEMPTED', 'PREEMPTED'],
-                           trains=['42', '255', '0'])
+  env, fake = _fake_gcloud(
+    tmp_path, states=['READY', 'READY', 'PREEMPTED', 'PREEMPTED'], trains=['42', '255', '0']
+  )
   proc = _launch(['run', *V5E_16], cwd=tmp_path, env=env)
   assert 'training of paper complete (relaunches: 2)' in proc.stdout
   kinds = _kinds(_calls(fake))
-  assert kinds == ['describe', 'ssh-train', 'scp',          # attempt 1 (42: preempted)
-                   'describe', 'ssh-train', 'scp',          # attempt 2 (255 ...
-                   'describe',                              # ... and the VM is gone)
-                   'describe', 'delete', 'create', 'scp', 'ssh',  # recreate + set up
-                   'ssh-train', 'scp']                      # attempt 3
+  assert kinds == [
+    'describe',
+    'ssh-train',
+    'scp',  # attempt 1 (42: preempted)
+    'describe',
+    'ssh-train',
+    'scp',  # attempt 2 (255 ...
+    'describe',  # ... and the VM is gone)
+    'describe',
+    'delete',
+    'create',
+    'scp',
+    'ssh',  # recreate + set up
+    'ssh-train',
+    'scp',
+  ]  # attempt 3
   assert 'preempted (exit code 42): relaunch 1 of 20' in proc.stdout
   assert 'TPU mimic-v5e is PREEMPTED: recreating it' in proc.stdout
 
 
 def test_run_recognises_preemption_from_the_log_line(tmp_path):
-  env, fake = _fake_gcloud(tmp_path, states=['READY', 'READY'], trains=[
-      '1 SIGTERM: checkpoint at step 120 written; exiting with code 42.', '0'])
+  env, fake = _fake_gcloud(
+    tmp_path,
+    states=['READY', 'READY'],
+    trains=['1 SIGTERM: checkpoint at step 120 written; exiting with code 42.', '0'],
+  )
   proc = _launch(['run', *V5E_16], cwd=tmp_path, env=env)
   assert 'relaunches: 1' in proc.stdout
   assert _kinds(_calls(fake)).count('ssh-train') == 2
@@ -171,11 +233,15 @@ def test_run_stops_on_a_failure_that_is_not_a_preemption(tmp_path):
 
 
 def test_scripts_pass_shellcheck():
-  shellcheck = shutil.which('shellcheck') or str(pathlib.Path(sys.executable).parent /
-                                                  'shellcheck')
-  scripts = [SCRIPT, *sorted((ROOT / 'scripts').glob('*.sh')), ROOT / '.ci' / 'run',
-             *sorted((ROOT / 'launch').glob('*.sh')),
-             *sorted((ROOT / 'benchmarks').glob('*.sh'))]
-  proc = subprocess.run([shellcheck, *map(str, dict.fromkeys(scripts))], capture_output=True,
-                        text=True, check=False)
+  shellcheck = shutil.which('shellcheck') or str(pathlib.Path(sys.executable).parent / 'shellcheck')
+  scripts = [
+    SCRIPT,
+    *sorted((ROOT / 'scripts').glob('*.sh')),
+    ROOT / '.ci' / 'run',
+    *sorted((ROOT / 'launch').glob('*.sh')),
+    *sorted((ROOT / 'benchmarks').glob('*.sh')),
+  ]
+  proc = subprocess.run(
+    [shellcheck, *map(str, dict.fromkeys(scripts))], capture_output=True, text=True, check=False
+  )
   assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -20,8 +20,7 @@ M = 3
 
 @pytest.fixture(scope='module')
 def setup():
-  model = resnet.ResNet(stage_sizes=(1, 1), width=8, num_classes=3, norm='group',
-                        stem_pool=False)
+  model = resnet.ResNet(stage_sizes=(1, 1), width=8, num_classes=3, norm='group', stem_pool=False)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(4, 16, 16, 1)), jnp.float32)
   y = jnp.asarray([0, 1, 2, 1])
@@ -50,8 +49,9 @@ def test_stacked_ensemble_equals_a_python_loop(setup):
   loop = [model.apply(jax.tree.map(lambda v, i=i: v[i], variables), x) for i in range(M)]
   np.testing.assert_allclose(logits, np.stack(loop), rtol=1e-5, atol=1e-6)
   ce = base.ensemble_ce(logits, y)
-  ref_ce = sum(-special.log_softmax(np.asarray(l, np.float64), axis=-1)[np.arange(4), y].mean()
-               for l in loop)
+  ref_ce = sum(
+    -special.log_softmax(np.asarray(l, np.float64), axis=-1)[np.arange(4), y].mean() for l in loop
+  )
   assert float(ce) == pytest.approx(ref_ce, rel=1e-5)
   pred = base.ensemble_prediction(logits)
   ref_pred = np.mean([special.log_softmax(np.asarray(l, np.float64), axis=-1) for l in loop], 0)
@@ -60,17 +60,27 @@ def test_stacked_ensemble_equals_a_python_loop(setup):
 
 def test_unrolled_execution_equals_vmap(setup):
   model, x, y, variables = setup
-  kw = dict(explainer='gradient_shap', explainer_kwargs={'samples': 2},
-            post={'sign': 'abs', 'normalize': 'minmax', 'pool': 2})
+  kw = dict(
+    explainer='gradient_shap',
+    explainer_kwargs={'samples': 2},
+    post={'sign': 'abs', 'normalize': 'minmax', 'pool': 2},
+  )
   np.testing.assert_allclose(
-      base.ensemble_log_probs(model.apply, variables, x, execution='unrolled'),
-      base.ensemble_log_probs(model.apply, variables, x, execution='vmap'), rtol=1e-5,
-      atol=1e-6)
+    base.ensemble_log_probs(model.apply, variables, x, execution='unrolled'),
+    base.ensemble_log_probs(model.apply, variables, x, execution='vmap'),
+    rtol=1e-5,
+    atol=1e-6,
+  )
   np.testing.assert_allclose(
-      base.member_explanations(model.apply, variables, x, y, jax.random.key(0),
-                               execution='unrolled', **kw),
-      base.member_explanations(model.apply, variables, x, y, jax.random.key(0),
-                               execution='vmap', **kw), rtol=1e-4, atol=1e-5)
+    base.member_explanations(
+      model.apply, variables, x, y, jax.random.key(0), execution='unrolled', **kw
+    ),
+    base.member_explanations(
+      model.apply, variables, x, y, jax.random.key(0), execution='vmap', **kw
+    ),
+    rtol=1e-4,
+    atol=1e-5,
+  )
 
 
 def test_only_unrolled_members_split_the_batch_over_devices(setup):
@@ -84,10 +94,21 @@ def test_only_unrolled_members_split_the_batch_over_devices(setup):
 
   def ratio(execution):
     return mesh_flops.split_ratio(
-        lambda v, x, y: base.member_explanations(
-            model.apply, v, x, y, jax.random.key(0), explainer='input_gradients',
-            explainer_kwargs={}, post={'sign': 'abs', 'normalize': 'minmax', 'pool': 2},
-            execution=execution), variables, x, y)
+      lambda v, x, y: base.member_explanations(
+        model.apply,
+        v,
+        x,
+        y,
+        jax.random.key(0),
+        explainer='input_gradients',
+        explainer_kwargs={},
+        post={'sign': 'abs', 'normalize': 'minmax', 'pool': 2},
+        execution=execution,
+      ),
+      variables,
+      x,
+      y,
+    )
 
   assert 0.45 < ratio('unrolled') < 0.55
   assert ratio('vmap') > 0.7
@@ -109,8 +130,9 @@ def test_explanation_gradient_reaches_the_sub_models(setup):
   g0 = _adversarial_grads(setup, beta=0.0)
   g1 = _adversarial_grads(setup, beta=1.0)
   stop = _adversarial_grads(setup, beta=1.0, explanation_gradient='stop')
-  diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g0),
-                                                            jax.tree.leaves(g1)))
+  diff = max(
+    float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1))
+  )
   assert diff > 1e-4  # beta > 0 changes the sub-models' gradients (double backprop)
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(stop)):
     np.testing.assert_array_equal(a, b)  # 'stop' is exactly the released code's beta = 0
@@ -122,12 +144,12 @@ def test_discriminator_labels_are_model_major(setup):
   model, _, _, _ = setup
   _, disc = _mimic(model)
   maps = jnp.asarray(np.random.default_rng(1).random((M, 4, 8, 8)), jnp.float32)
-  logits = np.asarray(disc.apply_fn({'params': disc.params}, maps.reshape(M * 4, 8, 8)),
-                      np.float64)
+  logits = np.asarray(disc.apply_fn({'params': disc.params}, maps.reshape(M * 4, 8, 8)), np.float64)
   labels = np.repeat(np.arange(M), 4)
   ref = -special.log_softmax(logits, axis=-1)[np.arange(M * 4), labels].mean()
   assert float(mimic_lib.discriminator_ce(disc.apply_fn, disc.params, maps)) == pytest.approx(
-      ref, rel=1e-5)
+    ref, rel=1e-5
+  )
 
 
 def test_kld_loss_is_the_mit_formula_in_float64():
@@ -143,7 +165,8 @@ def test_kld_loss_is_the_mit_formula_in_float64():
     got = saliency_metrics.kld(jnp.asarray(s), jnp.asarray(g), xp=jnp)
   np.testing.assert_allclose(got, ref, rtol=1e-12)
   assert float(jnp.max(saliency_metrics.kld(jnp.asarray(g), jnp.asarray(g), xp=jnp))) == (
-      pytest.approx(0.0, abs=1e-6))
+    pytest.approx(0.0, abs=1e-6)
+  )
 
 
 @pytest.mark.parametrize('penalty', ['kld', 'rrr'])
@@ -153,14 +176,16 @@ def test_gaze_penalty_is_finite_and_differentiable(setup, penalty):
   gaze = jnp.asarray(np.random.default_rng(3).random((4, 8, 8)), jnp.float32)
   gaze = gaze / gaze.sum(axis=(1, 2), keepdims=True)
   value, grads = jax.value_and_grad(
-      lambda v: gaze_lib.gaze_penalty(model.apply, v, x, y, gaze, penalty=penalty))(single)
+    lambda v: gaze_lib.gaze_penalty(model.apply, v, x, y, gaze, penalty=penalty)
+  )(single)
   assert np.isfinite(float(value)) and float(value) > 0
   assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) > 0
 
 
-@pytest.mark.parametrize('method_name, explainer', [('gaze', None),
-                                                    ('mimic', 'input_gradients'),
-                                                    ('mimic', 'gradient_x_input')])
+@pytest.mark.parametrize(
+  'method_name, explainer',
+  [('gaze', None), ('mimic', 'input_gradients'), ('mimic', 'gradient_x_input')],
+)
 def test_shared_forward_gives_the_two_forward_loss_and_gradients(method_name, explainer):
   """GroupNorm models: the method's loss reuses the cross-entropy forward for the
   explanation; the loss and its gradient equal those assembled from separate forward passes
@@ -179,20 +204,31 @@ def test_shared_forward_gives_the_two_forward_loss_and_gradients(method_name, ex
   params = variables['params']
   disc = method.init_method_state(jax.random.key(5), (32, 32, 1))
   gaze = jax.random.uniform(k[2], (4, 32, 32))
-  batch = {'image': x, 'label': jnp.array([0, 1, 2, 1]),
-           'gaze': gaze / gaze.sum((1, 2), keepdims=True)}
+  batch = {
+    'image': x,
+    'label': jnp.array([0, 1, 2, 1]),
+    'gaze': gaze / gaze.sum((1, 2), keepdims=True),
+  }
   y = batch['label']
 
   def reference(params):
     logits = base.map_members(lambda p: model.apply({'params': p}, x, train=True), params)
     ce = base.ensemble_ce(logits, y)
     if method_name == 'gaze':
-      pen = base.map_members(lambda p: gaze_lib.gaze_penalty(
-          model.apply, {'params': p}, x, y, batch['gaze']), params)
+      pen = base.map_members(
+        lambda p: gaze_lib.gaze_penalty(model.apply, {'params': p}, x, y, batch['gaze']), params
+      )
       return ce + config.gaze.weight * pen.sum()
     maps = base.member_explanations(
-        model.apply, {'params': params}, x, y, jax.random.key(2), explainer=explainer,
-        explainer_kwargs={}, post=config.mimic.post.to_dict())
+      model.apply,
+      {'params': params},
+      x,
+      y,
+      jax.random.key(2),
+      explainer=explainer,
+      explainer_kwargs={},
+      post=config.mimic.post.to_dict(),
+    )
     adversarial, _ = mimic_lib.adversarial_term(disc.apply_fn, disc.params, maps)
     return ce + config.mimic.beta * adversarial
 

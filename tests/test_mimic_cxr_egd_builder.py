@@ -7,12 +7,12 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import FIXTURE_SIGMA
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
-from PIL import Image
 
-from conftest import FIXTURE_SIGMA
 from data_builders.mimic_cxr_egd import EgdConfig
 from data_builders.mimic_cxr_egd import MimicCxrEgd
 from data_builders.mimic_cxr_egd import egd_reader
@@ -23,10 +23,10 @@ SIZE = 32
 
 def _build(manual_dir, data_dir, name='t32', skip=False):
   cfg = EgdConfig(name=name, image_size=SIZE, gaze_sigma=FIXTURE_SIGMA, skip_invalid_rows=skip)
-  builder = MimicCxrEgd(config=cfg, data_dir=data_dir, file_format='array_record',
-                        num_workers=0)
+  builder = MimicCxrEgd(config=cfg, data_dir=data_dir, file_format='array_record', num_workers=0)
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+  )
   return builder
 
 
@@ -77,8 +77,11 @@ def test_gaze_fixations_and_maps_match_an_independent_reading_of_the_csv(built):
   for ex in sum(examples.values(), []):
     dicom_id = ex['dicom_id'].decode()
     h, w = size_of[dicom_id]
-    mine = [(int(r['X_ORIGINAL']), int(r['Y_ORIGINAL']), float(r['FPOGS']), float(r['FPOGD']))
-            for r in rows if r['DICOM_ID'] == dicom_id]
+    mine = [
+      (int(r['X_ORIGINAL']), int(r['Y_ORIGINAL']), float(r['FPOGS']), float(r['FPOGD']))
+      for r in rows
+      if r['DICOM_ID'] == dicom_id
+    ]
     mine = [m for m in mine if 0 <= m[0] < w and 0 <= m[1] < h]
     x = np.array([m[0] for m in mine])
     y = np.array([m[1] for m in mine])
@@ -89,8 +92,9 @@ def test_gaze_fixations_and_maps_match_an_independent_reading_of_the_csv(built):
     np.testing.assert_allclose(fx['y'], y / h, rtol=1e-6)
     np.testing.assert_allclose(fx['start_s'], [m[2] for m in mine], rtol=1e-6)
     np.testing.assert_allclose(fx['duration_s'], [m[3] for m in mine], rtol=1e-6)
-    cells = {(min(int(yy * SIZE / h), SIZE - 1), min(int(xx * SIZE / w), SIZE - 1))
-             for xx, yy in zip(x, y)}
+    cells = {
+      (min(int(yy * SIZE / h), SIZE - 1), min(int(xx * SIZE / w), SIZE - 1)) for xx, yy in zip(x, y)
+    }
     assert ex['fixation_map'].sum() == len(cells)
     for r, c in cells:
       assert ex['fixation_map'][r, c] == 1
@@ -101,9 +105,15 @@ def test_calibration_and_off_image_fixations_are_dropped_and_counted(built):
   rows = _read_fixations(manual)
   size_of = {s.dicom_id: (s.height, s.width) for s in specs}
   calibration = [r for r in rows if len(r['DICOM_ID']) == 39]
-  off = [r for r in rows if r['DICOM_ID'] in size_of and not (
-      0 <= int(r['X_ORIGINAL']) < size_of[r['DICOM_ID']][1] and
-      0 <= int(r['Y_ORIGINAL']) < size_of[r['DICOM_ID']][0])]
+  off = [
+    r
+    for r in rows
+    if r['DICOM_ID'] in size_of
+    and not (
+      0 <= int(r['X_ORIGINAL']) < size_of[r['DICOM_ID']][1]
+      and 0 <= int(r['Y_ORIGINAL']) < size_of[r['DICOM_ID']][0]
+    )
+  ]
   assert calibration and off  # the fixture exercises both
   meta = builder.info.metadata
   assert meta['dropped_calibration_fixations'] == len(calibration)
@@ -174,10 +184,14 @@ def test_bad_input_reports_every_problem_with_file_and_line(synthetic_tree, tmp_
   assert f'{sheet} line {starts[5]} (record 6): image unreadable' in msg
   assert f'{sheet} line {starts[6]} (record 7): dicom_id {ids[2]} needs exactly one label' in msg
   n = len(starts)
-  assert (f'{sheet} line {starts[-1]} (record {n}): duplicate dicom_id {ids[3]} (first at line '
-          f'{starts[7]}, record 8)') in msg
-  assert (f'fixations.csv line(s) {stray_line}, {stray_line + 1}: 2 fixation(s) for DICOM_ID '
-          "'deadbeef-00000000-00000000-00000000-00000000'") in msg
+  assert (
+    f'{sheet} line {starts[-1]} (record {n}): duplicate dicom_id {ids[3]} (first at line '
+    f'{starts[7]}, record 8)'
+  ) in msg
+  assert (
+    f'fixations.csv line(s) {stray_line}, {stray_line + 1}: 2 fixation(s) for DICOM_ID '
+    "'deadbeef-00000000-00000000-00000000-00000000'"
+  ) in msg
   assert 'skip_invalid_rows' in msg
 
 
@@ -197,8 +211,11 @@ def test_missing_required_header_column_is_fatal_even_when_skipping(synthetic_tr
   sheet = tmp_path / 'bad/egd-cxr/1.0.0/master_sheet.csv'
   text = sheet.read_text()
   sheet.write_text(text.replace(',CHF,', ',chf,', 1))
-  with pytest.raises(egd_reader.EgdValidationError, match=r"master_sheet.csv line 1: header "
-                     r"lacks required column\(s\) \['CHF'\]"):
+  with pytest.raises(
+    egd_reader.EgdValidationError,
+    match=r'master_sheet.csv line 1: header '
+    r"lacks required column\(s\) \['CHF'\]",
+  ):
     egd_reader.read_tree(tmp_path / 'bad', skip_invalid_rows=True)
 
 

@@ -24,13 +24,19 @@ def _count(tree):
 # torchvision's documented totals with a 1000-class head on RGB input (resnet18 11,689,512;
 # resnet50 25,557,032; densenet121 7,978,856; efficientnet_b0 5,288,548); ours have 3
 # classes, so swap the head.
-@pytest.mark.parametrize('arch,torchvision_total,features', [
-    ('resnet18', 11_689_512, 512), ('resnet50', 25_557_032, 2048),
+@pytest.mark.parametrize(
+  'arch,torchvision_total,features',
+  [
+    ('resnet18', 11_689_512, 512),
+    ('resnet50', 25_557_032, 2048),
     ('densenet121', 7_978_856, 1024),
-    ('efficientnet_b0', 5_288_548, 1280)])
+    ('efficientnet_b0', 5_288_548, 1280),
+  ],
+)
 def test_parameter_counts_match_torchvision(arch, torchvision_total, features):
-  model = models.create_model(ml_collections.ConfigDict(
-      {'arch': arch, 'num_classes': 3, 'norm': 'batch', 'width': 64}))
+  model = models.create_model(
+    ml_collections.ConfigDict({'arch': arch, 'num_classes': 3, 'norm': 'batch', 'width': 64})
+  )
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
   expected = torchvision_total - (features * 1000 + 1000) + (features * 3 + 3)
   assert _count(shapes['params']) == expected
@@ -38,17 +44,20 @@ def test_parameter_counts_match_torchvision(arch, torchvision_total, features):
 
 @pytest.mark.parametrize('arch', ['tiny_resnet', 'resnet18', 'densenet121', 'efficientnet_b0'])
 def test_forward_shapes_and_features_layer(arch):
-  model = models.create_model(ml_collections.ConfigDict(
-      {'arch': arch, 'num_classes': 3, 'norm': 'batch', 'width': None}))
+  model = models.create_model(
+    ml_collections.ConfigDict({'arch': arch, 'num_classes': 3, 'norm': 'batch', 'width': None})
+  )
   x = jnp.ones((2, 32, 32, 1))
   variables = jax.jit(model.init)(jax.random.key(0), x)
-  logits, state = jax.jit(functools.partial(model.apply, train=False,
-                                            mutable=['intermediates']))(variables, x)
+  logits, state = jax.jit(functools.partial(model.apply, train=False, mutable=['intermediates']))(
+    variables, x
+  )
   assert logits.shape == (2, 3)
   feats = state['intermediates']['features'][0]
   assert feats.ndim == 4 and feats.shape[0] == 2
-  _, upd = jax.jit(functools.partial(model.apply, train=True,
-                                     mutable=['batch_stats']))(variables, x)
+  _, upd = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))(
+    variables, x
+  )
   assert set(upd) == {'batch_stats'}
 
 
@@ -62,12 +71,14 @@ def test_bfloat16_computation_keeps_float32_parameters_and_logits(arch):
   variables = {'params': init['params'], 'batch_stats': init['batch_stats']}
   shapes = jax.eval_shape(bf16.init, jax.random.key(0), x)
   assert {v.dtype for v in jax.tree.leaves((shapes['params'], shapes['batch_stats']))} == {
-      jnp.dtype('float32')}
+    jnp.dtype('float32')
+  }
   ref = jax.jit(functools.partial(f32.apply, train=False))(variables, x)
   low = jax.jit(functools.partial(bf16.apply, train=False))(variables, x)
   assert low.dtype == jnp.float32
   _, inter = jax.jit(functools.partial(bf16.apply, train=False, mutable=['intermediates']))(
-      variables, x)
+    variables, x
+  )
   assert inter['intermediates']['features'][0].dtype == jnp.bfloat16
   # bfloat16 keeps 8 bits of mantissa: the same logits to about 1e-2 of their scale.
   np.testing.assert_allclose(low, ref, atol=0.05 * float(jnp.max(jnp.abs(ref))) + 1e-3)
@@ -79,35 +90,53 @@ def test_pooled_downsampling_keeps_shapes_and_parameters():
   x = jnp.ones((2, 64, 64, 1))
   out = {}
   for mode in ('stride', 'pool'):
-    model = models.create_model(ml_collections.ConfigDict(
-        {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 16,
-         'downsample': mode}))
+    model = models.create_model(
+      ml_collections.ConfigDict(
+        {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 16, 'downsample': mode}
+      )
+    )
     variables = model.init(jax.random.key(0), x)
     _, inter = model.apply(variables, x, mutable=['intermediates'])
-    out[mode] = (jax.tree.map(jnp.shape, variables['params']),
-                 {k: v[0].shape for k, v in inter['intermediates'].items()})
+    out[mode] = (
+      jax.tree.map(jnp.shape, variables['params']),
+      {k: v[0].shape for k, v in inter['intermediates'].items()},
+    )
   assert out['stride'] == out['pool']
   assert out['pool'][1]['features'] == (2, 8, 8, 64)
   # A pooled block = the stride-1 block applied to the 2 x 2 average-pooled input.
   from mimic_jax.models import resnet  # pylint: disable=g-import-not-at-top
+
   h = jax.random.normal(jax.random.key(3), (2, 16, 16, 16))
   pooled_block = resnet.BasicBlock(32, 2, 'group', downsample='pool')
   v = pooled_block.init(jax.random.key(4), h, train=False)
   plain_block = resnet.BasicBlock(32, 1, 'group')
   np.testing.assert_allclose(
-      pooled_block.apply(v, h, train=False),
-      plain_block.apply(v, h.reshape(2, 8, 2, 8, 2, 16).mean(axis=(2, 4)), train=False),
-      rtol=1e-5, atol=1e-6)
+    pooled_block.apply(v, h, train=False),
+    plain_block.apply(v, h.reshape(2, 8, 2, 8, 2, 16).mean(axis=(2, 4)), train=False),
+    rtol=1e-5,
+    atol=1e-6,
+  )
 
 
-@pytest.mark.parametrize('kernel,stride,cin,pad', [(7, 2, 1, 3), (3, 2, 3, 1), (1, 2, 4, 0),
-                                                   (3, 1, 2, 1), (1, 1, 3, 0), (3, 1, 4, (0, 2)),
-                                                   (7, 2, 1, (2, 3)), (4, 3, 2, (0, 2)),
-                                                   (2, 2, 3, (1, 0))])
+@pytest.mark.parametrize(
+  'kernel,stride,cin,pad',
+  [
+    (7, 2, 1, 3),
+    (3, 2, 3, 1),
+    (1, 2, 4, 0),
+    (3, 1, 2, 1),
+    (1, 1, 3, 0),
+    (3, 1, 4, (0, 2)),
+    (7, 2, 1, (2, 3)),
+    (4, 3, 2, (0, 2)),
+    (2, 2, 3, (1, 0)),
+  ],
+)
 def test_cpu_conv_equals_lax_convolution_to_second_order(kernel, stride, cin, pad):
   """``cpu_convs.conv`` against ``lax``'s convolution in float64: the output, and the
   kernel and input gradients of a loss with a squared input gradient (double backprop)."""
   from jax import lax  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(kernel * 10 + stride + cin)
   with jax.enable_x64(True):
     x = jnp.asarray(rng.normal(size=(2, 13, 14, cin)))
@@ -122,22 +151,28 @@ def test_cpu_conv_equals_lax_convolution_to_second_order(kernel, stride, cin, pa
     def second_order(conv):
       def loss(w, x):
         gx = jax.grad(lambda z: jnp.sum(jnp.sin(conv(z, w))))(x)
-        return jnp.sum(gx**2) + jnp.sum(conv(x, w)**3)
+        return jnp.sum(gx**2) + jnp.sum(conv(x, w) ** 3)
+
       return jax.grad(loss, argnums=(0, 1))(w, x)
 
     for a, b in zip(second_order(mine), second_order(ref)):
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(jnp.max(jnp.abs(b))))
   with pytest.raises(ValueError, match='feature_group_count=1'):
-    cpu_convs.conv(jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 2, 4)), (2, 2), [(1, 1)] * 2,
-                   feature_group_count=2)
+    cpu_convs.conv(
+      jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 2, 4)), (2, 2), [(1, 1)] * 2, feature_group_count=2
+    )
 
 
-@pytest.mark.parametrize('cin,strides,lowered', [(1, (2, 2), ((1, 1), 4)),
-                                                  (3, (2, 3), ((1, 1), 18)),
-                                                  (4, (2, 2), ((2, 2), 4)),
-                                                  (1, (1, 1), ((1, 1), 1))])
-def test_cpu_conv_runs_narrow_strided_convolutions_on_space_to_depth_input(cin, strides,
-                                                                           lowered):
+@pytest.mark.parametrize(
+  'cin,strides,lowered',
+  [
+    (1, (2, 2), ((1, 1), 4)),
+    (3, (2, 3), ((1, 1), 18)),
+    (4, (2, 2), ((2, 2), 4)),
+    (1, (1, 1), ((1, 1), 1)),
+  ],
+)
+def test_cpu_conv_runs_narrow_strided_convolutions_on_space_to_depth_input(cin, strides, lowered):
   """The stems (strided, at most 3 input channels) compute their value as a stride-1
   convolution over ``s_h * s_w * Cin`` channels; wider or stride-1 ones stay as they are.
   The value is ``lax``'s (float64, also with unequal strides)."""
@@ -145,21 +180,24 @@ def test_cpu_conv_runs_narrow_strided_convolutions_on_space_to_depth_input(cin, 
   with jax.enable_x64(True):
     x = jnp.asarray(rng.normal(size=(2, 16, 15, cin)))
     w = jnp.asarray(rng.normal(size=(7, 7, cin, 8)))
-    kw = dict(window_strides=strides, padding=[(3, 2), (1, 3)],
-              dimension_numbers=jax.lax.conv_dimension_numbers(
-                  x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC')))
-    np.testing.assert_allclose(cpu_convs.conv(x, w, **kw),
-                               jax.lax.conv_general_dilated(x, w, **kw), rtol=1e-12,
-                               atol=1e-12)
+    kw = dict(
+      window_strides=strides,
+      padding=[(3, 2), (1, 3)],
+      dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC')),
+    )
+    np.testing.assert_allclose(
+      cpu_convs.conv(x, w, **kw), jax.lax.conv_general_dilated(x, w, **kw), rtol=1e-12, atol=1e-12
+    )
     jaxpr = jax.make_jaxpr(functools.partial(cpu_convs.conv, **kw))(x, w)
   convs = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == 'conv_general_dilated']
   assert [(e.params['window_strides'], e.invars[0].aval.shape[-1]) for e in convs] == [lowered]
 
 
-@pytest.mark.parametrize('cin,strides,kernel', [(1, (2, 2), 7), (1, (2, 3), 7), (1, (3, 2), 4),
-                                                 (3, (2, 2), 7), (1, (1, 1), 7)])
-def test_cpu_conv_input_gradient_of_grey_strided_convolution_is_one_product(cin, strides,
-                                                                             kernel):
+@pytest.mark.parametrize(
+  'cin,strides,kernel',
+  [(1, (2, 2), 7), (1, (2, 3), 7), (1, (3, 2), 4), (3, (2, 2), 7), (1, (1, 1), 7)],
+)
+def test_cpu_conv_input_gradient_of_grey_strided_convolution_is_one_product(cin, strides, kernel):
   """A grey stem's input gradient (strided, 1 input channel) is one matrix product and sums
   of its shifted slices, no convolution; RGB or stride-1 ones stay convolutions. It is
   ``lax``'s (float64, unequal strides, kernels that the strides do not divide, uneven
@@ -168,29 +206,39 @@ def test_cpu_conv_input_gradient_of_grey_strided_convolution_is_one_product(cin,
   with jax.enable_x64(True):
     x = jnp.asarray(rng.normal(size=(3, 17, 15, cin)))
     w = jnp.asarray(rng.normal(size=(kernel, kernel, cin, 6)))
-    kw = dict(window_strides=strides, padding=[(3, 2), (1, 3)],
-              dimension_numbers=jax.lax.conv_dimension_numbers(
-                  x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC')))
+    kw = dict(
+      window_strides=strides,
+      padding=[(3, 2), (1, 3)],
+      dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC')),
+    )
     dy = jnp.asarray(rng.normal(size=jax.lax.conv_general_dilated(x, w, **kw).shape))
 
     def input_grad(conv):
       return jax.vjp(lambda x_: conv(x_, w, **kw), x)[1](dy)[0]
 
-    np.testing.assert_allclose(input_grad(cpu_convs.conv),
-                               input_grad(jax.lax.conv_general_dilated), rtol=1e-12,
-                               atol=1e-12 * float(jnp.max(jnp.abs(dy))) * kernel**2)
+    np.testing.assert_allclose(
+      input_grad(cpu_convs.conv),
+      input_grad(jax.lax.conv_general_dilated),
+      rtol=1e-12,
+      atol=1e-12 * float(jnp.max(jnp.abs(dy))) * kernel**2,
+    )
     hlo = jax.jit(functools.partial(input_grad, cpu_convs.conv)).lower().compile().as_text()
   narrow = cin == 1 and strides != (1, 1)
   # What XLA runs for the input gradient alone (the forward and the kernel gradient pruned).
   assert (hlo.count(' dot('), hlo.count(' convolution(')) == ((1, 0) if narrow else (0, 1))
 
 
-@pytest.mark.parametrize('batch,kernel,pads', [(2, (3, 3), ((1, 1), (1, 1))),
-                                                (1, (5, 3), ((0, 4), (2, 1))),
-                                                (3, (2, 2), ((1, 0), (0, 1))),
-                                                (7, (3, 3), ((3, 3), (0, 0))),
-                                                (8, (3, 3), ((1, 1), (1, 1))),
-                                                (2, (1, 1), ((0, 0), (0, 0)))])
+@pytest.mark.parametrize(
+  'batch,kernel,pads',
+  [
+    (2, (3, 3), ((1, 1), (1, 1))),
+    (1, (5, 3), ((0, 4), (2, 1))),
+    (3, (2, 2), ((1, 0), (0, 1))),
+    (7, (3, 3), ((3, 3), (0, 0))),
+    (8, (3, 3), ((1, 1), (1, 1))),
+    (2, (1, 1), ((0, 0), (0, 0))),
+  ],
+)
 def test_cpu_conv_kernel_gradient_of_few_examples_from_cotangent_windows(batch, kernel, pads):
   """Stride 1, wider than 1 x 1, at most 7 examples: the kernel gradient is one product of
   the input with the cotangent's shifted windows (no convolution); else ``lax``'s. Either
@@ -200,40 +248,54 @@ def test_cpu_conv_kernel_gradient_of_few_examples_from_cotangent_windows(batch, 
   with jax.enable_x64(True):
     x = jnp.asarray(rng.normal(size=(batch, 9, 7, 6)))
     w = jnp.asarray(rng.normal(size=(*kernel, 6, 4)))
-    kw = dict(window_strides=(1, 1), padding=pads, dimension_numbers=(
-        jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))))
+    kw = dict(
+      window_strides=(1, 1),
+      padding=pads,
+      dimension_numbers=(
+        jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+      ),
+    )
     ref = jax.lax.conv_general_dilated(x, w, **kw)
     dy = jnp.asarray(rng.normal(size=ref.shape))
 
     def kernel_grad(conv):
       return jax.vjp(lambda w_: conv(x, w_, **kw), w)[1](dy)[0]
 
-    np.testing.assert_allclose(kernel_grad(cpu_convs.conv),
-                               kernel_grad(jax.lax.conv_general_dilated), rtol=1e-12,
-                               atol=1e-12 * float(jnp.max(jnp.abs(ref))))
+    np.testing.assert_allclose(
+      kernel_grad(cpu_convs.conv),
+      kernel_grad(jax.lax.conv_general_dilated),
+      rtol=1e-12,
+      atol=1e-12 * float(jnp.max(jnp.abs(ref))),
+    )
     jaxpr = jax.make_jaxpr(functools.partial(kernel_grad, cpu_convs.conv))()
   windowed = batch <= 7 and kernel != (1, 1)
   names = [e.primitive.name for e in _equations(jaxpr.jaxpr)]
   assert ('dot_general' in names, names.count('conv_general_dilated')) == (
-      (True, 2) if windowed else (False, 4))  # forward, input gradient (+ lax's vjp: 2)
+    (True, 2) if windowed else (False, 4)
+  )  # forward, input gradient (+ lax's vjp: 2)
 
 
 def test_densenet_with_custom_convolutions_agrees_with_flax():
   """A small DenseNet with ``cpu_convs.Conv`` (every convolution through ``cpu_convs.conv``)
   vs ``nn.Conv``: the same logits and the same parameter gradient of a double-backprop loss,
   float64, batch 2 (so the 3 x 3 kernel gradients are the windowed ones)."""
-  make = functools.partial(densenet.DenseNet, block_sizes=(2, 2), growth_rate=4,
-                           init_features=8, bn_size=2)
+  make = functools.partial(
+    densenet.DenseNet, block_sizes=(2, 2), growth_rate=4, init_features=8, bn_size=2
+  )
   with jax.enable_x64(True):
     x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3), jnp.float64)
-    variables = jax.tree.map(lambda v: v.astype(jnp.float64),
-                             make(conv=nn.Conv).init(jax.random.key(0), x))
+    variables = jax.tree.map(
+      lambda v: v.astype(jnp.float64), make(conv=nn.Conv).init(jax.random.key(0), x)
+    )
 
     def double_backprop(model):
       def loss(p):
         apply = lambda z: model.apply({**variables, 'params': p}, z)
         logits = apply(x)
-        return jnp.sum(jax.grad(lambda z: apply(z)[:, 1].sum())(x)**2) + jnp.sum(logits**2), logits
+        return jnp.sum(jax.grad(lambda z: apply(z)[:, 1].sum())(x) ** 2) + jnp.sum(
+          logits**2
+        ), logits
+
       return jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
 
     jaxpr = str(jax.make_jaxpr(lambda v: make(conv=cpu_convs.Conv).apply(v, x))(variables))
@@ -258,22 +320,26 @@ def test_resnet_with_custom_convolutions_agrees_with_flax():
   """A ResNet with strided stem and stages, ``cpu_convs.Conv`` vs ``nn.Conv``: one parameter
   tree, the same logits and the same parameter gradient of a double-backprop loss (the
   input-gradient penalty the explanation methods train with), float64."""
-  cfg = ml_collections.ConfigDict({'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group',
-                                   'width': 8, 'downsample': 'stride'})
+  cfg = ml_collections.ConfigDict(
+    {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 8, 'downsample': 'stride'}
+  )
   custom = models.create_model(cfg, conv=cpu_convs.Conv)
   lax_model = models.create_model(cfg)
   with jax.enable_x64(True):
     x = jax.random.normal(jax.random.key(1), (2, 32, 32, 1), jnp.float64)
-    params = jax.tree.map(lambda v: v.astype(jnp.float64),
-                          lax_model.init(jax.random.key(0), x))['params']
-    assert (jax.tree.map(jnp.shape, jax.eval_shape(custom.init, jax.random.key(0), x)['params'])
-            == jax.tree.map(jnp.shape, params))
+    params = jax.tree.map(lambda v: v.astype(jnp.float64), lax_model.init(jax.random.key(0), x))[
+      'params'
+    ]
+    assert jax.tree.map(
+      jnp.shape, jax.eval_shape(custom.init, jax.random.key(0), x)['params']
+    ) == jax.tree.map(jnp.shape, params)
 
     def double_backprop(model):
       def loss(p):
         logit = lambda z: model.apply({'params': p}, z)[:, 1].sum()
         logits = model.apply({'params': p}, x)
-        return jnp.sum(jax.grad(logit)(x)**2) + jnp.sum(logits**2), logits
+        return jnp.sum(jax.grad(logit)(x) ** 2) + jnp.sum(logits**2), logits
+
       return jax.jit(jax.grad(loss, has_aux=True))(params)
 
     def custom_convs(model):  # every convolution: 9 (stem, 2 per block, 2 projections)
@@ -297,8 +363,9 @@ def test_custom_conv_gradients_transpose_only_materialised_arrays():
   14), all read and computed again in transposed order. ``cpu_convs.Conv`` materialises
   both operands first, so every transposed copy that a convolution reads copies one array,
   in the plain step and through double backprop."""
-  cfg = ml_collections.ConfigDict({'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group',
-                                   'width': 8, 'downsample': 'stride'})
+  cfg = ml_collections.ConfigDict(
+    {'arch': 'tiny_resnet', 'num_classes': 3, 'norm': 'group', 'width': 8, 'downsample': 'stride'}
+  )
   x = jax.random.normal(jax.random.key(1), (8, 32, 32, 1))  # lax's kernel gradients
   options = compiler_options.for_library('eigen')
 
@@ -310,13 +377,16 @@ def test_custom_conv_gradients_transpose_only_materialised_arrays():
     def loss(p):
       penalty = 0.0
       if double_backprop:
-        penalty = jnp.sum(jax.grad(lambda z: model.apply({'params': p}, z)[:, 1].sum())(x)**2)
-      return penalty + jnp.sum(model.apply({'params': p}, x)**2)
+        penalty = jnp.sum(jax.grad(lambda z: model.apply({'params': p}, z)[:, 1].sum())(x) ** 2)
+      return penalty + jnp.sum(model.apply({'params': p}, x) ** 2)
 
     hlo = jax.jit(jax.grad(loss), compiler_options=options).lower(params).compile().as_text()
-    entry = hlo[hlo.index('ENTRY'):]
-    conv_operands = {o.strip() for ops in re.findall(r'= \S+ convolution\(([^)]*)\)', entry)
-                     for o in ops.split(',')}
+    entry = hlo[hlo.index('ENTRY') :]
+    conv_operands = {
+      o.strip()
+      for ops in re.findall(r'= \S+ convolution\(([^)]*)\)', entry)
+      for o in ops.split(',')
+    }
     transposes = dict(re.findall(r'(%\S*transpose\S*) = \S+ fusion\(([^)]*)\)', entry))
     return [len(transposes[o].split(',')) for o in conv_operands if o in transposes]
 

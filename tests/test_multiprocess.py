@@ -45,13 +45,29 @@ def test_two_processes_end_equal_to_one(tiny_dataset, tmp_path):
   work = tmp_path / 'two'
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  procs = [subprocess.Popen(
-      [sys.executable, 'main.py', '--config=configs/test.py:baseline', f'--workdir={work}',
-       '--mode=train_and_evaluate', f'--config.data.data_dir={data_dir}',
-       f'--config.data.manual_dir={manual_dir}', '--config.num_train_steps=6',
-       '--config.checkpoint_every_steps=3', f'--coordinator_address=127.0.0.1:{port}',
-       '--num_processes=2', f'--process_id={i}'],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        'main.py',
+        '--config=configs/test.py:baseline',
+        f'--workdir={work}',
+        '--mode=train_and_evaluate',
+        f'--config.data.data_dir={data_dir}',
+        f'--config.data.manual_dir={manual_dir}',
+        '--config.num_train_steps=6',
+        '--config.checkpoint_every_steps=3',
+        f'--coordinator_address=127.0.0.1:{port}',
+        '--num_processes=2',
+        f'--process_id={i}',
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for i, (p, out) in enumerate(zip(procs, outs)):
     assert p.returncode == 0, f'process {i}:\n{out[-4000:]}'
@@ -65,16 +81,23 @@ def test_two_processes_end_equal_to_one(tiny_dataset, tmp_path):
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(two.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
   # ...and they are not simply the initial parameters.
-  init = checkpoints.initial_state(methods.build(config), mesh_lib.make_mesh(jax.devices()[:1]),
-                                   (64, 64, 1))
-  moved = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-           for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(two.params))]
+  init = checkpoints.initial_state(
+    methods.build(config), mesh_lib.make_mesh(jax.devices()[:1]), (64, 64, 1)
+  )
+  moved = [
+    float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(two.params))
+  ]
   assert max(moved) > 1e-3
 
   # Validation accuracy is a global quantity: both runs log the same.
   def val_lines(text):
-    return [line.split('validation at step ')[1] for line in text.splitlines()
-            if 'validation at step' in line]
+    return [
+      line.split('validation at step ')[1]
+      for line in text.splitlines()
+      if 'validation at step' in line
+    ]
+
   assert val_lines(log) == val_lines((tmp_path / 'one' / 'log.txt').read_text())
   results = json.loads((work / 'eval' / 'test' / 'metrics.json').read_text())
   assert results['num_images'] == len(input_pipeline.data_source(config.data, 'test'))
@@ -84,8 +107,16 @@ def test_global_batches_do_not_depend_on_the_process_count():
   source = list(range(37))  # stands in for a data source: the example is its index
   batches = {}
   for pc in (1, 2, 4):
-    parts = [input_pipeline._StepIndices(len(source), 8, seed=5, process_index=pi,  # pylint: disable=protected-access
-                                         process_count=pc) for pi in range(pc)]
+    parts = [
+      input_pipeline._StepIndices(
+        len(source),
+        8,
+        seed=5,
+        process_index=pi,  # pylint: disable=protected-access
+        process_count=pc,
+      )
+      for pi in range(pc)
+    ]
     batches[pc] = [np.concatenate([p[s] for p in parts]) for s in range(12)]
   assert parts[0].steps_per_epoch == 4
   for pc in (2, 4):
@@ -96,31 +127,42 @@ def test_global_batches_do_not_depend_on_the_process_count():
   assert not np.array_equal(epoch0, epoch1)  # reshuffled every epoch
 
 
-@pytest.mark.parametrize('settings, environ, expected', [
+@pytest.mark.parametrize(
+  'settings, environ, expected',
+  [
     (distributed.Settings(), {}, None),
     (distributed.Settings(), {'TPU_WORKER_HOSTNAMES': 'w0,w1,w2,w3'}, {}),
     (distributed.Settings(), {'TPU_WORKER_HOSTNAMES': 'w0'}, None),
     (distributed.Settings(), {'SLURM_JOB_ID': '7'}, {}),
     (distributed.Settings(mode='off'), {'TPU_WORKER_HOSTNAMES': 'w0,w1'}, None),
     (distributed.Settings(mode='on'), {}, {}),
-    (distributed.Settings(coordinator_address='h:1234', num_processes=2, process_id=1), {},
-     {'coordinator_address': 'h:1234', 'num_processes': 2, 'process_id': 1}),
-    (distributed.Settings(coordinator_address='h:1', num_processes=2, process_id=0,
-                          local_device_ids=(0,)), {},
-     {'coordinator_address': 'h:1', 'num_processes': 2, 'process_id': 0,
-      'local_device_ids': [0]}),
-])
+    (
+      distributed.Settings(coordinator_address='h:1234', num_processes=2, process_id=1),
+      {},
+      {'coordinator_address': 'h:1234', 'num_processes': 2, 'process_id': 1},
+    ),
+    (
+      distributed.Settings(
+        coordinator_address='h:1', num_processes=2, process_id=0, local_device_ids=(0,)
+      ),
+      {},
+      {'coordinator_address': 'h:1', 'num_processes': 2, 'process_id': 0, 'local_device_ids': [0]},
+    ),
+  ],
+)
 def test_distributed_plan(settings, environ, expected):
   assert distributed.plan(settings, environ) == expected
 
 
-@pytest.mark.parametrize('settings, message', [
+@pytest.mark.parametrize(
+  'settings, message',
+  [
     (distributed.Settings(coordinator_address='h:1', num_processes=2), '--process_id'),
-    (distributed.Settings(coordinator_address='h:1', num_processes=2, process_id=2),
-     'outside'),
+    (distributed.Settings(coordinator_address='h:1', num_processes=2, process_id=2), 'outside'),
     (distributed.Settings(mode='off', num_processes=2), 'contradicts'),
     (distributed.Settings(mode='tpu'), 'use auto, on or off'),
-])
+  ],
+)
 def test_distributed_plan_rejects(settings, message):
   with pytest.raises(ValueError, match=message):
     distributed.plan(settings, {})

@@ -26,22 +26,32 @@ def _config(tiny_dataset, steps):
 
 
 def _leaves(state):
-  return [np.asarray(x) for x in jax.tree.leaves((state.params, state.method_state.params, state.rng))]
+  return [
+    np.asarray(x) for x in jax.tree.leaves((state.params, state.method_state.params, state.rng))
+  ]
 
 
 def _main_cmd(tiny_dataset, workdir, steps):
   data_dir, manual_dir = tiny_dataset
-  return [sys.executable, 'main.py', '--config=configs/test.py:mimic', f'--workdir={workdir}',
-          f'--config.data.data_dir={data_dir}', f'--config.data.manual_dir={manual_dir}',
-          f'--config.num_train_steps={steps}', '--config.checkpoint_every_steps=4',
-          '--config.mimic.alternation=step']
+  return [
+    sys.executable,
+    'main.py',
+    '--config=configs/test.py:mimic',
+    f'--workdir={workdir}',
+    f'--config.data.data_dir={data_dir}',
+    f'--config.data.manual_dir={manual_dir}',
+    f'--config.num_train_steps={steps}',
+    '--config.checkpoint_every_steps=4',
+    '--config.mimic.alternation=step',
+  ]
 
 
 def test_sigterm_checkpoints_exits_42_and_the_rerun_matches(tiny_dataset, tmp_path):
   steps = 20
   work = tmp_path / 'spot'
-  proc = subprocess.Popen(_main_cmd(tiny_dataset, work, steps), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    _main_cmd(tiny_dataset, work, steps), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+  )
   deadline = time.time() + 240
   log = work / 'log.txt'
   while time.time() < deadline:
@@ -55,8 +65,9 @@ def test_sigterm_checkpoints_exits_42_and_the_rerun_matches(tiny_dataset, tmp_pa
   assert 'SIGTERM: checkpoint at step' in text
   stopped = int(text.split('SIGTERM: checkpoint at step ')[1].split()[0])
   assert 6 <= stopped < steps
-  rerun = subprocess.run(_main_cmd(tiny_dataset, work, steps), capture_output=True, text=True,
-                         check=False)
+  rerun = subprocess.run(
+    _main_cmd(tiny_dataset, work, steps), capture_output=True, text=True, check=False
+  )
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f'Resumed from checkpoint step {stopped}' in log.read_text()
   config = _config(tiny_dataset, steps)
@@ -81,7 +92,6 @@ def test_corrupted_latest_checkpoint_falls_back(tiny_dataset, tmp_path):
   text = (work / 'log.txt').read_text()
   assert 'Checkpoint step 8 cannot be restored' in text
   assert 'Resumed from checkpoint step 4' in text
-  straight = loop.train_and_evaluate(config, str(tmp_path / 'straight'),
-                                      devices=jax.devices()[:1])
+  straight = loop.train_and_evaluate(config, str(tmp_path / 'straight'), devices=jax.devices()[:1])
   for a, b in zip(_leaves(straight), _leaves(resumed)):
     np.testing.assert_array_equal(a, b)

@@ -11,11 +11,11 @@ import pathlib
 import subprocess
 import sys
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 from safetensors.numpy import load_file
 from safetensors.numpy import save_file
 
@@ -36,18 +36,25 @@ TORCH_PYTHON = os.environ.get('MIMIC_TORCH_PYTHON', str(ROOT / '.venv-torch' / '
 def reference(tmp_path_factory):
   """``reference(arch)`` -> folder with torch_reference.py's outputs for ``arch``."""
   if not os.path.exists(TORCH_PYTHON):
-    pytest.fail(f'{TORCH_PYTHON} is missing: run bash scripts/setup_torch_env.sh (the test '
-                'command scripts/run_tests.sh does)')
+    pytest.fail(
+      f'{TORCH_PYTHON} is missing: run bash scripts/setup_torch_env.sh (the test '
+      'command scripts/run_tests.sh does)'
+    )
   made = {}
 
   def get(arch):
     if arch not in made:
       out = tmp_path_factory.mktemp(arch)
-      proc = subprocess.run([TORCH_PYTHON, str(ROOT / 'tests' / 'torch_reference.py'), arch,
-                             str(out)], capture_output=True, text=True, check=False)
+      proc = subprocess.run(
+        [TORCH_PYTHON, str(ROOT / 'tests' / 'torch_reference.py'), arch, str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+      )
       assert proc.returncode == 0, proc.stderr[-3000:]
       made[arch] = out
     return made[arch]
+
   return get
 
 
@@ -68,11 +75,11 @@ def _assert_rel_close(ours, ref):
 def test_converted_model_equals_pytorch(reference, arch):
   ref = reference(arch)
   variables, unused = pretrained.convert(
-      pretrained.read_state_dict(ref / 'weights.safetensors'), arch)
+    pretrained.read_state_dict(ref / 'weights.safetensors'), arch
+  )
   assert unused == []
   pretrained.check_against_model(variables, arch)
-  assert convert_weights.guess_arch(pretrained.read_state_dict(
-      ref / 'weights.safetensors')) == arch
+  assert convert_weights.guess_arch(pretrained.read_state_dict(ref / 'weights.safetensors')) == arch
   logits, fmap = _flax_outputs(variables, arch, np.load(ref / 'input.npy'))
   _assert_rel_close(logits, np.load(ref / 'logits.npy'))
   _assert_rel_close(fmap, np.load(ref / 'features.npy'))
@@ -92,8 +99,13 @@ def test_pth_needs_pytorch_or_reads_like_safetensors(reference):
 
 
 def _convert_cli(src, dst, *flags):
-  return subprocess.run([sys.executable, '-m', 'mimic_jax.convert_weights', str(src), str(dst),
-                         *flags], capture_output=True, text=True, cwd=ROOT, check=False)
+  return subprocess.run(
+    [sys.executable, '-m', 'mimic_jax.convert_weights', str(src), str(dst), *flags],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    check=False,
+  )
 
 
 def test_converter_command_writes_what_training_loads(reference, tmp_path):
@@ -104,8 +116,9 @@ def test_converter_command_writes_what_training_loads(reference, tmp_path):
   # 120 convolutions, 121 BatchNorms (scale, bias, mean, var), the classifier (2).
   assert proc.stdout.startswith('densenet121: 606 tensors')
   loaded, unused = pretrained.load(out, 'densenet121')
-  direct, _ = pretrained.convert(pretrained.read_state_dict(ref / 'weights.safetensors'),
-                                 'densenet121')
+  direct, _ = pretrained.convert(
+    pretrained.read_state_dict(ref / 'weights.safetensors'), 'densenet121'
+  )
   assert unused == []
   flat_a, flat_b = (traverse_util.flatten_dict(t) for t in (loaded, direct))
   assert flat_a.keys() == flat_b.keys()
@@ -137,8 +150,9 @@ def test_converter_names_the_first_bad_tensor_and_lists_unused(reference, tmp_pa
   assert proc.returncode == 0, proc.stderr
   assert 'unused tensors (1): aux.weight' in proc.stdout
 
-  proc = _convert_cli(tmp_path / 'renamed.safetensors', tmp_path / 'o.safetensors',
-                      '--arch=efficientnet_b0')
+  proc = _convert_cli(
+    tmp_path / 'renamed.safetensors', tmp_path / 'o.safetensors', '--arch=efficientnet_b0'
+  )
   assert proc.returncode == 1 and "no tensor 'conv_stem.weight'" in proc.stderr
 
 

@@ -6,10 +6,10 @@ import os
 import pathlib
 import shutil
 
-import numpy as np
-import pytest
 from etils import epath
 from etils.epath import testing as epath_testing
+import numpy as np
+import pytest
 
 from configs import test as test_config
 from mimic_jax.data import pipeline as input_pipeline
@@ -26,10 +26,12 @@ def fake_gcs(tmp_path):
 
   def local(p):
     s = os.fspath(p) if isinstance(p, (str, os.PathLike)) else p
-    return str(root) + '/' + s[len('gs://'):] if isinstance(s, str) and s.startswith('gs://') else p
+    return (
+      str(root) + '/' + s[len('gs://') :] if isinstance(s, str) and s.startswith('gs://') else p
+    )
 
   def remote(s):
-    return 'gs://' + s[len(str(root)) + 1:] if s.startswith(str(root) + '/') else s
+    return 'gs://' + s[len(str(root)) + 1 :] if s.startswith(str(root) + '/') else s
 
   def translated(orig, path, *args, **kwargs):
     return orig(local(path), *[local(a) for a in args], **kwargs)
@@ -41,9 +43,23 @@ def fake_gcs(tmp_path):
     for d, dirs, files in orig(local(path), **kwargs):
       yield remote(str(d)), dirs, files
 
-  fns = {name: translated for name in ('copy', 'exists', 'isdir', 'listdir', 'makedirs',
-                                       'mkdir', 'open', 'remove', 'rename', 'replace',
-                                       'rmtree', 'stat')}
+  fns = {
+    name: translated
+    for name in (
+      'copy',
+      'exists',
+      'isdir',
+      'listdir',
+      'makedirs',
+      'mkdir',
+      'open',
+      'remove',
+      'rename',
+      'replace',
+      'rmtree',
+      'stat',
+    )
+  }
   with epath_testing.mock_epath(glob=glob, walk=walk, **fns):
     assert epath.Path('gs://probe').exists() is False
     yield root
@@ -66,10 +82,16 @@ def test_gs_data_dir_is_staged_and_read_like_the_local_one(tiny_dataset, fake_gc
     np.testing.assert_array_equal(remote[i]['image'], local[i]['image'])
     np.testing.assert_array_equal(remote[i]['gaze'], local[i]['gaze'])
   build = f'mimic_cxr_egd/{data_staging.build_name(config.data)}'
-  staged = sorted(p.relative_to(tmp_path / 'cache' / build)
-                  for p in (tmp_path / 'cache' / build).rglob('*') if p.is_file())
-  original = sorted(p.relative_to(os.path.join(data_dir, build))
-                    for p in pathlib.Path(data_dir, build).rglob('*') if p.is_file())
+  staged = sorted(
+    p.relative_to(tmp_path / 'cache' / build)
+    for p in (tmp_path / 'cache' / build).rglob('*')
+    if p.is_file()
+  )
+  original = sorted(
+    p.relative_to(os.path.join(data_dir, build))
+    for p in pathlib.Path(data_dir, build).rglob('*')
+    if p.is_file()
+  )
   assert staged == original and any(p.name.endswith('.json') for p in staged)
 
   config.data.data_dir = 'gs://bucket/elsewhere'
@@ -93,8 +115,10 @@ def test_metric_writer_on_gs_keeps_earlier_lines(fake_gcs):
 
 
 def test_figures_are_written_to_gs(fake_gcs):
-  rows = {n: {m: {'mean': v, 'ci95': [v - 0.1, v + 0.1]} for m in ('kld', 'nss')}
-          for n, v in (('a', 1.0), ('b', 2.0))}
+  rows = {
+    n: {m: {'mean': v, 'ci95': [v - 0.1, v + 0.1]} for m in ('kld', 'nss')}
+    for n, v in (('a', 1.0), ('b', 2.0))
+  }
   epath.Path('gs://bucket/out').mkdir(parents=True)  # as compare.py does
   report_figures.comparison_chart(['a', 'b'], rows, 'gs://bucket/out/chart.png')
   assert (fake_gcs / 'bucket' / 'out' / 'chart.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -25,12 +25,12 @@ def test_kld_hand_worked_and_properties():
   s = np.array([[1.0, 3.0], [0.0, 0.0]])
   g = np.array([[1.0, 1.0], [0.0, 2.0]])
   p, q = s / 4, g / 4
-  expected = sum(q.ravel()[i] * np.log(EPS + q.ravel()[i] / (p.ravel()[i] + EPS))
-                 for i in range(4))
+  expected = sum(q.ravel()[i] * np.log(EPS + q.ravel()[i] / (p.ravel()[i] + EPS)) for i in range(4))
   # by hand: .25 ln(.25/.25) + .25 ln(.25/.75) + 0 + .5 ln(eps + .5/eps)
   assert sm.kld(s, g) == pytest.approx(expected, abs=1e-12)
-  assert sm.kld(s, g) == pytest.approx(0.25 * np.log(1 / 3) + 0.5 * np.log(EPS + 0.5 / EPS),
-                                       abs=1e-9)
+  assert sm.kld(s, g) == pytest.approx(
+    0.25 * np.log(1 / 3) + 0.5 * np.log(EPS + 0.5 / EPS), abs=1e-9
+  )
   assert sm.kld(g, g) == pytest.approx(0.0, abs=1e-12)
   assert sm.kld(3 * g, g) == pytest.approx(0.0, abs=1e-15)  # scale-free
 
@@ -40,7 +40,7 @@ def test_nss_of_the_fixation_map_itself():
   f[2, 3] = f[7, 7] = f[5, 1] = 1
   n, k = 100, 3
   p = k / n
-  std = np.sqrt((k * (1 - p) ** 2 + (n - k) * p ** 2) / (n - 1))
+  std = np.sqrt((k * (1 - p) ** 2 + (n - k) * p**2) / (n - 1))
   assert sm.nss(f, f) == pytest.approx((1 - p) / std, abs=1e-12)
   counts = f.copy()
   counts[2, 3] = 5  # repeated fixations on one pixel count once
@@ -111,7 +111,8 @@ def test_sampled_aucs_within_their_sampling_error(maps):
   other[::3, ::2] = 1
   exp_sh = _expected_borji(s, f, negatives=other)
   assert sm.auc_shuffled(s, f, other, n_splits=2000, seed=4) == pytest.approx(
-      exp_sh, abs=3 * 0.05 / np.sqrt(2000))
+    exp_sh, abs=3 * 0.05 / np.sqrt(2000)
+  )
   assert sm.auc_borji(s, f) == sm.auc_borji(s, f)  # seeded: deterministic
 
 
@@ -122,17 +123,28 @@ def test_information_gain_hand_worked():
   sn = np.array([[0, 1], [3, 4]]) / 8
   bn = (b - b.min()) / (b.max() - b.min())
   bn = bn / bn.sum()
-  expected = np.mean([np.log2(EPS + sn[0, 1]) - np.log2(EPS + bn[0, 1]),
-                      np.log2(EPS + sn[1, 0]) - np.log2(EPS + bn[1, 0])])
+  expected = np.mean(
+    [
+      np.log2(EPS + sn[0, 1]) - np.log2(EPS + bn[0, 1]),
+      np.log2(EPS + sn[1, 0]) - np.log2(EPS + bn[1, 0]),
+    ]
+  )
   assert sm.information_gain(s, f, b) == pytest.approx(expected, abs=1e-9)
 
 
 def test_nan_conventions(maps):
   _, g, f = maps
   flat = np.full_like(g, 0.3)
-  for fn, args in [(sm.nss, (flat, f)), (sm.cc, (flat, g)), (sm.cc, (g, flat)),
-                   (sm.sim, (flat, g)), (sm.auc_judd, (flat, f)), (sm.auc_borji, (flat, f)),
-                   (sm.information_gain, (flat, f, g)), (sm.nss, (g, np.zeros_like(f)))]:
+  for fn, args in [
+    (sm.nss, (flat, f)),
+    (sm.cc, (flat, g)),
+    (sm.cc, (g, flat)),
+    (sm.sim, (flat, g)),
+    (sm.auc_judd, (flat, f)),
+    (sm.auc_borji, (flat, f)),
+    (sm.information_gain, (flat, f, g)),
+    (sm.nss, (g, np.zeros_like(f))),
+  ]:
     assert np.isnan(fn(*args)), fn.__name__
   assert np.isfinite(sm.kld(flat, g))  # KLD is defined for a constant map
 
@@ -152,7 +164,10 @@ def test_jnp_kld_of_a_batch_agrees_with_float64(maps):
   rng = np.random.default_rng(5)
   ss = np.stack([s, rng.random(s.shape) ** 3, g + 0.1 * rng.random(g.shape)])
   gs = np.stack([g, g[::-1], rng.random(g.shape)])
-  got = np.asarray(jax.jit(lambda a, b: sm.kld(a, b, xp=jnp))(
-      jnp.asarray(ss, jnp.float32), jnp.asarray(gs, jnp.float32)))
+  got = np.asarray(
+    jax.jit(lambda a, b: sm.kld(a, b, xp=jnp))(
+      jnp.asarray(ss, jnp.float32), jnp.asarray(gs, jnp.float32)
+    )
+  )
   ref = np.array([sm.kld(a, b) for a, b in zip(ss, gs)])
   np.testing.assert_allclose(got, ref, rtol=1e-4)

@@ -12,21 +12,23 @@ from PIL import Image
 from data_builders.mimic_cxr_egd import egd_format as fmt
 
 MASTER_HEADER = (
-    'dicom_id,path,study_id,patient_id,stay_id,gender,anchor_age,image_top_pad,image_bottom_pad,'
-    'image_left_pad,image_right_pad,dx1,dx1_icd,dx2,dx2_icd,dx3,dx3_icd,dx4,dx4_icd,dx5,dx5_icd,'
-    'dx6,dx6_icd,dx7,dx7_icd,dx8,dx8_icd,dx9,dx9_icd,normal_reports,Normal,CHF,pneumonia,'
-    'consolidation,enlarged_cardiac_silhouette,linear__patchy_atelectasis,'
-    'lobar__segmental_collapse,not_otherwise_specified_opacity___pleural__parenchymal_opacity__,'
-    'pleural_effusion_or_thickening,pulmonary_edema__hazy_opacity,normal_anatomically,'
-    'elevated_hemidiaphragm,hyperaeration,vascular_redistribution,atelectasis__chx,'
-    'cardiomegaly__chx,consolidation__chx,edema__chx,enlarged_cardiomediastinum__chx,'
-    'fracture__chx,lung_lesion__chx,lung_opacity__chx,no_finding__chx,pleural_effusion__chx,'
-    'pleural_other__chx,pneumonia__chx,pneumothorax__chx,support_devices__chx,'
-    'cxr_exam_indication')
+  'dicom_id,path,study_id,patient_id,stay_id,gender,anchor_age,image_top_pad,image_bottom_pad,'
+  'image_left_pad,image_right_pad,dx1,dx1_icd,dx2,dx2_icd,dx3,dx3_icd,dx4,dx4_icd,dx5,dx5_icd,'
+  'dx6,dx6_icd,dx7,dx7_icd,dx8,dx8_icd,dx9,dx9_icd,normal_reports,Normal,CHF,pneumonia,'
+  'consolidation,enlarged_cardiac_silhouette,linear__patchy_atelectasis,'
+  'lobar__segmental_collapse,not_otherwise_specified_opacity___pleural__parenchymal_opacity__,'
+  'pleural_effusion_or_thickening,pulmonary_edema__hazy_opacity,normal_anatomically,'
+  'elevated_hemidiaphragm,hyperaeration,vascular_redistribution,atelectasis__chx,'
+  'cardiomegaly__chx,consolidation__chx,edema__chx,enlarged_cardiomediastinum__chx,'
+  'fracture__chx,lung_lesion__chx,lung_opacity__chx,no_finding__chx,pleural_effusion__chx,'
+  'pleural_other__chx,pneumonia__chx,pneumothorax__chx,support_devices__chx,'
+  'cxr_exam_indication'
+)
 GAZE_HEADER = (
-    'SESSION_ID,MEDIA_ID,DICOM_ID,CNT,Time (in secs),TIMETICK(f=10000000),FPOGX,FPOGY,FPOGS,'
-    'FPOGD,FPOGID,FPOGV,BPOGX,BPOGY,BPOGV,LPCX,LPCY,LPD,LPS,LPV,RPCX,RPCY,RPD,RPS,RPV,BKID,BKDUR,'
-    'BKPMIN,LPMM,LPMMV,RPMM,RPMMV,SACCADE_MAG,SACCADE_DIR,VID_FRAME,X_ORIGINAL,Y_ORIGINAL')
+  'SESSION_ID,MEDIA_ID,DICOM_ID,CNT,Time (in secs),TIMETICK(f=10000000),FPOGX,FPOGY,FPOGS,'
+  'FPOGD,FPOGID,FPOGV,BPOGX,BPOGY,BPOGV,LPCX,LPCY,LPD,LPS,LPV,RPCX,RPCY,RPD,RPS,RPV,BKID,BKDUR,'
+  'BKPMIN,LPMM,LPMMV,RPMM,RPMMV,SACCADE_MAG,SACCADE_DIR,VID_FRAME,X_ORIGINAL,Y_ORIGINAL'
+)
 
 
 def _rows(path):
@@ -47,8 +49,12 @@ def test_master_sheet_rows(synthetic_tree):
   manual, specs = synthetic_tree
   rows = _rows(manual / 'egd-cxr/1.0.0/master_sheet.csv')
   assert len(rows) == len(specs)
-  assert any('\n' in r['cxr_exam_indication'] and ',' in r['cxr_exam_indication'] and
-             '"' in r['cxr_exam_indication'] for r in rows)
+  assert any(
+    '\n' in r['cxr_exam_indication']
+    and ',' in r['cxr_exam_indication']
+    and '"' in r['cxr_exam_indication']
+    for r in rows
+  )
   orientations = set()
   for r in rows:
     assert re.fullmatch(r'([0-9a-f]{8}-){4}[0-9a-f]{8}', r['dicom_id'])
@@ -63,8 +69,12 @@ def test_master_sheet_rows(synthetic_tree):
     # Official letter-box rule (egd-format.md A.4), computed here by hand.
     ratio = 1024 / max(h, w)
     nh, nw = int(h * ratio), int(w * ratio)
-    pads = ((1024 - nh) // 2, 1024 - nh - (1024 - nh) // 2, (1920 - nw) // 2,
-            1920 - nw - (1920 - nw) // 2)
+    pads = (
+      (1024 - nh) // 2,
+      1024 - nh - (1024 - nh) // 2,
+      (1920 - nw) // 2,
+      1920 - nw - (1920 - nw) // 2,
+    )
     assert tuple(int(r[f'image_{s}_pad']) for s in ('top', 'bottom', 'left', 'right')) == pads
   assert orientations == {True, False}  # portrait and landscape
   pids = [r['patient_id'] for r in rows]
@@ -90,7 +100,9 @@ def test_fixations_follow_the_official_mapping(synthetic_tree):
       jpg = manual / 'mimic-cxr-jpg/2.0.0' / m['path'].replace('.dcm', '.jpg')
       sizes[r['DICOM_ID']] = Image.open(jpg).size
     w, h = sizes[r['DICOM_ID']]
-    top, bottom, left, right = (int(m[f'image_{s}_pad']) for s in ('top', 'bottom', 'left', 'right'))
+    top, bottom, left, right = (
+      int(m[f'image_{s}_pad']) for s in ('top', 'bottom', 'left', 'right')
+    )
     ex, ey = float(r['FPOGX']) * 1920, float(r['FPOGY']) * 1080
     inside = left < ex < 1920 - right and top < ey < 1080 - bottom
     xr, yr = (ex - left, ey - top) if inside else (-1, -1)
@@ -118,15 +130,32 @@ def test_eye_gaze_is_60hz_and_ends_each_fixation_on_its_fixation_row(synthetic_t
     g = last[(r['SESSION_ID'], r['FPOGID'])]
     for c in ('DICOM_ID', 'FPOGX', 'FPOGY', 'FPOGS', 'FPOGD', 'X_ORIGINAL', 'Y_ORIGINAL'):
       assert g[c] == r[c], c
-  steps = np.diff([float(r['Time (in secs)']) for r in raw[:200]
-                   if r['FPOGID'] == raw[0]['FPOGID']])
+  steps = np.diff(
+    [float(r['Time (in secs)']) for r in raw[:200] if r['FPOGID'] == raw[0]['FPOGID']]
+  )
   assert steps.size > 2 and np.allclose(steps, 1 / 60, atol=0.02)
 
 
 def test_side_files_and_cli(tmp_path):
-  out = subprocess.run([sys.executable, '-m', 'data_builders.synthetic_egd', '--output_dir',
-                        str(tmp_path), '--num_images', '6', '--seed', '1', '--scale', '0.1',
-                        '--noraw_gaze'], capture_output=True, text=True, check=False)
+  out = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'data_builders.synthetic_egd',
+      '--output_dir',
+      str(tmp_path),
+      '--num_images',
+      '6',
+      '--seed',
+      '1',
+      '--scale',
+      '0.1',
+      '--noraw_gaze',
+    ],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'wrote 6 images' in out.stdout
   egd = tmp_path / 'egd-cxr/1.0.0'
@@ -137,9 +166,20 @@ def test_side_files_and_cli(tmp_path):
   t = json.loads((egd / 'audio_segmentation_transcripts' / ids[0] / 'transcript.json').read_text())
   assert set(t) == {'full_text', 'time_stamped_text'}
   assert len(list((tmp_path / 'mimic-cxr-jpg/2.0.0/files').glob('p*/p*/s*/*.jpg'))) == 6
-  bad = subprocess.run([sys.executable, '-m', 'data_builders.synthetic_egd', '--output_dir',
-                        str(tmp_path / 'x'), '--shortcut', 'train=2'], capture_output=True,
-                       text=True, check=False)
+  bad = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'data_builders.synthetic_egd',
+      '--output_dir',
+      str(tmp_path / 'x'),
+      '--shortcut',
+      'train=2',
+    ],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert bad.returncode != 0 and 'probability must be in [0, 1]' in bad.stderr
 
 

@@ -23,8 +23,12 @@ def _config(tiny_dataset, variant='mimic', **overrides):
 
 
 def _leaves(state):
-  return [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats,
-                                                  state.method_state.params if state.method_state else None))]
+  return [
+    np.asarray(x)
+    for x in jax.tree.leaves(
+      (state.params, state.batch_stats, state.method_state.params if state.method_state else None)
+    )
+  ]
 
 
 @pytest.mark.parametrize('variant', ['baseline', 'ensemble', 'gaze'])
@@ -55,11 +59,15 @@ def test_one_and_eight_devices_give_the_same_parameters(tiny_dataset, tmp_path):
 
 
 def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
-  config = _config(tiny_dataset, 'mimic', num_train_steps=6, checkpoint_every_steps=2,
-                   **{'mimic.alternation': 'step'})
+  config = _config(
+    tiny_dataset,
+    'mimic',
+    num_train_steps=6,
+    checkpoint_every_steps=2,
+    **{'mimic.alternation': 'step'},
+  )
   full = loop.train_and_evaluate(config, str(tmp_path / 'full'), devices=jax.devices()[:1])
-  loop.train_and_evaluate(config, str(tmp_path / 'cut'), devices=jax.devices()[:1],
-                           stop_after=3)
+  loop.train_and_evaluate(config, str(tmp_path / 'cut'), devices=jax.devices()[:1], stop_after=3)
   resumed = loop.train_and_evaluate(config, str(tmp_path / 'cut'), devices=jax.devices()[:1])
   assert 'Resumed from checkpoint step 3' in (tmp_path / 'cut' / 'log.txt').read_text()
   for a, b in zip(_leaves(full), _leaves(resumed)):
@@ -76,13 +84,16 @@ def test_non_finite_loss_stops_before_checkpointing(tiny_dataset, tmp_path):
   assert saved and max(saved) == bad_step - 1
 
 
-@pytest.mark.parametrize('key,value,message', [
+@pytest.mark.parametrize(
+  'key,value,message',
+  [
     ('ensemble.num_models', 1, r'config.ensemble.num_models=1 must be >= 2'),
     ('batch_size', 12, r'config.batch_size=12 must be a positive multiple of the device count 8'),
     ('mimic.explainer', 'lime', r"config.mimic.explainer='lime' is invalid"),
     ('method', 'gan', r"config.method='gan' is invalid"),
     ('model.arch', 'vgg', r"config.model.arch='vgg' is invalid"),
-])
+  ],
+)
 def test_invalid_values_name_the_key(key, value, message):
   c = mimic_config.get_config('synthetic')
   node = c

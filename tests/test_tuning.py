@@ -30,14 +30,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _xla(**overrides):
-  return ml_collections.ConfigDict({'conv_gradients': 'auto', 'cpu_conv_library': 'auto',
-                                    'ensemble_execution': 'auto', **overrides})
+  return ml_collections.ConfigDict(
+    {
+      'conv_gradients': 'auto',
+      'cpu_conv_library': 'auto',
+      'ensemble_execution': 'auto',
+      **overrides,
+    }
+  )
 
 
-@pytest.mark.parametrize('backend,devices,expected', [
-    ('cpu', 1, ('custom', 'eigen', 'unrolled')), ('cpu', 8, ('custom', 'eigen', 'unrolled')),
+@pytest.mark.parametrize(
+  'backend,devices,expected',
+  [
+    ('cpu', 1, ('custom', 'eigen', 'unrolled')),
+    ('cpu', 8, ('custom', 'eigen', 'unrolled')),
     ('gpu', 1, ('lax', 'xla_default', 'unrolled')),
-    ('tpu', 1, ('lax', 'xla_default', 'vmap')), ('tpu', 8, ('lax', 'xla_default', 'unrolled'))])
+    ('tpu', 1, ('lax', 'xla_default', 'vmap')),
+    ('tpu', 8, ('lax', 'xla_default', 'unrolled')),
+  ],
+)
 def test_auto_resolves_per_backend(backend, devices, expected):
   t = tuning.resolve(_xla(), backend=backend, device_count=devices)
   assert (t.conv_gradients, t.cpu_conv_library, t.ensemble_execution) == expected
@@ -47,8 +59,11 @@ def test_auto_resolves_per_backend(backend, devices, expected):
 
 
 def test_explicit_values_are_kept():
-  t = tuning.resolve(_xla(conv_gradients='lax', cpu_conv_library='xla_default',
-                          ensemble_execution='vmap'), backend='cpu', device_count=1)
+  t = tuning.resolve(
+    _xla(conv_gradients='lax', cpu_conv_library='xla_default', ensemble_execution='vmap'),
+    backend='cpu',
+    device_count=1,
+  )
   assert (t.conv, t.compiler_options, t.ensemble_execution) == (nn.Conv, {}, 'vmap')
   config = test_config.get_config('gaze')
   config.xla.cpu_conv_library = 'onednn'
@@ -62,8 +77,11 @@ def _gaze_step_inputs(size: int = 32, batch: int = 8):
   state = state_lib.create_state(method, (size, size, 1), jax.random.key(0))
   k = jax.random.split(jax.random.key(1), 2)
   gaze = jax.random.uniform(k[1], (batch, size, size))
-  data = {'image': jax.random.normal(k[0], (batch, size, size, 1)),
-          'label': jnp.arange(batch) % 3, 'gaze': gaze / gaze.sum((1, 2), keepdims=True)}
+  data = {
+    'image': jax.random.normal(k[0], (batch, size, size, 1)),
+    'label': jnp.arange(batch) % 3,
+    'gaze': gaze / gaze.sum((1, 2), keepdims=True),
+  }
   return method, state, data
 
 
@@ -75,14 +93,17 @@ def _ynn_fusion_roots(hlo: str) -> collections.Counter:
       computation = m.group(1)
     elif computation and 'ROOT' in line:
       roots[computation] = re.search(r'= .*?([a-z][a-z_-]*)\(', line).group(1)
-  return collections.Counter(roots[re.search(r'calls=%([\w.\-]+)', line).group(1)]
-                             for line in hlo.splitlines()
-                             if '__ynn_fusion' in line and 'calls=' in line)
+  return collections.Counter(
+    roots[re.search(r'calls=%([\w.\-]+)', line).group(1)]
+    for line in hlo.splitlines()
+    if '__ynn_fusion' in line and 'calls=' in line
+  )
 
 
 def _loss_fn(method, state):
   def loss(params, batch):
     return method.member_loss(params, {}, None, batch, jax.random.key(2), 'train')[0]
+
   return loss
 
 
@@ -95,7 +116,8 @@ def test_eigen_takes_convolutions_from_ynnpack_and_nothing_else():
   assert compiler_options.eigen_available()  # jaxlib 0.12
   default = _ynn_fusion_roots(jax.jit(grad).lower(state.params, data).compile().as_text())
   eigen = _ynn_fusion_roots(
-      jax.jit(grad, compiler_options=options).lower(state.params, data).compile().as_text())
+    jax.jit(grad, compiler_options=options).lower(state.params, data).compile().as_text()
+  )
   assert default['convolution'] > 0, default
   assert 'convolution' not in eigen, eigen
   del default['convolution']
@@ -111,18 +133,21 @@ def test_gaze_step_agrees_with_float64_under_either_library():
   results = {}
   for library in ('xla_default', 'eigen'):
     results[library] = jax.jit(
-        grad_fn, compiler_options=compiler_options.for_library(library) or None)(
-            state.params, data)
+      grad_fn, compiler_options=compiler_options.for_library(library) or None
+    )(state.params, data)
   with jax.enable_x64(True):
-    as64 = functools.partial(jax.tree.map, lambda a: a.astype(jnp.float64)
-                             if jnp.issubdtype(a.dtype, jnp.floating) else a)
+    as64 = functools.partial(
+      jax.tree.map, lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
+    )
     loss64, grads64 = jax.jit(grad_fn)(as64(state.params), as64(data))
     loss64, grads64 = float(loss64), jax.tree.leaves(jax.tree.map(np.asarray, grads64))
   error = {}  # the worst parameter tensor's max |float32 - float64|, relative to its max
   for library, (loss, grads) in results.items():
     np.testing.assert_allclose(float(loss), loss64, rtol=1e-5, err_msg=library)
-    error[library] = max(float(np.max(np.abs(g - g64)) / (np.max(np.abs(g64)) or 1.0))
-                         for g, g64 in zip(jax.tree.leaves(grads), grads64))
+    error[library] = max(
+      float(np.max(np.abs(g - g64)) / (np.max(np.abs(g64)) or 1.0))
+      for g, g64 in zip(jax.tree.leaves(grads), grads64)
+    )
   # float32 double backprop through the normalised map is ~1e-2 off in its worst tensor
   # (measured: 0.018 with either library); the median tensor ~5e-8.
   assert error['xla_default'] < 0.05 and error['eigen'] < 0.05, error
@@ -156,9 +181,15 @@ def _faults(env_script: bool) -> tuple[float, float]:
   env['JAX_PLATFORMS'] = 'cpu'
   source = 'source scripts/xla_cpu_env.sh; ' if env_script else ''
   code = textwrap.dedent(_FAULTS_PER_CALL)
-  proc = subprocess.run(['bash', '-c', f'{source}exec "$0" -c "$1"', sys.executable, code],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-                        check=False)
+  proc = subprocess.run(
+    ['bash', '-c', f'{source}exec "$0" -c "$1"', sys.executable, code],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   temp, faults = map(float, proc.stdout.split())
   return temp, faults

@@ -20,8 +20,10 @@ import torch
 def build(arch: str) -> torch.nn.Module:
   if arch == 'efficientnet_b0':
     import timm  # pylint: disable=g-import-not-at-top
+
     return timm.create_model('efficientnet_b0', pretrained=False)
   import torchvision  # pylint: disable=g-import-not-at-top
+
   return getattr(torchvision.models, arch)(weights=None)
 
 

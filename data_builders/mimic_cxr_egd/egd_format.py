@@ -1,28 +1,30 @@
 """Constants of the PhysioNet EGD (egd-cxr 1.0.0) and MIMIC-CXR file formats.
 
-See ``shared/specs/egd-format.md`` sections A.2-A.4 and C; the headers are verbatim.
+The headers are verbatim copies of PhysioNet's (egd-cxr 1.0.0); docs/dataset.md describes the files.
 """
 
 MASTER_SHEET_COLUMNS = (
-    'dicom_id,path,study_id,patient_id,stay_id,gender,anchor_age,image_top_pad,'
-    'image_bottom_pad,image_left_pad,image_right_pad,dx1,dx1_icd,dx2,dx2_icd,dx3,dx3_icd,dx4,'
-    'dx4_icd,dx5,dx5_icd,dx6,dx6_icd,dx7,dx7_icd,dx8,dx8_icd,dx9,dx9_icd,normal_reports,Normal,'
-    'CHF,pneumonia,consolidation,enlarged_cardiac_silhouette,linear__patchy_atelectasis,'
-    'lobar__segmental_collapse,'
-    'not_otherwise_specified_opacity___pleural__parenchymal_opacity__,'
-    'pleural_effusion_or_thickening,pulmonary_edema__hazy_opacity,normal_anatomically,'
-    'elevated_hemidiaphragm,hyperaeration,vascular_redistribution,atelectasis__chx,'
-    'cardiomegaly__chx,consolidation__chx,edema__chx,enlarged_cardiomediastinum__chx,'
-    'fracture__chx,lung_lesion__chx,lung_opacity__chx,no_finding__chx,pleural_effusion__chx,'
-    'pleural_other__chx,pneumonia__chx,pneumothorax__chx,support_devices__chx,'
-    'cxr_exam_indication').split(',')
+  'dicom_id,path,study_id,patient_id,stay_id,gender,anchor_age,image_top_pad,'
+  'image_bottom_pad,image_left_pad,image_right_pad,dx1,dx1_icd,dx2,dx2_icd,dx3,dx3_icd,dx4,'
+  'dx4_icd,dx5,dx5_icd,dx6,dx6_icd,dx7,dx7_icd,dx8,dx8_icd,dx9,dx9_icd,normal_reports,Normal,'
+  'CHF,pneumonia,consolidation,enlarged_cardiac_silhouette,linear__patchy_atelectasis,'
+  'lobar__segmental_collapse,'
+  'not_otherwise_specified_opacity___pleural__parenchymal_opacity__,'
+  'pleural_effusion_or_thickening,pulmonary_edema__hazy_opacity,normal_anatomically,'
+  'elevated_hemidiaphragm,hyperaeration,vascular_redistribution,atelectasis__chx,'
+  'cardiomegaly__chx,consolidation__chx,edema__chx,enlarged_cardiomediastinum__chx,'
+  'fracture__chx,lung_lesion__chx,lung_opacity__chx,no_finding__chx,pleural_effusion__chx,'
+  'pleural_other__chx,pneumonia__chx,pneumothorax__chx,support_devices__chx,'
+  'cxr_exam_indication'
+).split(',')
 assert len(MASTER_SHEET_COLUMNS) == 59
 
 GAZE_COLUMNS = (
-    'SESSION_ID,MEDIA_ID,DICOM_ID,CNT,Time (in secs),TIMETICK(f=10000000),FPOGX,FPOGY,FPOGS,'
-    'FPOGD,FPOGID,FPOGV,BPOGX,BPOGY,BPOGV,LPCX,LPCY,LPD,LPS,LPV,RPCX,RPCY,RPD,RPS,RPV,BKID,'
-    'BKDUR,BKPMIN,LPMM,LPMMV,RPMM,RPMMV,SACCADE_MAG,SACCADE_DIR,VID_FRAME,X_ORIGINAL,'
-    'Y_ORIGINAL').split(',')
+  'SESSION_ID,MEDIA_ID,DICOM_ID,CNT,Time (in secs),TIMETICK(f=10000000),FPOGX,FPOGY,FPOGS,'
+  'FPOGD,FPOGID,FPOGV,BPOGX,BPOGY,BPOGV,LPCX,LPCY,LPD,LPS,LPV,RPCX,RPCY,RPD,RPS,RPV,BKID,'
+  'BKDUR,BKPMIN,LPMM,LPMMV,RPMM,RPMMV,SACCADE_MAG,SACCADE_DIR,VID_FRAME,X_ORIGINAL,'
+  'Y_ORIGINAL'
+).split(',')
 assert len(GAZE_COLUMNS) == 37
 
 CLASS_NAMES = ('Normal', 'CHF', 'pneumonia')
@@ -56,8 +58,9 @@ def letterbox_pads(height: int, width: int) -> tuple[int, int, int, int]:
   return top, DISPLAY_HEIGHT - new_h - top, left, SCREEN_WIDTH - new_w - left
 
 
-def screen_to_original(fpogx: float, fpogy: float, height: int, width: int,
-                       pads: tuple[int, int, int, int]) -> tuple[int, int]:
+def screen_to_original(
+  fpogx: float, fpogy: float, height: int, width: int, pads: tuple[int, int, int, int]
+) -> tuple[int, int]:
   """Official screen-to-image mapping (``process_eye_gaze_table``), giving X/Y_ORIGINAL.
 
   ``height`` and ``width`` are the image size after padding each to an even number. Points off

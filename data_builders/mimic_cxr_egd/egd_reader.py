@@ -9,11 +9,11 @@ offending images and reports their ids.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable, Sequence
 import csv
 import dataclasses
 import logging
 import random
-from collections.abc import Iterable, Sequence
 
 from etils import epath
 
@@ -26,6 +26,7 @@ csv.field_size_limit(1 << 24)
 @dataclasses.dataclass(frozen=True)
 class Problem:
   """One bad-input finding: the file, where in it, and what is wrong."""
+
   file: str
   where: str
   message: str
@@ -42,14 +43,16 @@ class EgdValidationError(ValueError):
     self.problems = list(problems)
     lines = '\n'.join(f'  - {p}' for p in self.problems)
     super().__init__(
-        f'{len(self.problems)} problem(s) in the EGD/MIMIC-CXR tree:\n{lines}\n'
-        'Fix the files, or build with skip_invalid_rows=True (build.py --skip_invalid_rows) to '
-        'drop the affected images; their ids are then listed in the dataset metadata.')
+      f'{len(self.problems)} problem(s) in the EGD/MIMIC-CXR tree:\n{lines}\n'
+      'Fix the files, or build with skip_invalid_rows=True (build.py --skip_invalid_rows) to '
+      'drop the affected images; their ids are then listed in the dataset metadata.'
+    )
 
 
 @dataclasses.dataclass
 class Fixations:
   """Fixations of one image in file (temporal) order; pixels of the original image."""
+
   x: list[int] = dataclasses.field(default_factory=list)
   y: list[int] = dataclasses.field(default_factory=list)
   start_s: list[float] = dataclasses.field(default_factory=list)
@@ -59,19 +62,21 @@ class Fixations:
 @dataclasses.dataclass
 class EgdRecord:
   """One master-sheet row joined with its fixations and image file."""
+
   dicom_id: str
   study_id: int
   patient_id: int
   label: int
   image_path: epath.Path
   record: int  # 1-based data record of master_sheet.csv
-  line: int    # line of master_sheet.csv where the record starts
+  line: int  # line of master_sheet.csv where the record starts
   fixations: Fixations = dataclasses.field(default_factory=Fixations)
 
 
 @dataclasses.dataclass
 class EgdTree:
   """What :func:`read_tree` found: records by split and the bookkeeping for metadata."""
+
   splits: dict[str, list[EgdRecord]]
   skipped_ids: list[str]
   problems: list[Problem]
@@ -98,18 +103,29 @@ def official_split(patient_ids: Iterable[int], seed: int = 42) -> dict[int, str]
   return split
 
 
-def _check_header(name: str, header: Sequence[str], verbatim: Sequence[str],
-                  required: Sequence[str]) -> list[Problem]:
+def _check_header(
+  name: str, header: Sequence[str], verbatim: Sequence[str], required: Sequence[str]
+) -> list[Problem]:
   missing = [c for c in required if c not in header]
   if missing:
-    return [Problem(name, 'line 1', f'header lacks required column(s) {missing}; '
-                    f'expected the verbatim {len(verbatim)}-column PhysioNet header')]
+    return [
+      Problem(
+        name,
+        'line 1',
+        f'header lacks required column(s) {missing}; '
+        f'expected the verbatim {len(verbatim)}-column PhysioNet header',
+      )
+    ]
   if list(header) != list(verbatim):
     extra = [c for c in header if c not in verbatim]
     absent = [c for c in verbatim if c not in header]
-    logging.warning('%s: header differs from the verbatim PhysioNet one (unexpected %s, '
-                    'absent %s, or reordered); reading the required columns by name.',
-                    name, extra, absent)
+    logging.warning(
+      '%s: header differs from the verbatim PhysioNet one (unexpected %s, '
+      'absent %s, or reordered); reading the required columns by name.',
+      name,
+      extra,
+      absent,
+    )
   return []
 
 
@@ -127,10 +143,12 @@ def _image_exists_and_opens(path: epath.Path, is_jpg: bool) -> str | None:
   try:
     if is_jpg:
       from PIL import Image  # pylint: disable=g-import-not-at-top
+
       with path.open('rb') as f, Image.open(f) as img:
         img.size  # pylint: disable=pointless-statement
     else:
       import pydicom  # pylint: disable=g-import-not-at-top
+
       with path.open('rb') as f:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         int(ds.Rows), int(ds.Columns)  # pylint: disable=expression-not-assigned
@@ -147,12 +165,14 @@ def _image_root(manual_dir: epath.Path) -> tuple[epath.Path, bool]:
   if dicom_root.exists():
     return dicom_root, False
   raise FileNotFoundError(
-      f'Neither {jpg_root} (MIMIC-CXR-JPG) nor {dicom_root} (MIMIC-CXR DICOM) exists under '
-      f'the manual_dir {manual_dir}.')
+    f'Neither {jpg_root} (MIMIC-CXR-JPG) nor {dicom_root} (MIMIC-CXR DICOM) exists under '
+    f'the manual_dir {manual_dir}.'
+  )
 
 
-def read_tree(manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False,
-              split_seed: int = 42) -> EgdTree:
+def read_tree(
+  manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False, split_seed: int = 42
+) -> EgdTree:
   """Reads, validates and splits an EGD tree laid out as on PhysioNet.
 
   Args:
@@ -176,8 +196,9 @@ def read_tree(manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False,
   fixations_file = egd / 'fixations.csv'
   for f in (master_file, fixations_file):
     if not f.exists():
-      raise FileNotFoundError(f'{f} not found. The manual_dir must hold egd-cxr/1.0.0/ as '
-                              'downloaded from PhysioNet.')
+      raise FileNotFoundError(
+        f'{f} not found. The manual_dir must hold egd-cxr/1.0.0/ as downloaded from PhysioNet.'
+      )
   image_root, is_jpg = _image_root(manual_dir)
   master_name = f'{fmt.EGD_DIR}/master_sheet.csv'
   fix_name = f'{fmt.EGD_DIR}/fixations.csv'
@@ -197,17 +218,24 @@ def read_tree(manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False,
       start_line, line = line, reader.line_num + 1
       where = f'line {start_line} (record {rec_no})'
       if len(row) != len(header):
-        problems.append(Problem(master_name, where,
-                                f'has {len(row)} fields, the header has {len(header)}'))
+        problems.append(
+          Problem(master_name, where, f'has {len(row)} fields, the header has {len(header)}')
+        )
         continue
       dicom_id = row[col['dicom_id']]
       try:
         patient_id = _parse_int(row[col['patient_id']])
         study_id = _parse_int(row[col['study_id']])
       except ValueError:
-        problems.append(Problem(master_name, where, 'patient_id/study_id not integers: '
-                                f'{row[col["patient_id"]]!r}, {row[col["study_id"]]!r}',
-                                dicom_id))
+        problems.append(
+          Problem(
+            master_name,
+            where,
+            'patient_id/study_id not integers: '
+            f'{row[col["patient_id"]]!r}, {row[col["study_id"]]!r}',
+            dicom_id,
+          )
+        )
         continue
       all_pids.append(patient_id)
       try:
@@ -216,14 +244,22 @@ def read_tree(manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False,
         onehot = None
       if onehot is None or sorted(onehot) != [0, 0, 1]:
         labels = {c: row[col[c]] for c in fmt.CLASS_NAMES}
-        problems.append(Problem(master_name, where,
-                                f'dicom_id {dicom_id} needs exactly one label of {labels}',
-                                dicom_id))
+        problems.append(
+          Problem(
+            master_name, where, f'dicom_id {dicom_id} needs exactly one label of {labels}', dicom_id
+          )
+        )
         continue
       if dicom_id in records:
         first = records[dicom_id]
-        problems.append(Problem(master_name, where, f'duplicate dicom_id {dicom_id} (first at '
-                                f'line {first.line}, record {first.record})', dicom_id))
+        problems.append(
+          Problem(
+            master_name,
+            where,
+            f'duplicate dicom_id {dicom_id} (first at line {first.line}, record {first.record})',
+            dicom_id,
+          )
+        )
         continue
       rel = fmt.image_relpath(row[col['path']], is_jpg)
       image_path = image_root / rel
@@ -231,10 +267,15 @@ def read_tree(manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False,
       if why:
         problems.append(Problem(master_name, where, f'{why}: {image_path}', dicom_id))
         continue
-      records[dicom_id] = EgdRecord(dicom_id=dicom_id, study_id=study_id,
-                                    patient_id=patient_id, label=onehot.index(1),
-                                    image_path=image_path, record=rec_no,
-                                    line=start_line)
+      records[dicom_id] = EgdRecord(
+        dicom_id=dicom_id,
+        study_id=study_id,
+        patient_id=patient_id,
+        label=onehot.index(1),
+        image_path=image_path,
+        record=rec_no,
+        line=start_line,
+      )
 
   bad_ids = {p.dicom_id for p in problems if p.dicom_id}
   calibration_rows = 0
@@ -249,8 +290,9 @@ def read_tree(manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False,
     for row in reader:
       line = reader.line_num
       if len(row) != len(header):
-        problems.append(Problem(fix_name, f'line {line}',
-                                f'has {len(row)} fields, the header has {len(header)}'))
+        problems.append(
+          Problem(fix_name, f'line {line}', f'has {len(row)} fields, the header has {len(header)}')
+        )
         continue
       dicom_id = row[col['DICOM_ID']]
       rec = records.get(dicom_id)
@@ -267,8 +309,11 @@ def read_tree(manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False,
         y = _parse_int(row[col['Y_ORIGINAL']])
         start, duration = float(row[col['FPOGS']]), float(row[col['FPOGD']])
       except ValueError:
-        problems.append(Problem(fix_name, f'line {line}', 'X_ORIGINAL/Y_ORIGINAL/FPOGS/FPOGD '
-                                'not numeric', dicom_id))
+        problems.append(
+          Problem(
+            fix_name, f'line {line}', 'X_ORIGINAL/Y_ORIGINAL/FPOGS/FPOGD not numeric', dicom_id
+          )
+        )
         continue
       fx = rec.fixations
       fx.x.append(x)
@@ -277,16 +322,26 @@ def read_tree(manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False,
       fx.duration_s.append(duration)
     for dicom_id, lines in unknown.items():
       shown = ', '.join(map(str, lines[:5])) + (' ...' if len(lines) > 5 else '')
-      problems.append(Problem(
-          fix_name, f'line(s) {shown}', f'{len(lines)} fixation(s) for DICOM_ID {dicom_id!r}, '
-          'which is neither in master_sheet.csv nor a 39-character calibration screen id'))
+      problems.append(
+        Problem(
+          fix_name,
+          f'line(s) {shown}',
+          f'{len(lines)} fixation(s) for DICOM_ID {dicom_id!r}, '
+          'which is neither in master_sheet.csv nor a 39-character calibration screen id',
+        )
+      )
 
   fixated = {d for d, r in records.items() if r.fixations.x}
   for dicom_id, rec in records.items():
     if dicom_id not in fixated and dicom_id not in bad_ids:
-      problems.append(Problem(master_name, f'line {rec.line} (record {rec.record})',
-                              f'dicom_id {dicom_id} has no fixations in fixations.csv',
-                              dicom_id))
+      problems.append(
+        Problem(
+          master_name,
+          f'line {rec.line} (record {rec.record})',
+          f'dicom_id {dicom_id} has no fixations in fixations.csv',
+          dicom_id,
+        )
+      )
 
   skippable = all(p.dicom_id or p.file == fix_name for p in problems)
   if problems and (not skip_invalid_rows or not skippable):
@@ -299,5 +354,10 @@ def read_tree(manual_dir: str | epath.PathLike, skip_invalid_rows: bool = False,
   splits = {'train': [], 'validation': [], 'test': []}
   for rec in records.values():
     splits[split_of[rec.patient_id]].append(rec)
-  return EgdTree(splits=splits, skipped_ids=sorted(skipped), problems=problems,
-                 calibration_rows=calibration_rows, image_format='jpg' if is_jpg else 'dicom')
+  return EgdTree(
+    splits=splits,
+    skipped_ids=sorted(skipped),
+    problems=problems,
+    calibration_rows=calibration_rows,
+    image_format='jpg' if is_jpg else 'dicom',
+  )

@@ -51,8 +51,9 @@ def in_image_mask(x: np.ndarray, y: np.ndarray, height: int, width: int) -> np.n
   return (x >= 0) & (x < width) & (y >= 0) & (y < height)
 
 
-def static_heatmap(x: np.ndarray, y: np.ndarray, original_size: tuple[int, int],
-                   out_size: int, sigma: float = 150.0) -> np.ndarray:
+def static_heatmap(
+  x: np.ndarray, y: np.ndarray, original_size: tuple[int, int], out_size: int, sigma: float = 150.0
+) -> np.ndarray:
   """Official EGD static heatmap, area-resized to ``out_size x out_size``, summing to 1.
 
   Args:
@@ -73,13 +74,14 @@ def static_heatmap(x: np.ndarray, y: np.ndarray, original_size: tuple[int, int],
   if x.size == 0:
     return np.zeros((out_size, out_size), np.float32)
   rows = area_resize_matrix(height, out_size) @ _filtered_deltas(y, height, sigma)  # (S, n)
-  cols = area_resize_matrix(width, out_size) @ _filtered_deltas(x, width, sigma)    # (S, n)
+  cols = area_resize_matrix(width, out_size) @ _filtered_deltas(x, width, sigma)  # (S, n)
   heat = rows @ cols.T
   return (heat / heat.sum()).astype(np.float32)
 
 
-def reference_static_heatmap(x: np.ndarray, y: np.ndarray, original_size: tuple[int, int],
-                             out_size: int, sigma: float = 150.0) -> np.ndarray:
+def reference_static_heatmap(
+  x: np.ndarray, y: np.ndarray, original_size: tuple[int, int], out_size: int, sigma: float = 150.0
+) -> np.ndarray:
   """The slow reference: full-resolution ``gaussian_filter``, area resize, sum to 1.
 
   Used by tests and benchmarks only (seconds per full-size image).
@@ -104,13 +106,15 @@ def _integral_area_resize(img: np.ndarray, dst: int, axis: int) -> np.ndarray:
   lo = np.floor(edges).astype(int)
   frac = edges - lo
   hi = np.minimum(lo + 1, src)
-  at_edges = (np.take(cum, lo, axis) * np.expand_dims(1 - frac, 1 - axis) +
-              np.take(cum, hi, axis) * np.expand_dims(frac, 1 - axis))
+  at_edges = np.take(cum, lo, axis) * np.expand_dims(1 - frac, 1 - axis) + np.take(
+    cum, hi, axis
+  ) * np.expand_dims(frac, 1 - axis)
   return np.diff(at_edges, axis=axis) * dst / src
 
 
-def fixation_map(x: np.ndarray, y: np.ndarray, original_size: tuple[int, int],
-                 out_size: int) -> np.ndarray:
+def fixation_map(
+  x: np.ndarray, y: np.ndarray, original_size: tuple[int, int], out_size: int
+) -> np.ndarray:
   """uint8 ``(S, S)`` binary map: 1 at the output pixel holding each in-image fixation."""
   height, width = original_size
   out = np.zeros((out_size, out_size), np.uint8)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 from etils import epath
+import numpy as np
 from PIL import Image
 
 
 def _resize(img: Image.Image, size: int) -> np.ndarray:
   # Stretch (no aspect keep), as the official experiments' Resize((224, 224)); PIL's
   # bilinear filter widens its support when shrinking, so this is anti-aliased.
-  return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0),
-                    np.uint8)
+  return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), np.uint8)
 
 
 def load_jpg(path: epath.Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -38,6 +37,7 @@ def dicom_to_uint8(ds) -> np.ndarray:
   MONOCHROME1 so that bone is bright.
   """
   from pydicom.pixels import apply_voi_lut  # pylint: disable=g-import-not-at-top
+
   arr = ds.pixel_array.astype(np.float64)
   if 'VOILUTSequence' in ds or 'WindowCenter' in ds:
     arr = apply_voi_lut(ds.pixel_array, ds).astype(np.float64)
@@ -51,6 +51,7 @@ def dicom_to_uint8(ds) -> np.ndarray:
 def load_dicom(path: epath.Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
   """Returns (uint8 ``(size, size)`` image, original ``(H, W)``) of a MIMIC-CXR DICOM."""
   import pydicom  # pylint: disable=g-import-not-at-top
+
   with path.open('rb') as f:
     ds = pydicom.dcmread(f)
   full = dicom_to_uint8(ds)

@@ -70,6 +70,7 @@ class EgdConfig(tfds.core.BuilderConfig):
     skip_invalid_rows: drop images with bad input (listed in the metadata) instead of failing.
     split_seed: seed of the official patient split (42 in the official experiments).
   """
+
   image_size: int = 224
   gaze_sigma: float = 150.0
   skip_invalid_rows: bool = False
@@ -84,20 +85,20 @@ def _process(rec: egd_reader.EgdRecord, size: int, sigma: float) -> tuple[dict, 
   keep = gaze_maps.in_image_mask(x, y, height, width)
   x, y = x[keep], y[keep]
   example = {
-      'dicom_id': rec.dicom_id,
-      'study_id': rec.study_id,
-      'patient_id': rec.patient_id,
-      'original_size': np.asarray([height, width], np.int32),
-      'image': images.encode_png(image),
-      'label': rec.label,
-      'gaze': gaze_maps.static_heatmap(x, y, (height, width), size, sigma),
-      'fixation_map': gaze_maps.fixation_map(x, y, (height, width), size),
-      'fixations': {
-          'x': (x / width).astype(np.float32),
-          'y': (y / height).astype(np.float32),
-          'start_s': np.asarray(fx.start_s, np.float32)[keep],
-          'duration_s': np.asarray(fx.duration_s, np.float32)[keep],
-      },
+    'dicom_id': rec.dicom_id,
+    'study_id': rec.study_id,
+    'patient_id': rec.patient_id,
+    'original_size': np.asarray([height, width], np.int32),
+    'image': images.encode_png(image),
+    'label': rec.label,
+    'gaze': gaze_maps.static_heatmap(x, y, (height, width), size, sigma),
+    'fixation_map': gaze_maps.fixation_map(x, y, (height, width), size),
+    'fixations': {
+      'x': (x / width).astype(np.float32),
+      'y': (y / height).astype(np.float32),
+      'start_s': np.asarray(fx.start_s, np.float32)[keep],
+      'duration_s': np.asarray(fx.duration_s, np.float32)[keep],
+    },
   }
   return example, int((~keep).sum())
 
@@ -108,9 +109,9 @@ class MimicCxrEgd(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [
-      EgdConfig(name='224', description='224 x 224, the paper\'s size.', image_size=224),
-      EgdConfig(name='128', description='128 x 128 for CPU work.', image_size=128),
-      EgdConfig(name='64', description='64 x 64 for tests.', image_size=64),
+    EgdConfig(name='224', description="224 x 224, the paper's size.", image_size=224),
+    EgdConfig(name='128', description='128 x 128 for CPU work.', image_size=128),
+    EgdConfig(name='64', description='64 x 64 for tests.', image_size=64),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = '224'
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -136,32 +137,35 @@ class MimicCxrEgd(tfds.core.GeneratorBasedBuilder):
     size = self.builder_config.image_size
     zlib = tfds.features.Encoding.ZLIB
     return self.dataset_info_from_configs(
-        description=_DESCRIPTION,
-        features=tfds.features.FeaturesDict({
-            'dicom_id': tfds.features.Text(),
-            'study_id': np.int64,
-            'patient_id': np.int64,
-            'original_size': tfds.features.Tensor(shape=(2,), dtype=np.int32),
-            'image': tfds.features.Image(shape=(size, size, 1), dtype=np.uint8,
-                                         encoding_format='png'),
-            'label': tfds.features.ClassLabel(names=list(fmt.CLASS_NAMES)),
-            'gaze': tfds.features.Tensor(shape=(size, size), dtype=np.float32, encoding=zlib),
-            'fixation_map': tfds.features.Tensor(shape=(size, size), dtype=np.uint8,
-                                                 encoding=zlib),
-            'fixations': tfds.features.Sequence({
-                'x': np.float32, 'y': np.float32, 'start_s': np.float32,
-                'duration_s': np.float32}),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://physionet.org/content/egd-cxr/1.0.0/',
-        citation=_CITATION,
-        metadata=tfds.core.MetadataDict(),
+      description=_DESCRIPTION,
+      features=tfds.features.FeaturesDict(
+        {
+          'dicom_id': tfds.features.Text(),
+          'study_id': np.int64,
+          'patient_id': np.int64,
+          'original_size': tfds.features.Tensor(shape=(2,), dtype=np.int32),
+          'image': tfds.features.Image(
+            shape=(size, size, 1), dtype=np.uint8, encoding_format='png'
+          ),
+          'label': tfds.features.ClassLabel(names=list(fmt.CLASS_NAMES)),
+          'gaze': tfds.features.Tensor(shape=(size, size), dtype=np.float32, encoding=zlib),
+          'fixation_map': tfds.features.Tensor(shape=(size, size), dtype=np.uint8, encoding=zlib),
+          'fixations': tfds.features.Sequence(
+            {'x': np.float32, 'y': np.float32, 'start_s': np.float32, 'duration_s': np.float32}
+          ),
+        }
+      ),
+      supervised_keys=('image', 'label'),
+      homepage='https://physionet.org/content/egd-cxr/1.0.0/',
+      citation=_CITATION,
+      metadata=tfds.core.MetadataDict(),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     cfg = self.builder_config
-    tree = egd_reader.read_tree(dl_manager.manual_dir, skip_invalid_rows=cfg.skip_invalid_rows,
-                                split_seed=cfg.split_seed)
+    tree = egd_reader.read_tree(
+      dl_manager.manual_dir, skip_invalid_rows=cfg.skip_invalid_rows, split_seed=cfg.split_seed
+    )
     meta = self.info.metadata
     meta['image_format'] = tree.image_format
     meta['skipped_ids'] = tree.skipped_ids
@@ -169,12 +173,12 @@ class MimicCxrEgd(tfds.core.GeneratorBasedBuilder):
     meta['dropped_calibration_fixations'] = tree.calibration_rows
     meta['dropped_off_image_fixations'] = 0
     meta['patients_per_split'] = {
-        s: len({r.patient_id for r in recs}) for s, recs in tree.splits.items()}
+      s: len({r.patient_id for r in recs}) for s, recs in tree.splits.items()
+    }
     empty = [s for s, recs in tree.splits.items() if not recs]
     if empty:  # only tiny trees: TFDS cannot write a split without examples
       logging.warning('No patients fall in split(s) %s; they are not written.', empty)
-    return {split: self._generate_examples(recs) for split, recs in tree.splits.items()
-            if recs}
+    return {split: self._generate_examples(recs) for split, recs in tree.splits.items() if recs}
 
   def _generate_examples(self, records: list[egd_reader.EgdRecord]):
     cfg = self.builder_config

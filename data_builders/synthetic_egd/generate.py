@@ -1,6 +1,6 @@
 """Writes a synthetic look-alike of the PhysioNet EGD and MIMIC-CXR-JPG trees.
 
-The output has the real layout and formats (``shared/specs/egd-format.md``): verbatim 59- and
+The output has the real layout and formats of the PhysioNet files: verbatim 59- and
 37-column headers, ``files/pXX/pSUBJECT/sSTUDY/<dicom_id>.jpg`` paths, letter-box pads,
 ``X/Y_ORIGINAL`` from ``FPOGX/FPOGY`` by the official formula, reading sessions of 30 with
 calibration screens (39-character ids), off-image fixations, a 60 Hz ``eye_gaze.csv``, and
@@ -18,9 +18,9 @@ import json
 import math
 import multiprocessing
 import os
+import pathlib
 
 import numpy as np
-import pathlib
 from PIL import Image
 
 from data_builders.mimic_cxr_egd import egd_format as fmt
@@ -35,16 +35,17 @@ PORTRAIT_SIZES = ((3056, 2544), (2992, 2500), (3050, 2539), (2880, 2304))
 LANDSCAPE_SIZES = ((2544, 3056), (2500, 3000))
 AGE_BINS = ('20 - 30', '30 - 40', '40 - 50', '50 - 60', '60 - 70', '70 - 80')
 INDICATIONS = (
-    '___F with CHF and  shortness of breath// ?Pulmonary edema',
-    '___M with cough, fever, and "productive sputum"\n// ?pneumonia',
-    'History: ___-year-old with chest pain, dyspnea.\nEvaluate for acute process, "r/o" PNA',
-    'Preop, routine',
+  '___F with CHF and  shortness of breath// ?Pulmonary edema',
+  '___M with cough, fever, and "productive sputum"\n// ?pneumonia',
+  'History: ___-year-old with chest pain, dyspnea.\nEvaluate for acute process, "r/o" PNA',
+  'Preop, routine',
 )
 
 
 @dataclasses.dataclass
 class ImageSpec:
   """What is drawn for one master-sheet row."""
+
   dicom_id: str
   patient_id: int
   study_id: int
@@ -66,8 +67,9 @@ def _relpath(spec: ImageSpec, suffix: str) -> str:
   return f'files/p{sid[:2]}/p{sid}/s{spec.study_id}/{spec.dicom_id}.{suffix}'
 
 
-def plan_images(num_images: int, seed: int, scale: float,
-                shortcut: dict[str, float | None]) -> list[ImageSpec]:
+def plan_images(
+  num_images: int, seed: int, scale: float, shortcut: dict[str, float | None]
+) -> list[ImageSpec]:
   """Chooses ids, classes, sizes, splits and shortcut markers for every image."""
   if num_images < 3:
     raise ValueError('num_images must be at least 3 (one per class)')
@@ -85,19 +87,29 @@ def plan_images(num_images: int, seed: int, scale: float,
     h, w = sizes[rng.integers(len(sizes))]
     h, w = 2 * max(16, round(h * scale / 2)), 2 * max(16, round(w * scale / 2))  # even
     n_fix = 1 if i == 3 else int(np.clip(rng.poisson(28), 4, 70))
-    specs_wo_split.append((_hex_id(rng), patient_id, int(rng.integers(50_000_000, 60_000_000)),
-                           int(labels[i]), h, w, n_fix))
+    specs_wo_split.append(
+      (
+        _hex_id(rng),
+        patient_id,
+        int(rng.integers(50_000_000, 60_000_000)),
+        int(labels[i]),
+        h,
+        w,
+        n_fix,
+      )
+    )
   split_of = egd_reader.official_split([s[1] for s in specs_wo_split])
   specs = []
-  for (dicom_id, pid, study, label, h, w, n_fix) in specs_wo_split:
+  for dicom_id, pid, study, label, h, w, n_fix in specs_wo_split:
     split = split_of[pid]
     p = shortcut.get(split)
     if p is None:
       corner = None
     else:
       corner = label if rng.random() < p else int(rng.integers(3))
-    specs.append(ImageSpec(dicom_id, pid, study, label, h, w, split, corner, n_fix,
-                           int(rng.integers(2**31))))
+    specs.append(
+      ImageSpec(dicom_id, pid, study, label, h, w, split, corner, n_fix, int(rng.integers(2**31)))
+    )
   return specs
 
 
@@ -127,9 +139,18 @@ class _SessionClock:
     self.fpogid = 0
 
 
-def _gaze_rows(session: int, media: int, dicom_id: str, fpog: list[tuple[float, float]],
-               height: int, width: int, pads, rng: np.random.Generator,
-               clock: _SessionClock, raw: bool) -> tuple[list, list]:
+def _gaze_rows(
+  session: int,
+  media: int,
+  dicom_id: str,
+  fpog: list[tuple[float, float]],
+  height: int,
+  width: int,
+  pads,
+  rng: np.random.Generator,
+  clock: _SessionClock,
+  raw: bool,
+) -> tuple[list, list]:
   """(fixation rows, 60 Hz raw rows) of one displayed image, in the 37 GAZE_COLUMNS."""
   fix_rows, raw_rows = [], []
   t = rng.uniform(0.0, 0.05)
@@ -151,14 +172,45 @@ def _gaze_rows(session: int, media: int, dicom_id: str, fpog: list[tuple[float, 
 
     def row(time_s, elapsed, cnt):
       bx, by = fx + rng.normal(0, 0.004), fy + rng.normal(0, 0.004)
-      return [session, media, dicom_id, cnt, _fmt(time_s),
-              _fmt(round(clock.tick0 + (clock.elapsed + time_s) * 1e7)),
-              _fmt(fx), _fmt(fy), _fmt(start), _fmt(elapsed), clock.fpogid, 1,
-              _fmt(bx), _fmt(by), 1, _fmt(0.378 + rng.normal(0, .002)),
-              _fmt(0.594 + rng.normal(0, .002)), _fmt(pupil), _fmt(1.05), 1,
-              _fmt(0.638 + rng.normal(0, .002)), _fmt(0.598 + rng.normal(0, .002)),
-              _fmt(pupil - 0.15), _fmt(1.06), 1, 0, '0.0', 20, _fmt(pupil / 5.2), 1,
-              _fmt(pupil / 5.1), 1, _fmt(mag), _fmt(ang), '0.0', x_orig, y_orig]
+      return [
+        session,
+        media,
+        dicom_id,
+        cnt,
+        _fmt(time_s),
+        _fmt(round(clock.tick0 + (clock.elapsed + time_s) * 1e7)),
+        _fmt(fx),
+        _fmt(fy),
+        _fmt(start),
+        _fmt(elapsed),
+        clock.fpogid,
+        1,
+        _fmt(bx),
+        _fmt(by),
+        1,
+        _fmt(0.378 + rng.normal(0, 0.002)),
+        _fmt(0.594 + rng.normal(0, 0.002)),
+        _fmt(pupil),
+        _fmt(1.05),
+        1,
+        _fmt(0.638 + rng.normal(0, 0.002)),
+        _fmt(0.598 + rng.normal(0, 0.002)),
+        _fmt(pupil - 0.15),
+        _fmt(1.06),
+        1,
+        0,
+        '0.0',
+        20,
+        _fmt(pupil / 5.2),
+        1,
+        _fmt(pupil / 5.1),
+        1,
+        _fmt(mag),
+        _fmt(ang),
+        '0.0',
+        x_orig,
+        y_orig,
+      ]
 
     if raw:
       n = max(1, int(duration * GAZE_HZ))
@@ -209,16 +261,34 @@ def _master_row(spec: ImageSpec, rng: np.random.Generator) -> list:
     chx[8] = '1.0'
   onehot = [int(spec.label == k) for k in range(3)]
   indication = INDICATIONS[int(rng.integers(len(INDICATIONS)))]
-  return ([spec.dicom_id, _relpath(spec, 'dcm'), spec.study_id, spec.patient_id,
-           int(rng.integers(30_000_000, 40_000_000)), 'FM'[int(rng.integers(2))],
-           AGE_BINS[int(rng.integers(len(AGE_BINS)))], *pads, *dx, onehot[0], *onehot,
-           *finding.values(), *chx, indication])
+  return [
+    spec.dicom_id,
+    _relpath(spec, 'dcm'),
+    spec.study_id,
+    spec.patient_id,
+    int(rng.integers(30_000_000, 40_000_000)),
+    'FM'[int(rng.integers(2))],
+    AGE_BINS[int(rng.integers(len(AGE_BINS)))],
+    *pads,
+    *dx,
+    onehot[0],
+    *onehot,
+    *finding.values(),
+    *chx,
+    indication,
+  ]
 
 
-def write_tree(output_dir: str | os.PathLike, num_images: int, seed: int = 0,
-               scale: float = 1.0, shortcut: dict[str, float | None] | None = None,
-               raw_gaze: bool = True, num_workers: int | None = None,
-               progress=None) -> list[ImageSpec]:
+def write_tree(
+  output_dir: str | os.PathLike,
+  num_images: int,
+  seed: int = 0,
+  scale: float = 1.0,
+  shortcut: dict[str, float | None] | None = None,
+  raw_gaze: bool = True,
+  num_workers: int | None = None,
+  progress=None,
+) -> list[ImageSpec]:
   """Writes ``egd-cxr/1.0.0/`` and ``mimic-cxr-jpg/2.0.0/`` under ``output_dir``.
 
   Args:
@@ -249,8 +319,9 @@ def write_tree(output_dir: str | os.PathLike, num_images: int, seed: int = 0,
   if workers:
     ctx = multiprocessing.get_context('spawn')
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-      futs = {pool.submit(_write_image, s, jpg_root / _relpath(s, 'jpg')): i
-              for i, s in enumerate(specs)}
+      futs = {
+        pool.submit(_write_image, s, jpg_root / _relpath(s, 'jpg')): i for i, s in enumerate(specs)
+      }
       for done, fut in enumerate(concurrent.futures.as_completed(futs), start=1):
         results[futs[fut]] = fut.result()
         if progress:
@@ -285,19 +356,41 @@ def write_tree(output_dir: str | os.PathLike, num_images: int, seed: int = 0,
   for start in range(0, len(shown), SESSION_SIZE):
     session = start // SESSION_SIZE + 1
     clock = _SessionClock(rng)
-    for media, item in enumerate(shown[start:start + SESSION_SIZE]):
+    for media, item in enumerate(shown[start : start + SESSION_SIZE]):
       if item >= 0:
         s = specs[item]
         targets, _ = results[item]
         fpog = _screen_points(targets, s.height, s.width, rng)
-        rows = _gaze_rows(session, media, s.dicom_id, fpog, s.height, s.width,
-                          fmt.letterbox_pads(s.height, s.width), rng, clock, raw_gaze)
+        rows = _gaze_rows(
+          session,
+          media,
+          s.dicom_id,
+          fpog,
+          s.height,
+          s.width,
+          fmt.letterbox_pads(s.height, s.width),
+          rng,
+          clock,
+          raw_gaze,
+        )
       else:  # calibration disc at the screen centre, read as a 1080 x 1920 unpadded "image"
         cal_id = specs[-1 - item].dicom_id[:-5]
-        fpog = [(round(0.5 + rng.normal(0, 0.02), 5), round(0.5 + rng.normal(0, 0.02), 5))
-                for _ in range(int(rng.integers(2, 5)))] + [(0.50012, 0.49987)]
-        rows = _gaze_rows(session, media, cal_id, fpog, fmt.SCREEN_HEIGHT, fmt.SCREEN_WIDTH,
-                          (0, 0, 0, 0), rng, clock, raw_gaze)
+        fpog = [
+          (round(0.5 + rng.normal(0, 0.02), 5), round(0.5 + rng.normal(0, 0.02), 5))
+          for _ in range(int(rng.integers(2, 5)))
+        ] + [(0.50012, 0.49987)]
+        rows = _gaze_rows(
+          session,
+          media,
+          cal_id,
+          fpog,
+          fmt.SCREEN_HEIGHT,
+          fmt.SCREEN_WIDTH,
+          (0, 0, 0, 0),
+          rng,
+          clock,
+          raw_gaze,
+        )
       fix_w.writerows(rows[0])
       if raw_w:
         raw_w.writerows(rows[1])
@@ -314,25 +407,66 @@ def write_tree(output_dir: str | os.PathLike, num_images: int, seed: int = 0,
   for s in specs:
     d = egd / 'audio_segmentation_transcripts' / s.dicom_id
     d.mkdir(parents=True, exist_ok=True)
-    text = ['no acute cardiopulmonary process', 'cardiomegaly with pulmonary edema',
-            'focal consolidation, concerning for pneumonia'][s.label]
-    (d / 'transcript.json').write_text(json.dumps({
-        'full_text': text,
-        'time_stamped_text': [{'phrase': text, 'begin_time': 0.5, 'end_time': 3.2}]}))
+    text = [
+      'no acute cardiopulmonary process',
+      'cardiomegaly with pulmonary edema',
+      'focal consolidation, concerning for pneumonia',
+    ][s.label]
+    (d / 'transcript.json').write_text(
+      json.dumps(
+        {
+          'full_text': text,
+          'time_stamped_text': [{'phrase': text, 'begin_time': 0.5, 'end_time': 3.2}],
+        }
+      )
+    )
   with (jpg_root / 'mimic-cxr-2.0.0-metadata.csv').open('w', newline='') as f:
     w = csv.writer(f, lineterminator='\n')
-    w.writerow(['dicom_id', 'subject_id', 'study_id', 'PerformedProcedureStepDescription',
-                'ViewPosition', 'Rows', 'Columns', 'StudyDate', 'StudyTime',
-                'ProcedureCodeSequence_CodeMeaning', 'ViewCodeSequence_CodeMeaning',
-                'PatientOrientationCodeSequence_CodeMeaning'])
+    w.writerow(
+      [
+        'dicom_id',
+        'subject_id',
+        'study_id',
+        'PerformedProcedureStepDescription',
+        'ViewPosition',
+        'Rows',
+        'Columns',
+        'StudyDate',
+        'StudyTime',
+        'ProcedureCodeSequence_CodeMeaning',
+        'ViewCodeSequence_CodeMeaning',
+        'PatientOrientationCodeSequence_CodeMeaning',
+      ]
+    )
     for s in specs:
-      w.writerow([s.dicom_id, s.patient_id, s.study_id, 'CHEST (PA AND LAT)', 'PA', s.height,
-                  s.width, 21800101, '120000.000', 'CHEST (PA AND LAT)', 'postero-anterior',
-                  'Erect'])
+      w.writerow(
+        [
+          s.dicom_id,
+          s.patient_id,
+          s.study_id,
+          'CHEST (PA AND LAT)',
+          'PA',
+          s.height,
+          s.width,
+          21800101,
+          '120000.000',
+          'CHEST (PA AND LAT)',
+          'postero-anterior',
+          'Erect',
+        ]
+      )
   with (out / 'synthetic_truth.csv').open('w', newline='') as f:
     w = csv.writer(f, lineterminator='\n')
     w.writerow(['dicom_id', 'split', 'label', 'marker_corner', 'height', 'width'])
     for s in specs:
-      w.writerow([s.dicom_id, s.split, fmt.CLASS_NAMES[s.label],
-                  '' if s.marker_corner is None else s.marker_corner, s.height, s.width])
+      w.writerow(
+        [
+          s.dicom_id,
+          s.split,
+          fmt.CLASS_NAMES[s.label],
+          '' if s.marker_corner is None else s.marker_corner,
+          s.height,
+          s.width,
+        ]
+      )
   return specs

@@ -17,8 +17,9 @@ def mean_ci(values, n_resamples: int = 2000, level: float = 0.95, seed: int = 0)
   return float(v.mean()), float(lo), float(hi)
 
 
-def paired_relative_change_ci(base, other, n_resamples: int = 2000, level: float = 0.95,
-                              seed: int = 0):
+def paired_relative_change_ci(
+  base, other, n_resamples: int = 2000, level: float = 0.95, seed: int = 0
+):
   """``(change, low, high)`` of ``mean(other) / mean(base) - 1`` resampling the same images
   for both (pairs with a NaN in either are dropped)."""
   b, o = np.asarray(base, np.float64), np.asarray(other, np.float64)

@@ -50,9 +50,9 @@ def summary(scores: np.ndarray, labels: np.ndarray, class_names) -> dict:
   k = len(class_names)
   auc = roc_auc_ovr(scores, labels)
   return {
-      'accuracy': accuracy(scores, labels),
-      'auc': {name: float(a) for name, a in zip(class_names, auc)},
-      'mean_auc': float(np.nanmean(auc)),
-      'macro_f1': macro_f1(scores, labels, k),
-      'confusion_matrix': confusion_matrix(scores, labels, k).tolist(),
+    'accuracy': accuracy(scores, labels),
+    'auc': {name: float(a) for name, a in zip(class_names, auc)},
+    'mean_auc': float(np.nanmean(auc)),
+    'macro_f1': macro_f1(scores, labels, k),
+    'confusion_matrix': confusion_matrix(scores, labels, k).tolist(),
   }

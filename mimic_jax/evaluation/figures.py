@@ -5,9 +5,9 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use('Agg')
+from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-position
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -25,8 +25,7 @@ def gallery(data: dict, class_names, out_dir, per_class: int = 4) -> list:
     if idx.size == 0:
       continue
     cols = 2 + len(explainers)
-    fig, axes = plt.subplots(len(idx), cols, figsize=(2.4 * cols, 2.5 * len(idx)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(idx), cols, figsize=(2.4 * cols, 2.5 * len(idx)), squeeze=False)
     for r, i in enumerate(idx):
       img = _grey(data['image'][i])
       pred = class_names[int(np.argmax(data['scores'][i]))]
@@ -66,8 +65,9 @@ def comparison_chart(names, rows: dict, path) -> None:
     means = [rows[n][metric]['mean'] for n in names]
     lo = [rows[n][metric]['mean'] - rows[n][metric]['ci95'][0] for n in names]
     hi = [rows[n][metric]['ci95'][1] - rows[n][metric]['mean'] for n in names]
-    ax.bar(names, means, yerr=[lo, hi], capsize=4,
-           color=['#888888'] + ['#3a7bd5'] * (len(names) - 1))
+    ax.bar(
+      names, means, yerr=[lo, hi], capsize=4, color=['#888888'] + ['#3a7bd5'] * (len(names) - 1)
+    )
     ax.set_title(f'{metric.upper()} ({"lower" if metric == "kld" else "higher"} is better)')
     ax.tick_params(axis='x', rotation=20)
   fig.tight_layout()

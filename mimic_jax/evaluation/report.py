@@ -6,8 +6,16 @@ from __future__ import annotations
 # Explainers every evaluation scores, per sub-model and averaged over the ensemble.
 EXPLAINERS = ('grad_cam', 'input_gradients', 'gradient_shap')
 # MIT saliency metrics per image (``saliency_metrics.py``); KLD is lower-is-better.
-MAP_METRICS = ('kld', 'nss', 'cc', 'sim', 'auc_judd', 'auc_borji', 'auc_shuffled',
-               'information_gain')
+MAP_METRICS = (
+  'kld',
+  'nss',
+  'cc',
+  'sim',
+  'auc_judd',
+  'auc_borji',
+  'auc_shuffled',
+  'information_gain',
+)
 LOWER_IS_BETTER = frozenset({'kld'})
 
 
@@ -19,34 +27,49 @@ def _fmt(entry: dict) -> str:
 def markdown_report(results: dict) -> str:
   """The human-readable report of :func:`evaluate_run`'s results."""
   c = results['classification']
-  lines = [f'# Evaluation of `{results["workdir"]}` ({results["split"]} split)', '',
-           f'Method `{results["method"]}` with {results["num_models"]} sub-model(s), '
-           f'{results["num_images"]} images. Means with 95% bootstrap intervals (2,000 '
-           'resamples of images).', '', '## Classification', '',
-           f'- accuracy {c["accuracy"]:.4f}, macro F1 {c["macro_f1"]:.4f}, mean one-vs-rest '
-           f'ROC AUC {c["mean_auc"]:.4f}',
-           '- AUC per class: ' + ', '.join(f'{k} {v:.4f}' for k, v in c['auc'].items()),
-           f'- confusion matrix (rows true, columns predicted, order '
-           f'{list(c["auc"])}): {c["confusion_matrix"]}', '',
-           '## Explanations against radiologist gaze', '',
-           'KLD lower is better; all other metrics higher is better. NSS, the AUCs and IG use '
-           'the fixation map; KLD, CC and SIM the gaze heatmap. IG is in bits over the mean '
-           'training gaze map.', '',
-           '| explainer | ' + ' | '.join(MAP_METRICS) + ' |',
-           '|---|' + '---|' * len(MAP_METRICS)]
+  lines = [
+    f'# Evaluation of `{results["workdir"]}` ({results["split"]} split)',
+    '',
+    f'Method `{results["method"]}` with {results["num_models"]} sub-model(s), '
+    f'{results["num_images"]} images. Means with 95% bootstrap intervals (2,000 '
+    'resamples of images).',
+    '',
+    '## Classification',
+    '',
+    f'- accuracy {c["accuracy"]:.4f}, macro F1 {c["macro_f1"]:.4f}, mean one-vs-rest '
+    f'ROC AUC {c["mean_auc"]:.4f}',
+    '- AUC per class: ' + ', '.join(f'{k} {v:.4f}' for k, v in c['auc'].items()),
+    f'- confusion matrix (rows true, columns predicted, order '
+    f'{list(c["auc"])}): {c["confusion_matrix"]}',
+    '',
+    '## Explanations against radiologist gaze',
+    '',
+    'KLD lower is better; all other metrics higher is better. NSS, the AUCs and IG use '
+    'the fixation map; KLD, CC and SIM the gaze heatmap. IG is in bits over the mean '
+    'training gaze map.',
+    '',
+    '| explainer | ' + ' | '.join(MAP_METRICS) + ' |',
+    '|---|' + '---|' * len(MAP_METRICS),
+  ]
   for e, entry in results['explanations'].items():
-    lines.append(f'| {e} | ' + ' | '.join(_fmt(entry['ensemble'][k]) for k in MAP_METRICS)
-                 + ' |')
+    lines.append(f'| {e} | ' + ' | '.join(_fmt(entry['ensemble'][k]) for k in MAP_METRICS) + ' |')
   if any('consistency' in v for v in results['explanations'].values()):
-    lines += ['', '## Sub-models', '',
-              '| explainer | sub-model KLD | sub-model NSS | mean pairwise correlation | '
-              'CV consistency (%) |', '|---|---|---|---|---|']
+    lines += [
+      '',
+      '## Sub-models',
+      '',
+      '| explainer | sub-model KLD | sub-model NSS | mean pairwise correlation | '
+      'CV consistency (%) |',
+      '|---|---|---|---|---|',
+    ]
     for e, entry in results['explanations'].items():
       if 'members' in entry:
         klds = ', '.join(f'{m["kld"]["mean"]:.3f}' for m in entry['members'])
         nsss = ', '.join(f'{m["nss"]["mean"]:.3f}' for m in entry['members'])
         cons = entry['consistency']
-        lines.append(f'| {e} | {klds} | {nsss} | {cons["mean_pairwise_correlation"]:.4f} | '
-                     f'{cons["cv_consistency"]:.2f} |')
+        lines.append(
+          f'| {e} | {klds} | {nsss} | {cons["mean_pairwise_correlation"]:.4f} | '
+          f'{cons["cv_consistency"]:.2f} |'
+        )
   lines += ['', 'Gallery: `gallery_<class>.png` beside this file.', '']
   return '\n'.join(lines)

@@ -124,8 +124,9 @@ def _sampled_auc(sth: np.ndarray, negatives_per_split, step: float) -> float:
   return float(np.mean(scores))
 
 
-def auc_borji(saliency, fixation_map, n_splits: int = 100, step: float = 0.1,
-              seed: int = 0) -> float:
+def auc_borji(
+  saliency, fixation_map, n_splits: int = 100, step: float = 0.1, seed: int = 0
+) -> float:
   """AUC-Borji: per split, as many negatives as fixations drawn uniformly with replacement
   from all pixels; thresholds ``0:step:max``; mean over splits."""
   f = np.asarray(fixation_map).ravel() != 0
@@ -138,8 +139,9 @@ def auc_borji(saliency, fixation_map, n_splits: int = 100, step: float = 0.1,
   return _sampled_auc(sth, negs, step)
 
 
-def auc_shuffled(saliency, fixation_map, other_fixation_map, n_splits: int = 100,
-                 step: float = 0.1, seed: int = 0) -> float:
+def auc_shuffled(
+  saliency, fixation_map, other_fixation_map, n_splits: int = 100, step: float = 0.1, seed: int = 0
+) -> float:
   """Shuffled AUC: negatives are pixels fixated in ``other_fixation_map`` (e.g. the union of
   other images' fixations), a random subset of ``min(n_fix, n_other)`` per split."""
   f = np.asarray(fixation_map).ravel() != 0

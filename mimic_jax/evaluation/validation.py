@@ -15,26 +15,37 @@ from mimic_jax.runtime import mesh as mesh_lib
 from mimic_jax.training import state as state_lib
 
 
-def batch_sums(state: state_lib.TrainState, batch: dict, execution: str = 'unrolled'
-               ) -> jax.Array:
+def batch_sums(state: state_lib.TrainState, batch: dict, execution: str = 'unrolled') -> jax.Array:
   """``[correct predictions, summed negative log-likelihood, examples]`` of a batch (padding,
   ``mask`` False, excluded)."""
-  logp = base.ensemble_log_probs(state.apply_fn,
-                                 base.eval_variables(state.params, state.batch_stats),
-                                 batch['image'], execution=execution)
+  logp = base.ensemble_log_probs(
+    state.apply_fn,
+    base.eval_variables(state.params, state.batch_stats),
+    batch['image'],
+    execution=execution,
+  )
   mask = batch['mask'].astype(jnp.float32)
   nll = -jnp.take_along_axis(logp, batch['label'][:, None], axis=-1)[:, 0]
-  return jnp.stack([jnp.sum((jnp.argmax(logp, -1) == batch['label']) * mask),
-                    jnp.sum(nll * mask), jnp.sum(mask)])
+  return jnp.stack(
+    [jnp.sum((jnp.argmax(logp, -1) == batch['label']) * mask), jnp.sum(nll * mask), jnp.sum(mask)]
+  )
 
 
-def validate(state: state_lib.TrainState, source, sums_fn: Callable, *, batch_size: int,
-             input_channels: int, sharding: jax.sharding.NamedSharding) -> dict[str, float]:
+def validate(
+  state: state_lib.TrainState,
+  source,
+  sums_fn: Callable,
+  *,
+  batch_size: int,
+  input_channels: int,
+  sharding: jax.sharding.NamedSharding,
+) -> dict[str, float]:
   """``{'accuracy', 'ce'}`` of the ensemble prediction over the split ``source``;
   ``sums_fn``: :func:`batch_sums`, jit-compiled. The sums are global over processes."""
   total = np.zeros(3)
-  for batch in pipeline.eval_batches(source, global_batch=batch_size,
-                                     input_channels=input_channels):
+  for batch in pipeline.eval_batches(
+    source, global_batch=batch_size, input_channels=input_channels
+  ):
     arrays = mesh_lib.to_global({k: batch[k] for k in ('image', 'label', 'mask')}, sharding)
     total += np.asarray(jax.device_get(sums_fn(state, arrays)), np.float64)
   correct, nll, count = total

@@ -18,5 +18,13 @@ from mimic_jax.explainers.attribution import smoothgrad
 from mimic_jax.explainers.grad_cam import grad_cam
 from mimic_jax.explainers.postprocessing import postprocess
 
-__all__ = ['ATTRIBUTION_EXPLAINERS', 'grad_cam', 'gradient_shap', 'gradient_x_input',
-           'input_gradients', 'integrated_gradients', 'postprocess', 'smoothgrad']
+__all__ = [
+  'ATTRIBUTION_EXPLAINERS',
+  'grad_cam',
+  'gradient_shap',
+  'gradient_x_input',
+  'input_gradients',
+  'integrated_gradients',
+  'postprocess',
+  'smoothgrad',
+]

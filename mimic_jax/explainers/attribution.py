@@ -57,7 +57,7 @@ def gradient_x_input(logit_fn: LogitFn, x, y, rng=None):
 def smoothgrad(logit_fn: LogitFn, x, y, rng, *, samples: int = 8, noise: float = 0.15):
   """Mean gradient over ``samples`` copies of ``x`` with Gaussian noise of standard deviation
   ``noise * (max(x) - min(x))`` per example (Smilkov et al. 2017)."""
-  span = (x.max(axis=(1, 2, 3), keepdims=True) - x.min(axis=(1, 2, 3), keepdims=True))
+  span = x.max(axis=(1, 2, 3), keepdims=True) - x.min(axis=(1, 2, 3), keepdims=True)
   eps = jax.random.normal(rng, (samples, *x.shape), x.dtype) * noise * span
   return logit_fn(x), _sample_grads(logit_fn, x + eps, y).mean(axis=0)
 
@@ -66,8 +66,16 @@ def _baseline(x, baseline: float | jax.Array):
   return jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
 
 
-def gradient_shap(logit_fn: LogitFn, x, y, rng, *, samples: int = 5,
-                  baseline: float | jax.Array = 0.0, stdev: float = 0.0):
+def gradient_shap(
+  logit_fn: LogitFn,
+  x,
+  y,
+  rng,
+  *,
+  samples: int = 5,
+  baseline: float | jax.Array = 0.0,
+  stdev: float = 0.0,
+):
   """GradientSHAP / expected gradients (captum ``GradientShap``; the paper's training
   explainer, 5 samples, no noise by default).
 
@@ -84,8 +92,9 @@ def gradient_shap(logit_fn: LogitFn, x, y, rng, *, samples: int = 5,
   return logit_fn(x), ((xn - b) * _sample_grads(logit_fn, points, y)).mean(axis=0)
 
 
-def integrated_gradients(logit_fn: LogitFn, x, y, rng=None, *, steps: int = 16,
-                         baseline: float | jax.Array = 0.0):
+def integrated_gradients(
+  logit_fn: LogitFn, x, y, rng=None, *, steps: int = 16, baseline: float | jax.Array = 0.0
+):
   """Integrated gradients with the midpoint rule over ``steps`` points of the straight path
   from the baseline to ``x`` (Sundararajan et al. 2017)."""
   del rng
@@ -96,9 +105,9 @@ def integrated_gradients(logit_fn: LogitFn, x, y, rng=None, *, steps: int = 16,
 
 
 ATTRIBUTION_EXPLAINERS = {
-    'input_gradients': input_gradients,
-    'gradient_x_input': gradient_x_input,
-    'smoothgrad': smoothgrad,
-    'gradient_shap': gradient_shap,
-    'integrated_gradients': integrated_gradients,
+  'input_gradients': input_gradients,
+  'gradient_x_input': gradient_x_input,
+  'smoothgrad': smoothgrad,
+  'gradient_shap': gradient_shap,
+  'integrated_gradients': integrated_gradients,
 }

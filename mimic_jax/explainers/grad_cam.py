@@ -18,17 +18,19 @@ def grad_cam(apply_fn: Callable, variables: dict, x, y, *, layer: str):
   Returns ``(logits, cam)`` with ``cam`` float ``(B, h, w)`` at the layer's resolution:
   ``ReLU(sum_c w_c A_c)`` with ``w_c`` the spatial mean of ``d logit_y / dA_c``.
   """
+
   def run(perturbations):
-    logits, state = apply_fn({**variables, 'perturbations': perturbations}, x, train=False,
-                             mutable=['intermediates'])
+    logits, state = apply_fn(
+      {**variables, 'perturbations': perturbations}, x, train=False, mutable=['intermediates']
+    )
     score = jnp.sum(logits * jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype))
     return score, (logits, state['intermediates'][layer][0])
 
-  shapes = jax.eval_shape(
-      lambda: apply_fn(variables, x, train=False, mutable=['perturbations'])[1])
+  shapes = jax.eval_shape(lambda: apply_fn(variables, x, train=False, mutable=['perturbations'])[1])
   if layer not in shapes['perturbations']:
-    raise ValueError(f'layer {layer!r} is not exposed by the model; it exposes '
-                     f'{sorted(shapes["perturbations"])}')
+    raise ValueError(
+      f'layer {layer!r} is not exposed by the model; it exposes {sorted(shapes["perturbations"])}'
+    )
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['perturbations'])
   grads, (logits, feats) = jax.grad(run, has_aux=True)(zeros)
   weights = grads[layer].mean(axis=(1, 2), keepdims=True)

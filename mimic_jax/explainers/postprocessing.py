@@ -11,8 +11,14 @@ CHANNEL_REDUCTIONS = ('sum', 'mean', 'max')
 NORMALIZATIONS = ('minmax', 'sum', 'none')
 
 
-def postprocess(attribution: jax.Array, *, sign: str = 'abs', channels: str = 'sum',
-                normalize: str = 'minmax', pool: int = 1) -> jax.Array:
+def postprocess(
+  attribution: jax.Array,
+  *,
+  sign: str = 'abs',
+  channels: str = 'sum',
+  normalize: str = 'minmax',
+  pool: int = 1,
+) -> jax.Array:
   """Composable map post-processing, per example.
 
   Args:
@@ -30,7 +36,7 @@ def postprocess(attribution: jax.Array, *, sign: str = 'abs', channels: str = 's
     a = {'sum': jnp.sum, 'mean': jnp.mean, 'max': jnp.max}[channels](a, axis=-1)
   if pool > 1:
     b, h, w = a.shape
-    a = a[:, :h - h % pool, :w - w % pool].reshape(b, h // pool, pool, w // pool, pool)
+    a = a[:, : h - h % pool, : w - w % pool].reshape(b, h // pool, pool, w // pool, pool)
     a = a.mean(axis=(2, 4))
   if normalize == 'minmax':
     lo = a.min(axis=(1, 2), keepdims=True)

@@ -21,22 +21,24 @@ from mimic_jax.methods import mimic
 from mimic_jax.methods import single
 
 METHODS: dict[str, type[base.Method]] = {
-    'single': single.Single,
-    'ensemble': ensemble.Ensemble,
-    'mimic': mimic.Mimic,
-    'gaze': gaze.Gaze,
+  'single': single.Single,
+  'ensemble': ensemble.Ensemble,
+  'mimic': mimic.Mimic,
+  'gaze': gaze.Gaze,
 }
 # Allowed values, gathered by ``mimic_jax.config_check``.
 CHOICES = {'method': tuple(METHODS), **mimic.CHOICES, **gaze.CHOICES}
 
 
-def create(config: ml_collections.ConfigDict, model: nn.Module,
-           execution: str = 'unrolled') -> base.Method:
+def create(
+  config: ml_collections.ConfigDict, model: nn.Module, execution: str = 'unrolled'
+) -> base.Method:
   """The method ``config.method`` training ``model`` sub-models, run as ``execution``."""
   return METHODS[config.method](config, model, execution)
 
 
-def build(config: ml_collections.ConfigDict, conv=nn.Conv, execution: str = 'unrolled'
-          ) -> base.Method:
+def build(
+  config: ml_collections.ConfigDict, conv=nn.Conv, execution: str = 'unrolled'
+) -> base.Method:
   """The method of ``config`` with its model (dense convolutions ``conv``)."""
   return create(config, models.create_model(config.model, conv=conv), execution)

@@ -82,16 +82,26 @@ def ensemble_accuracy(member_logits: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.mean(jnp.argmax(ensemble_prediction(member_logits), -1) == y)
 
 
-def ensemble_log_probs(apply_fn: Callable, variables: Variables, x: jax.Array,
-                       execution: str = 'unrolled') -> jax.Array:
+def ensemble_log_probs(
+  apply_fn: Callable, variables: Variables, x: jax.Array, execution: str = 'unrolled'
+) -> jax.Array:
   """``(B, K)`` ensemble log-probabilities of stacked sub-models in eval mode."""
   logits = map_members(lambda v: apply_fn(v, x, train=False), variables, execution=execution)
   return ensemble_prediction(logits)
 
 
-def member_explanations(apply_fn: Callable, variables: Variables, x: jax.Array, y: jax.Array,
-                        rng: jax.Array, *, explainer: str, explainer_kwargs: dict | None = None,
-                        post: dict | None = None, execution: str = 'unrolled') -> jax.Array:
+def member_explanations(
+  apply_fn: Callable,
+  variables: Variables,
+  x: jax.Array,
+  y: jax.Array,
+  rng: jax.Array,
+  *,
+  explainer: str,
+  explainer_kwargs: dict | None = None,
+  post: dict | None = None,
+  execution: str = 'unrolled',
+) -> jax.Array:
   """``(M, B, h, w)`` post-processed true-class explanations of every sub-model.
 
   Sub-models run in eval mode inside the explanation (BatchNorm running averages), so each
@@ -108,11 +118,19 @@ def member_explanations(apply_fn: Callable, variables: Variables, x: jax.Array, 
   return map_members(one, variables, rngs, execution=execution)
 
 
-def member_grad_cams(apply_fn: Callable, variables: Variables, x: jax.Array, y: jax.Array, *,
-                     layer: str, execution: str = 'unrolled') -> jax.Array:
+def member_grad_cams(
+  apply_fn: Callable,
+  variables: Variables,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  layer: str,
+  execution: str = 'unrolled',
+) -> jax.Array:
   """``(M, B, h, w)`` Grad-CAM of every sub-model for the classes ``y`` at ``layer``."""
-  return map_members(lambda v: explainers.grad_cam(apply_fn, v, x, y, layer=layer)[1],
-                     variables, execution=execution)
+  return map_members(
+    lambda v: explainers.grad_cam(apply_fn, v, x, y, layer=layer)[1], variables, execution=execution
+  )
 
 
 class Method:
@@ -128,8 +146,9 @@ class Method:
   # The scalars every step reports (a method adds its own).
   metric_names: tuple[str, ...] = ('loss', 'ce', 'accuracy')
 
-  def __init__(self, config: ml_collections.ConfigDict, model: nn.Module,
-               execution: str = 'unrolled'):
+  def __init__(
+    self, config: ml_collections.ConfigDict, model: nn.Module, execution: str = 'unrolled'
+  ):
     """``config``: the run's validated config; ``model``: one sub-model's module;
     ``execution``: how to run the stacked sub-models (:func:`map_members`)."""
     self.config = config
@@ -151,15 +170,17 @@ class Method:
     del rng, image_shape
     return None
 
-  def update_method_state(self, params: Any, batch_stats: Any, method_state: Any,
-                          batch: dict, rng: jax.Array, phase: str) -> tuple[Any, Aux]:
+  def update_method_state(
+    self, params: Any, batch_stats: Any, method_state: Any, batch: dict, rng: jax.Array, phase: str
+  ) -> tuple[Any, Aux]:
     """Updates the method's own state before the sub-models' step of ``phase``; returns it
     and scalars to report. The sub-models' parameters are read, never changed."""
     del params, batch_stats, batch, rng, phase
     return method_state, {}
 
-  def member_loss(self, params: Any, batch_stats: Any, method_state: Any, batch: dict,
-                  rng: jax.Array, phase: str) -> tuple[jax.Array, tuple[Aux, Any]]:
+  def member_loss(
+    self, params: Any, batch_stats: Any, method_state: Any, batch: dict, rng: jax.Array, phase: str
+  ) -> tuple[jax.Array, tuple[Aux, Any]]:
     """The sub-models' loss in ``phase`` and ``(scalars, new batch statistics)``;
     differentiated with respect to ``params``."""
     del method_state, rng, phase
@@ -169,43 +190,65 @@ class Method:
 
   # ---- helpers for subclasses ------------------------------------------------------------
 
-  def train_forward(self, params: Any, batch_stats: Any, x: jax.Array
-                    ) -> tuple[jax.Array, Any]:
+  def train_forward(self, params: Any, batch_stats: Any, x: jax.Array) -> tuple[jax.Array, Any]:
     """``(M, B, K)`` train-mode logits and the updated batch statistics."""
     apply = self.model.apply
     if not batch_stats:
-      logits = map_members(lambda p: apply({'params': p}, x, train=True), params,
-                           execution=self.execution)
+      logits = map_members(
+        lambda p: apply({'params': p}, x, train=True), params, execution=self.execution
+      )
       return logits, {}
 
     def one(p, bs):
-      logits, updates = apply({'params': p, 'batch_stats': bs}, x, train=True,
-                              mutable=['batch_stats'])
+      logits, updates = apply(
+        {'params': p, 'batch_stats': bs}, x, train=True, mutable=['batch_stats']
+      )
       return logits, updates['batch_stats']
 
     return map_members(one, params, batch_stats, execution=self.execution)
 
-  def train_forward_and_input_gradients(self, params: Any, x: jax.Array, y: jax.Array
-                                        ) -> tuple[jax.Array, jax.Array]:
+  def train_forward_and_input_gradients(
+    self, params: Any, x: jax.Array, y: jax.Array
+  ) -> tuple[jax.Array, jax.Array]:
     """``(M, B, K)`` logits and ``(M, B, H, W, C)`` input gradients of the true-class
     logits from one forward pass per sub-model. Only for models without batch statistics,
     where train and eval mode are the same function, so the explanation can share the
     cross-entropy's forward pass (the numbers of two separate passes, tested)."""
+
     def one(p):
       return explainers.input_gradients(
-          lambda z: self.model.apply({'params': p}, z, train=True), x, y)
+        lambda z: self.model.apply({'params': p}, z, train=True), x, y
+      )
+
     return map_members(one, params, execution=self.execution)
 
-  def explanations(self, params: Any, batch_stats: Any, x: jax.Array, y: jax.Array,
-                   rng: jax.Array, explainer: str, explainer_kwargs: dict, post: dict
-                   ) -> jax.Array:
+  def explanations(
+    self,
+    params: Any,
+    batch_stats: Any,
+    x: jax.Array,
+    y: jax.Array,
+    rng: jax.Array,
+    explainer: str,
+    explainer_kwargs: dict,
+    post: dict,
+  ) -> jax.Array:
     """:func:`member_explanations` of this method's sub-models."""
-    return member_explanations(self.model.apply, eval_variables(params, batch_stats), x, y,
-                               rng, explainer=explainer, explainer_kwargs=explainer_kwargs,
-                               post=post, execution=self.execution)
+    return member_explanations(
+      self.model.apply,
+      eval_variables(params, batch_stats),
+      x,
+      y,
+      rng,
+      explainer=explainer,
+      explainer_kwargs=explainer_kwargs,
+      post=post,
+      execution=self.execution,
+    )
 
-  def scalars(self, loss: jax.Array, ce: jax.Array, member_logits: jax.Array, y: jax.Array,
-              **extra: jax.Array) -> Aux:
+  def scalars(
+    self, loss: jax.Array, ce: jax.Array, member_logits: jax.Array, y: jax.Array, **extra: jax.Array
+  ) -> Aux:
     """The step's scalars: every name of ``metric_names``, zero where not given."""
     given = {'loss': loss, 'ce': ce, 'accuracy': ensemble_accuracy(member_logits, y), **extra}
     return {k: given.get(k, jnp.zeros(())) for k in self.metric_names}
@@ -214,4 +257,3 @@ class Method:
 def optimizer(learning_rate: float) -> optax.GradientTransformation:
   """The optimiser of the sub-models and of any extra model: Adam."""
   return optax.adam(learning_rate)
-

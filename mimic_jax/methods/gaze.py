@@ -30,13 +30,21 @@ CHOICES = {'gaze.penalty': ('kld', 'rrr')}
 def gradient_kld(grads: jax.Array, gaze: jax.Array) -> jax.Array:
   """The ``kld`` penalty from input gradients ``(B, H, W, C)``: |gradient| summed over channels,
   average-pooled to the ``(B, S, S)`` gaze grid, mean over the batch of KLD(gaze || it)."""
-  saliency = explainers.postprocess(grads, sign='abs', normalize='none',
-                                    pool=grads.shape[1] // gaze.shape[1])
+  saliency = explainers.postprocess(
+    grads, sign='abs', normalize='none', pool=grads.shape[1] // gaze.shape[1]
+  )
   return jnp.mean(saliency_metrics.kld(saliency, gaze, xp=jnp))
 
 
-def gaze_penalty(apply_fn: Callable, variables: base.Variables, x: jax.Array, y: jax.Array,
-                 gaze: jax.Array, *, penalty: str = 'kld') -> jax.Array:
+def gaze_penalty(
+  apply_fn: Callable,
+  variables: base.Variables,
+  x: jax.Array,
+  y: jax.Array,
+  gaze: jax.Array,
+  *,
+  penalty: str = 'kld',
+) -> jax.Array:
   """The gaze penalty of one model (eval mode), differentiable in its parameters."""
   logit_fn = lambda z: apply_fn(variables, z, train=False)  # noqa: E731
   if penalty == 'kld':
@@ -44,8 +52,9 @@ def gaze_penalty(apply_fn: Callable, variables: base.Variables, x: jax.Array, y:
     return gradient_kld(grads, gaze)
   grads = jax.grad(lambda z: jax.nn.log_softmax(logit_fn(z)).sum())(x).sum(axis=-1)
   upsampled = jax.image.resize(gaze, (gaze.shape[0], *x.shape[1:3]), 'linear')
-  outside = 1.0 - upsampled / jnp.maximum(upsampled.max(axis=(1, 2), keepdims=True),
-                                          saliency_metrics.EPS)
+  outside = 1.0 - upsampled / jnp.maximum(
+    upsampled.max(axis=(1, 2), keepdims=True), saliency_metrics.EPS
+  )
   return jnp.mean(jnp.sum((outside * grads) ** 2, axis=(1, 2)))
 
 
@@ -68,14 +77,14 @@ class Gaze(base.Method):
     if self.shares_forward(batch_stats):
       logits, grads = self.train_forward_and_input_gradients(params, x, y)
       new_bs = {}
-      penalties = base.map_members(lambda g: gradient_kld(g, gaze), grads,
-                                   execution=self.execution)
+      penalties = base.map_members(lambda g: gradient_kld(g, gaze), grads, execution=self.execution)
     else:
       logits, new_bs = self.train_forward(params, batch_stats, x)
       penalties = base.map_members(
-          lambda v: gaze_penalty(self.model.apply, v, x, y, gaze,
-                                 penalty=self.config.gaze.penalty),
-          base.eval_variables(params, batch_stats), execution=self.execution)
+        lambda v: gaze_penalty(self.model.apply, v, x, y, gaze, penalty=self.config.gaze.penalty),
+        base.eval_variables(params, batch_stats),
+        execution=self.execution,
+      )
     ce = base.ensemble_ce(logits, y)
     penalty = penalties.sum()
     loss = ce + self.config.gaze.weight * penalty

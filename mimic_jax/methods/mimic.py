@@ -22,10 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import optax
-from flax.training import train_state
 
 from mimic_jax import explainers
 from mimic_jax.explainers import postprocessing
@@ -33,13 +33,13 @@ from mimic_jax.methods import base
 
 # Allowed values, gathered by ``mimic_jax.config_check``.
 CHOICES = {
-    'mimic.objective': ('neg_ce', 'confusion'),
-    'mimic.alternation': ('epoch', 'step'),
-    'mimic.explanation_gradient': ('through', 'stop'),
-    'mimic.explainer': tuple(explainers.ATTRIBUTION_EXPLAINERS),
-    'mimic.post.sign': postprocessing.SIGNS,
-    'mimic.post.normalize': postprocessing.NORMALIZATIONS,
-    'mimic.post.channels': postprocessing.CHANNEL_REDUCTIONS,
+  'mimic.objective': ('neg_ce', 'confusion'),
+  'mimic.alternation': ('epoch', 'step'),
+  'mimic.explanation_gradient': ('through', 'stop'),
+  'mimic.explainer': tuple(explainers.ATTRIBUTION_EXPLAINERS),
+  'mimic.post.sign': postprocessing.SIGNS,
+  'mimic.post.normalize': postprocessing.NORMALIZATIONS,
+  'mimic.post.channels': postprocessing.CHANNEL_REDUCTIONS,
 }
 # Explainers evaluated at the input itself: for models without batch statistics their
 # forward pass is the cross-entropy's (train and eval mode are the same function).
@@ -48,6 +48,7 @@ _AT_INPUT = {'input_gradients': lambda x, g: g, 'gradient_x_input': lambda x, g:
 
 class Discriminator(nn.Module):
   """MLP ``F -> hidden -> M`` guessing which sub-model made a flattened explanation."""
+
   num_models: int
   hidden: int = 512
 
@@ -66,12 +67,14 @@ def discriminator_logits(disc_apply: Any, disc_params: Any, maps: jax.Array) -> 
 def discriminator_ce(disc_apply: Any, disc_params: Any, maps: jax.Array) -> jax.Array:
   """CE of the discriminator on ``(M, B, ...)`` maps, labels = sub-model index (model-major)."""
   m, b = maps.shape[:2]
-  return base.cross_entropy(discriminator_logits(disc_apply, disc_params, maps),
-                            jnp.repeat(jnp.arange(m), b))
+  return base.cross_entropy(
+    discriminator_logits(disc_apply, disc_params, maps), jnp.repeat(jnp.arange(m), b)
+  )
 
 
-def adversarial_term(disc_apply: Any, disc_params: Any, maps: jax.Array,
-                     objective: str = 'neg_ce') -> tuple[jax.Array, jax.Array]:
+def adversarial_term(
+  disc_apply: Any, disc_params: Any, maps: jax.Array, objective: str = 'neg_ce'
+) -> tuple[jax.Array, jax.Array]:
   """``(adversarial term, CE_D)`` of the sub-models' maps against a fixed discriminator:
   ``-CE_D`` (``'neg_ce'``, the paper) or the CE of the discriminator's prediction against the
   uniform distribution over sub-models (``'confusion'``)."""
@@ -98,31 +101,37 @@ class Mimic(base.Method):
     index = step // steps_per_epoch if mc.alternation == 'epoch' else step
     return 'discriminator' if index % mc.period == 0 else 'adversarial'
 
-  def init_method_state(self, rng: jax.Array, image_shape: tuple[int, ...]
-                        ) -> train_state.TrainState:
+  def init_method_state(
+    self, rng: jax.Array, image_shape: tuple[int, ...]
+  ) -> train_state.TrainState:
     """The discriminator and its optimiser."""
     mc = self.config.mimic
     disc = Discriminator(num_models=self.num_members, hidden=mc.disc_hidden)
     side = image_shape[0] // mc.post.pool
     params = disc.init(rng, jnp.zeros((1, side, side)))['params']
-    return train_state.TrainState.create(apply_fn=disc.apply, params=params,
-                                         tx=base.optimizer(mc.disc_learning_rate))
+    return train_state.TrainState.create(
+      apply_fn=disc.apply, params=params, tx=base.optimizer(mc.disc_learning_rate)
+    )
 
-  def training_explanations(self, params: Any, batch_stats: Any, x: jax.Array, y: jax.Array,
-                            rng: jax.Array) -> jax.Array:
+  def training_explanations(
+    self, params: Any, batch_stats: Any, x: jax.Array, y: jax.Array, rng: jax.Array
+  ) -> jax.Array:
     """``(M, B, h, w)`` post-processed training explanations, differentiable in ``params``."""
     mc = self.config.mimic
-    return self.explanations(params, batch_stats, x, y, rng, mc.explainer,
-                             mc.explainer_kwargs.to_dict(), mc.post.to_dict())
+    return self.explanations(
+      params, batch_stats, x, y, rng, mc.explainer, mc.explainer_kwargs.to_dict(), mc.post.to_dict()
+    )
 
   def update_method_state(self, params, batch_stats, method_state, batch, rng, phase):
     if phase != 'discriminator':
       return method_state, {}
     disc = method_state
-    maps = jax.lax.stop_gradient(self.training_explanations(
-        params, batch_stats, batch['image'], batch['label'], rng))
-    d_ce, grads = jax.value_and_grad(
-        lambda p: discriminator_ce(disc.apply_fn, p, maps))(disc.params)
+    maps = jax.lax.stop_gradient(
+      self.training_explanations(params, batch_stats, batch['image'], batch['label'], rng)
+    )
+    d_ce, grads = jax.value_and_grad(lambda p: discriminator_ce(disc.apply_fn, p, maps))(
+      disc.params
+    )
     return disc.apply_gradients(grads=grads), {'disc_ce': d_ce}
 
   def shares_forward(self, batch_stats: Any) -> bool:
@@ -139,8 +148,10 @@ class Mimic(base.Method):
       new_bs = {}
       post = mc.post.to_dict()
       maps = base.map_members(
-          lambda g: explainers.postprocess(_AT_INPUT[mc.explainer](x, g), **post), grads,
-          execution=self.execution)
+        lambda g: explainers.postprocess(_AT_INPUT[mc.explainer](x, g), **post),
+        grads,
+        execution=self.execution,
+      )
     else:
       logits, new_bs = self.train_forward(params, batch_stats, x)
       maps = self.training_explanations(params, batch_stats, x, y, rng)

@@ -7,8 +7,8 @@ H/32) as ``features`` through ``perturb``/``sow`` for Grad-CAM.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -18,9 +18,9 @@ import jax.numpy as jnp
 ModuleDef = Any
 
 
-
 class DenseNet(nn.Module):
   """DenseNet-BC with ``block_sizes`` layers per dense block."""
+
   block_sizes: Sequence[int] = (6, 12, 24, 16)
   growth_rate: int = 32
   init_features: int = 64
@@ -32,8 +32,9 @@ class DenseNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    norm = functools.partial(
+      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+    )
     conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype)
     x = conv(self.init_features, (7, 7), (2, 2), padding=3, name='conv0')(x)
     x = nn.relu(norm(name='norm0')(x))
@@ -41,8 +42,9 @@ class DenseNet(nn.Module):
     for i, n_layers in enumerate(self.block_sizes):
       for j in range(n_layers):
         y = nn.relu(norm(name=f'block{i + 1}_layer{j + 1}_norm1')(x))
-        y = conv(self.bn_size * self.growth_rate, (1, 1),
-                 name=f'block{i + 1}_layer{j + 1}_conv1')(y)
+        y = conv(self.bn_size * self.growth_rate, (1, 1), name=f'block{i + 1}_layer{j + 1}_conv1')(
+          y
+        )
         y = nn.relu(norm(name=f'block{i + 1}_layer{j + 1}_norm2')(y))
         y = conv(self.growth_rate, (3, 3), padding=1, name=f'block{i + 1}_layer{j + 1}_conv2')(y)
         x = jnp.concatenate([x, y], axis=-1)
@@ -56,7 +58,8 @@ class DenseNet(nn.Module):
     x = self.perturb('features', x)
     self.sow('intermediates', 'features', x)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(
-        jnp.mean(x, axis=(1, 2)))
+      jnp.mean(x, axis=(1, 2))
+    )
     return logits if self.dtype is None else logits.astype(jnp.float32)
 
 

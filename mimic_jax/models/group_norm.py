@@ -29,6 +29,7 @@ class GroupNorm(nn.Module):
   """``nn.GroupNorm(num_groups=None, group_size=group_size)`` over ``(B, ..., C)`` inputs:
   statistics per example and group of ``group_size`` channels, over every axis but the
   first and the last."""
+
   group_size: int
   epsilon: float = 1e-6
   dtype: Any = None  # the output's; None: promoted from the input and the parameters
@@ -39,8 +40,10 @@ class GroupNorm(nn.Module):
   def __call__(self, x):
     channels = x.shape[-1]
     if x.ndim < 3 or channels % self.group_size:
-      raise ValueError(f'GroupNorm: input {x.shape} must be (batch, ..., channels) with '
-                       f'channels a multiple of group_size={self.group_size}')
+      raise ValueError(
+        f'GroupNorm: input {x.shape} must be (batch, ..., channels) with '
+        f'channels a multiple of group_size={self.group_size}'
+      )
     scale = self.param('scale', self.scale_init, (channels,), jnp.float32)
     bias = self.param('bias', self.bias_init, (channels,), jnp.float32)
     out_dtype = self.dtype or jnp.result_type(x, scale, bias)

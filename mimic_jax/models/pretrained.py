@@ -18,12 +18,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import dataclasses
 import os
-from collections.abc import Iterator
 
-import numpy as np
 from flax import traverse_util
+import numpy as np
 
 from mimic_jax.models import efficientnet
 
@@ -32,10 +32,18 @@ ARCHES = ('resnet18', 'resnet50', 'densenet121', 'efficientnet_b0')
 # How the sub-models of an ensemble start from the weights (``ensemble_from_pretrained``).
 MEMBER_INITS = ('same', 'perturb')
 # The module whose weights are replaced for a new class count, and the first convolution.
-HEAD = {'resnet18': 'head', 'resnet50': 'head', 'densenet121': 'classifier',
-        'efficientnet_b0': 'classifier'}
-FIRST_CONV = {'resnet18': 'stem', 'resnet50': 'stem', 'densenet121': 'conv0',
-              'efficientnet_b0': 'stem'}
+HEAD = {
+  'resnet18': 'head',
+  'resnet50': 'head',
+  'densenet121': 'classifier',
+  'efficientnet_b0': 'classifier',
+}
+FIRST_CONV = {
+  'resnet18': 'stem',
+  'resnet50': 'stem',
+  'densenet121': 'conv0',
+  'efficientnet_b0': 'stem',
+}
 # Bookkeeping tensors of PyTorch modules that carry no weights.
 _IGNORED_SUFFIXES = ('num_batches_tracked',)
 
@@ -46,9 +54,9 @@ class ConversionError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class _Layer:
-  torch: str                 # module prefix in the state dict
-  flax: tuple[str, ...]      # module path in the Flax params
-  kind: str                  # conv | conv_bias | bn | dense
+  torch: str  # module prefix in the state dict
+  flax: tuple[str, ...]  # module path in the Flax params
+  kind: str  # conv | conv_bias | bn | dense
 
 
 def _resnet18_layers() -> Iterator[_Layer]:
@@ -109,12 +117,25 @@ def _efficientnet_b0_layers() -> Iterator[_Layer]:
     for j in range(repeats):
       t, f = f'blocks.{i}.{j}', f'stage{i + 1}_block{j + 1}'
       if expand == 1:  # timm's DepthwiseSeparableConv
-        order = [('conv_dw', 'conv'), ('bn1', 'bn'), ('se.conv_reduce', 'conv_bias'),
-                 ('se.conv_expand', 'conv_bias'), ('conv_pw', 'conv'), ('bn2', 'bn')]
+        order = [
+          ('conv_dw', 'conv'),
+          ('bn1', 'bn'),
+          ('se.conv_reduce', 'conv_bias'),
+          ('se.conv_expand', 'conv_bias'),
+          ('conv_pw', 'conv'),
+          ('bn2', 'bn'),
+        ]
       else:  # InvertedResidual
-        order = [('conv_pw', 'conv'), ('bn1', 'bn'), ('conv_dw', 'conv'), ('bn2', 'bn'),
-                 ('se.conv_reduce', 'conv_bias'), ('se.conv_expand', 'conv_bias'),
-                 ('conv_pwl', 'conv'), ('bn3', 'bn')]
+        order = [
+          ('conv_pw', 'conv'),
+          ('bn1', 'bn'),
+          ('conv_dw', 'conv'),
+          ('bn2', 'bn'),
+          ('se.conv_reduce', 'conv_bias'),
+          ('se.conv_expand', 'conv_bias'),
+          ('conv_pwl', 'conv'),
+          ('bn3', 'bn'),
+        ]
       n_conv = n_bn = 0
       for name, kind in order:
         if kind == 'bn':
@@ -128,9 +149,12 @@ def _efficientnet_b0_layers() -> Iterator[_Layer]:
   yield _Layer('classifier', ('classifier',), 'dense')
 
 
-_LAYERS = {'resnet18': _resnet18_layers, 'resnet50': _resnet50_layers,
-           'densenet121': _densenet121_layers,
-           'efficientnet_b0': _efficientnet_b0_layers}
+_LAYERS = {
+  'resnet18': _resnet18_layers,
+  'resnet50': _resnet50_layers,
+  'densenet121': _densenet121_layers,
+  'efficientnet_b0': _efficientnet_b0_layers,
+}
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -140,15 +164,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f'pretrained weights {path} do not exist')
   if path.endswith('.safetensors'):
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
     tensors = load_file(path)
   elif path.endswith(('.pth', '.pt', '.bin')):
     try:
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise ImportError(
-          f'{path} is a PyTorch pickle and reading it needs PyTorch, which is not installed. '
-          'Install it, or convert the file to .safetensors where PyTorch is (safetensors.torch.'
-          'save_file(torch.load(path), out)).') from e
+        f'{path} is a PyTorch pickle and reading it needs PyTorch, which is not installed. '
+        'Install it, or convert the file to .safetensors where PyTorch is (safetensors.torch.'
+        'save_file(torch.load(path), out)).'
+      ) from e
     obj = torch.load(path, map_location=lambda storage, _: storage, weights_only=True)
     for key in ('state_dict', 'model', 'model_state_dict'):
       if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
@@ -158,23 +184,25 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise ValueError(f'{path}: expected a .safetensors, .pth or .pt file')
   out = {}
   for k, v in tensors.items():
-    k = k[len('module.'):] if k.startswith('module.') else k
+    k = k[len('module.') :] if k.startswith('module.') else k
     out[k] = np.asarray(v, np.float32) if np.issubdtype(np.asarray(v).dtype, np.floating) else v
   return out
 
 
-def _take(sd: dict, name: str, arch: str, used: set, ndim: int | None = None,
-          shape: tuple | None = None) -> np.ndarray:
+def _take(
+  sd: dict, name: str, arch: str, used: set, ndim: int | None = None, shape: tuple | None = None
+) -> np.ndarray:
   """``sd[name]``, checked for rank or shape; raises ConversionError naming the tensor."""
   if name not in sd:
-    raise ConversionError(f'{arch}: the checkpoint has no tensor {name!r} (is it a {arch} '
-                          'state dict?)')
+    raise ConversionError(
+      f'{arch}: the checkpoint has no tensor {name!r} (is it a {arch} state dict?)'
+    )
   value = np.asarray(sd[name], np.float32)
-  if (ndim is not None and value.ndim != ndim) or (shape is not None and
-                                                   value.shape != tuple(shape)):
+  if (ndim is not None and value.ndim != ndim) or (
+    shape is not None and value.shape != tuple(shape)
+  ):
     expected = tuple(shape) if shape is not None else f'{ndim} dimensions'
-    raise ConversionError(f'{arch}: tensor {name!r} has shape {value.shape}, expected '
-                          f'{expected}')
+    raise ConversionError(f'{arch}: tensor {name!r} has shape {value.shape}, expected {expected}')
   used.add(name)
   return value
 
@@ -203,16 +231,25 @@ def convert(sd: dict[str, np.ndarray], arch: str) -> tuple[dict, list[str]]:
       stats[f + ('mean',)] = _take(sd, f'{t}.running_mean', arch, used, shape=w.shape)
       stats[f + ('var',)] = _take(sd, f'{t}.running_var', arch, used, shape=w.shape)
   unused = sorted(k for k in sd if k not in used and not k.endswith(_IGNORED_SUFFIXES))
-  return ({'params': traverse_util.unflatten_dict(params),
-           'batch_stats': traverse_util.unflatten_dict(stats)}, unused)
+  return (
+    {
+      'params': traverse_util.unflatten_dict(params),
+      'batch_stats': traverse_util.unflatten_dict(stats),
+    },
+    unused,
+  )
 
 
 def save_converted(variables: dict, arch: str, path: str | os.PathLike) -> None:
   """Writes converted variables as safetensors (keys ``collection/module/.../leaf``)."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+
   flat = traverse_util.flatten_dict(variables, sep='/')
-  save_file({k: np.ascontiguousarray(v, np.float32) for k, v in flat.items()}, os.fspath(path),
-            metadata={'format': FORMAT, 'arch': arch})
+  save_file(
+    {k: np.ascontiguousarray(v, np.float32) for k, v in flat.items()},
+    os.fspath(path),
+    metadata={'format': FORMAT, 'arch': arch},
+  )
 
 
 def load(path: str | os.PathLike, arch: str) -> tuple[dict, list[str]]:
@@ -221,13 +258,16 @@ def load(path: str | os.PathLike, arch: str) -> tuple[dict, list[str]]:
   path = os.fspath(path)
   if path.endswith('.safetensors'):
     from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+
     with safe_open(path, framework='numpy') as f:
       meta = f.metadata() or {}
     if meta.get('format') == FORMAT:
       if meta.get('arch') != arch:
-        raise ConversionError(f'{path} holds {meta.get("arch")} weights, but '
-                              f'config.model.arch is {arch!r}')
+        raise ConversionError(
+          f'{path} holds {meta.get("arch")} weights, but config.model.arch is {arch!r}'
+        )
       from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
       return traverse_util.unflatten_dict(load_file(path), sep='/'), []
   return convert(read_state_dict(path), arch)
 
@@ -248,12 +288,17 @@ def init_backbone(fresh: dict, pretrained: dict, arch: str) -> dict:
     if module == HEAD[arch] and new.shape != value.shape:
       out[key] = value  # a new classifier for this task's classes
       continue
-    if module == FIRST_CONV[arch] and key[-1] == 'kernel' and new.shape[2] == 3 and \
-        value.shape[2] == 1:
+    if (
+      module == FIRST_CONV[arch]
+      and key[-1] == 'kernel'
+      and new.shape[2] == 3
+      and value.shape[2] == 1
+    ):
       new = new.sum(axis=2, keepdims=True)
     if new.shape != value.shape:
-      raise ConversionError(f'{arch}: pretrained {name} has shape {new.shape}, the model '
-                            f'needs {value.shape}')
+      raise ConversionError(
+        f'{arch}: pretrained {name} has shape {new.shape}, the model needs {value.shape}'
+      )
     out[key] = new.astype(value.dtype)
   return traverse_util.unflatten_dict(out)
 
@@ -262,7 +307,9 @@ def model_shapes(arch: str, num_classes: int, input_channels: int = 3) -> dict:
   """Shapes of ``arch``'s Flax ``params`` and ``batch_stats`` (no computation)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from mimic_jax import models  # pylint: disable=g-import-not-at-top
+
   model = models.ARCHITECTURES[arch](num_classes=num_classes)
   x = jax.ShapeDtypeStruct((1, 64, 64, input_channels), jnp.float32)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype)))
@@ -279,15 +326,18 @@ def check_against_model(variables: dict, arch: str) -> None:
     if key not in got:
       raise ConversionError(f'{arch}: nothing converted for {"/".join(key)}')
     if tuple(got[key].shape) != tuple(struct.shape):
-      raise ConversionError(f'{arch}: converted {"/".join(key)} has shape '
-                            f'{tuple(got[key].shape)}, the Flax model has {struct.shape}')
+      raise ConversionError(
+        f'{arch}: converted {"/".join(key)} has shape '
+        f'{tuple(got[key].shape)}, the Flax model has {struct.shape}'
+      )
   extra = sorted('/'.join(k) for k in got if k not in expected)
   if extra:
     raise ConversionError(f'{arch}: converted variables the Flax model lacks: {extra[:5]}')
 
 
-def ensemble_from_pretrained(fresh: dict, pretrained: dict, arch: str, member_init: str,
-                             perturb_scale: float, seed: int) -> dict:
+def ensemble_from_pretrained(
+  fresh: dict, pretrained: dict, arch: str, member_init: str, perturb_scale: float, seed: int
+) -> dict:
   """Stacked ``(M, ...)`` variables: every sub-model's backbone from ``pretrained``
   (``member_init='same'``, as the paper), or that plus Gaussian noise of ``perturb_scale``
   times each tensor's standard deviation, independently per sub-model (``'perturb'``).
@@ -296,18 +346,20 @@ def ensemble_from_pretrained(fresh: dict, pretrained: dict, arch: str, member_in
   rng = np.random.default_rng(seed)
   members = []
   for i in range(m):
-    one = traverse_util.flatten_dict(
-        init_backbone(_index(fresh, i), pretrained, arch))
+    one = traverse_util.flatten_dict(init_backbone(_index(fresh, i), pretrained, arch))
     if member_init == 'perturb':
       for key, v in one.items():
         if key[0] == 'params' and key[1] != HEAD[arch] and v.size > 1:
-          one[key] = (v + rng.normal(0.0, perturb_scale * float(np.std(v)), v.shape)
-                      ).astype(v.dtype)
+          one[key] = (v + rng.normal(0.0, perturb_scale * float(np.std(v)), v.shape)).astype(
+            v.dtype
+          )
     members.append(one)
   return traverse_util.unflatten_dict(
-      {k: np.stack([mem[k] for mem in members]) for k in members[0]})
+    {k: np.stack([mem[k] for mem in members]) for k in members[0]}
+  )
 
 
 def _index(tree: dict, i: int) -> dict:
   return traverse_util.unflatten_dict(
-      {k: np.asarray(v[i]) for k, v in traverse_util.flatten_dict(tree).items()})
+    {k: np.asarray(v[i]) for k, v in traverse_util.flatten_dict(tree).items()}
+  )

@@ -13,8 +13,8 @@ per example).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
+import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -26,17 +26,25 @@ from mimic_jax.models import group_norm
 ModuleDef = Any
 
 
-def _norm(kind: str, train: bool, name: str | None = None, zero_init: bool = False,
-          dtype: Any = None) -> nn.Module:
+def _norm(
+  kind: str, train: bool, name: str | None = None, zero_init: bool = False, dtype: Any = None
+) -> nn.Module:
   scale_init = nn.initializers.zeros if zero_init else nn.initializers.ones
   if kind == 'batch':
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                        scale_init=scale_init, dtype=dtype, name=name)
+    return nn.BatchNorm(
+      use_running_average=not train,
+      momentum=0.9,
+      epsilon=1e-5,
+      scale_init=scale_init,
+      dtype=dtype,
+      name=name,
+    )
   return group_norm.GroupNorm(group_size=8, scale_init=scale_init, dtype=dtype, name=name)
 
 
 class _Block(nn.Module):
   """A residual block: ``relu(shortcut(x) + residual(x))``; subclasses give the residual."""
+
   filters: int
   strides: int = 1
   norm: str = 'batch'
@@ -69,6 +77,7 @@ class BasicBlock(_Block):
 
 class BottleneckBlock(_Block):
   """1x1 reduce, 3x3 (strided, v1.5), 1x1 expand to ``4 * filters`` (ResNet-50)."""
+
   expansion: ClassVar[int] = 4
 
   def residual(self, x: jax.Array, strides: int, conv, norm) -> jax.Array:
@@ -79,6 +88,7 @@ class BottleneckBlock(_Block):
 
 class ResNet(nn.Module):
   """ResNet with ``stage_sizes`` blocks per stage and ``width`` filters in stage 1."""
+
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   width: int = 64
   num_classes: int = 3
@@ -94,8 +104,9 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = self.conv(self.width, (7, 7), (2, 2), padding=3, use_bias=False, dtype=self.dtype,
-                  name='stem')(x)
+    x = self.conv(
+      self.width, (7, 7), (2, 2), padding=3, use_bias=False, dtype=self.dtype, name='stem'
+    )(x)
     x = nn.relu(_norm(self.norm, train, name='stem_norm', dtype=self.dtype)(x))
     if self.stem_pool:
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
@@ -103,8 +114,9 @@ class ResNet(nn.Module):
     for i, n_blocks in enumerate(self.stage_sizes):
       for j in range(n_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = block(self.width * 2**i, strides, self.norm, self.dtype, self.downsample,
-                  self.conv)(x, train)
+        x = block(self.width * 2**i, strides, self.norm, self.dtype, self.downsample, self.conv)(
+          x, train
+        )
       x = self.perturb(f'stage{i + 1}', x)
       self.sow('intermediates', f'stage{i + 1}', x)
     x = self.perturb('features', x)  # the last stage again, under the common name

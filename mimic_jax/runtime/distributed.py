@@ -20,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
 from absl import logging
+import jax
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """How this process joins the run. ``mode``: ``auto``, ``on`` or ``off`` (see above)."""
+
   mode: str = 'auto'
   coordinator_address: str | None = None
   num_processes: int | None = None
@@ -48,27 +49,42 @@ def plan(settings: Settings, environ=None) -> dict | None:
   explicit = (settings.coordinator_address, settings.num_processes, settings.process_id)
   if settings.mode == 'off':
     if any(v is not None for v in explicit):
-      raise ValueError('--multiprocess=off contradicts --coordinator_address/--num_processes/'
-                       '--process_id')
+      raise ValueError(
+        '--multiprocess=off contradicts --coordinator_address/--num_processes/--process_id'
+      )
     return None
   if settings.mode not in ('auto', 'on', 'off'):
     raise ValueError(f'--multiprocess={settings.mode!r}; use auto, on or off')
   if any(v is not None for v in explicit):
-    missing = [n for n, v in zip(('coordinator_address', 'num_processes', 'process_id'),
-                                 explicit) if v is None]
+    missing = [
+      n
+      for n, v in zip(('coordinator_address', 'num_processes', 'process_id'), explicit)
+      if v is None
+    ]
     if missing:
-      raise ValueError(f'multi-process run needs --{", --".join(missing)} as well (all three '
-                       'of --coordinator_address, --num_processes, --process_id)')
+      raise ValueError(
+        f'multi-process run needs --{", --".join(missing)} as well (all three '
+        'of --coordinator_address, --num_processes, --process_id)'
+      )
     if not 0 <= settings.process_id < settings.num_processes:
-      raise ValueError(f'--process_id={settings.process_id} is outside [0, '
-                       f'--num_processes={settings.num_processes})')
-    kwargs = {'coordinator_address': settings.coordinator_address,
-              'num_processes': settings.num_processes, 'process_id': settings.process_id}
+      raise ValueError(
+        f'--process_id={settings.process_id} is outside [0, '
+        f'--num_processes={settings.num_processes})'
+      )
+    kwargs = {
+      'coordinator_address': settings.coordinator_address,
+      'num_processes': settings.num_processes,
+      'process_id': settings.process_id,
+    }
     if settings.local_device_ids is not None:
       kwargs['local_device_ids'] = list(settings.local_device_ids)
     return kwargs
-  if (settings.mode == 'on' or _tpu_worker_count(environ) > 1 or 'SLURM_JOB_ID' in environ
-      or 'JAX_COORDINATOR_ADDRESS' in environ):
+  if (
+    settings.mode == 'on'
+    or _tpu_worker_count(environ) > 1
+    or 'SLURM_JOB_ID' in environ
+    or 'JAX_COORDINATOR_ADDRESS' in environ
+  ):
     return {}
   return None
 
@@ -82,6 +98,10 @@ def initialize(settings: Settings) -> None:
     # CPU processes exchange gradients through gloo; GPUs and TPUs use their own collectives.
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(**kwargs)
-  logging.info('joined the run as process %d of %d (%d local devices of %d)',
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count())
+  logging.info(
+    'joined the run as process %d of %d (%d local devices of %d)',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )

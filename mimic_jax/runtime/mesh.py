@@ -16,8 +16,9 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   shardings (explicit-sharding mode rejects the reshapes that vmapped convolutions make).
   """
   devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), ('data',), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh(
+    (len(devices),), ('data',), devices=devices, axis_types=(jax.sharding.AxisType.Auto,)
+  )
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -16,8 +16,9 @@ class Preempted(Exception):
   """SIGTERM arrived; a checkpoint of ``step`` was written. Rerun the command to resume."""
 
   def __init__(self, step: int):
-    super().__init__(f'preempted (SIGTERM): checkpoint at step {step} written; rerun the same '
-                     'command to resume')
+    super().__init__(
+      f'preempted (SIGTERM): checkpoint at step {step} written; rerun the same command to resume'
+    )
     self.step = step
 
 
@@ -46,4 +47,5 @@ class SigtermFlag:
     if jax.process_count() == 1:
       return self.received
     from jax.experimental import multihost_utils  # noqa: PLC0415
+
     return bool(np.any(multihost_utils.process_allgather(np.int32(self.received))))

@@ -9,10 +9,10 @@ after every ``eval_every_epochs`` epochs; logs to TensorBoard, ``metrics.jsonl``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import functools
 import os
 import time
-from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -40,10 +40,14 @@ def _fmt_time(seconds: float) -> str:
   return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-                       tuning: tuning_lib.Tuning | None = None,
-                       devices: Sequence[jax.Device] | None = None,
-                       stop_after: int | None = None) -> state_lib.TrainState:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str | os.PathLike,
+  *,
+  tuning: tuning_lib.Tuning | None = None,
+  devices: Sequence[jax.Device] | None = None,
+  stop_after: int | None = None,
+) -> state_lib.TrainState:
   """Trains ``config`` (validated: ``mimic_jax.config_check``) in ``workdir``; returns the
   final state.
 
@@ -72,12 +76,17 @@ def _train(config, workdir, tuning, mesh, writer, stop_after) -> state_lib.Train
   data_sharding, repl = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
   train_source = pipeline.data_source(config.data, 'train')
   train_ds, info = pipeline.train_dataset(
-      train_source, global_batch=config.batch_size,
-      input_channels=config.model.input_channels, seed=config.seed)
-  total_steps = (config.num_train_steps if config.num_train_steps > 0
-                 else config.num_epochs * info.steps_per_epoch)
-  state = checkpoints_lib.initial_state(method, mesh, pipeline.image_shape(config),
-                                        jit=tuning.jit)
+    train_source,
+    global_batch=config.batch_size,
+    input_channels=config.model.input_channels,
+    seed=config.seed,
+  )
+  total_steps = (
+    config.num_train_steps
+    if config.num_train_steps > 0
+    else config.num_epochs * info.steps_per_epoch
+  )
+  state = checkpoints_lib.initial_state(method, mesh, pipeline.image_shape(config), jit=tuning.jit)
   ckpt = checkpoints_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
   start = 0
   if ckpt.latest_step() is not None:
@@ -86,20 +95,29 @@ def _train(config, workdir, tuning, mesh, writer, stop_after) -> state_lib.Train
       state, start = restored
     writer.log(f'Resumed from checkpoint step {start} in {ckpt.directory}')
 
-  step_fns = {phase: tuning.jit(functools.partial(steps.train_step, method, phase),
-                                donate_argnums=(0,), out_shardings=(repl, repl))
-              for phase in method.phases}
-  sums_fn = tuning.jit(functools.partial(validation.batch_sums,
-                                         execution=tuning.ensemble_execution),
-                       out_shardings=repl)
+  step_fns = {
+    phase: tuning.jit(
+      functools.partial(steps.train_step, method, phase),
+      donate_argnums=(0,),
+      out_shardings=(repl, repl),
+    )
+    for phase in method.phases
+  }
+  sums_fn = tuning.jit(
+    functools.partial(validation.batch_sums, execution=tuning.ensemble_execution),
+    out_shardings=repl,
+  )
   val_source = pipeline.data_source(config.data, 'validation')
 
   writer.log(f'Tuning: {tuning.describe()}')
-  writer.log(f'Training {config.method} ({method.num_members} x {config.model.arch}) for '
-             f'{total_steps} steps, {info.steps_per_epoch} per epoch, global batch '
-             f'{config.batch_size} on {mesh.size} device(s); workdir {workdir}')
-  it = pipeline.iterate_from(train_ds, start, threads=config.data.threads,
-                             prefetch=config.data.prefetch)
+  writer.log(
+    f'Training {config.method} ({method.num_members} x {config.model.arch}) for '
+    f'{total_steps} steps, {info.steps_per_epoch} per epoch, global batch '
+    f'{config.batch_size} on {mesh.size} device(s); workdir {workdir}'
+  )
+  it = pipeline.iterate_from(
+    train_ds, start, threads=config.data.threads, prefetch=config.data.prefetch
+  )
   acc = None
   t0, done_at_t0 = time.time(), start
   end = total_steps if stop_after is None else min(total_steps, stop_after)
@@ -117,31 +135,45 @@ def _train(config, workdir, tuning, mesh, writer, stop_after) -> state_lib.Train
         if not all(np.isfinite(list(scalars.values()))):
           ckpt.wait()
           raise NonFiniteLossError(
-              f'non-finite training metrics at step {step}: {scalars}; stopped without '
-              f'checkpointing this state (last checkpoint: step {ckpt.latest_step()}). Lower '
-              'config.learning_rate or check the inputs.')
+            f'non-finite training metrics at step {step}: {scalars}; stopped without '
+            f'checkpointing this state (last checkpoint: step {ckpt.latest_step()}). Lower '
+            'config.learning_rate or check the inputs.'
+          )
         writer.write_scalars(step, scalars, prefix='train/')
         rate = (step - done_at_t0) * config.batch_size / max(time.time() - t0, 1e-9)
         eta = (total_steps - step) * config.batch_size / max(rate, 1e-9)
-        writer.log(f'step {step}/{total_steps} epoch {step / info.steps_per_epoch:.2f} | '
-                   + ' '.join(f'{k} {v:.4f}' for k, v in scalars.items())
-                   + f' | {rate:.1f} ex/s | ETA {_fmt_time(eta)}')
-      if step % info.steps_per_epoch == 0 and (
-          step // info.steps_per_epoch) % config.eval_every_epochs == 0 or last:
-        val = validation.validate(state, val_source, sums_fn, batch_size=config.batch_size,
-                                  input_channels=config.model.input_channels,
-                                  sharding=data_sharding)
+        writer.log(
+          f'step {step}/{total_steps} epoch {step / info.steps_per_epoch:.2f} | '
+          + ' '.join(f'{k} {v:.4f}' for k, v in scalars.items())
+          + f' | {rate:.1f} ex/s | ETA {_fmt_time(eta)}'
+        )
+      if (
+        step % info.steps_per_epoch == 0
+        and (step // info.steps_per_epoch) % config.eval_every_epochs == 0
+        or last
+      ):
+        val = validation.validate(
+          state,
+          val_source,
+          sums_fn,
+          batch_size=config.batch_size,
+          input_channels=config.model.input_channels,
+          sharding=data_sharding,
+        )
         writer.write_scalars(step, val, prefix='validation/')
-        writer.log(f'validation at step {step}: ' +
-                   ' '.join(f'{k} {v:.4f}' for k, v in val.items()))
+        writer.log(
+          f'validation at step {step}: ' + ' '.join(f'{k} {v:.4f}' for k, v in val.items())
+        )
       if step % config.checkpoint_every_steps == 0 or last:
         ckpt.save(step, state)
       if not last and sigterm.any_process():
         if ckpt.latest_step() != step:
           ckpt.save(step, state)
         ckpt.wait()
-        writer.log(f'SIGTERM: checkpoint at step {step} written; exiting with code '
-                   f'{preemption.EXIT_CODE}. Rerun the same command to resume.')
+        writer.log(
+          f'SIGTERM: checkpoint at step {step} written; exiting with code '
+          f'{preemption.EXIT_CODE}. Rerun the same command to resume.'
+        )
         raise preemption.Preempted(step)
   ckpt.wait()
   ckpt.close()

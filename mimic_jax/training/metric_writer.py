@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import time
 
-import jax
 from absl import logging
 from etils import epath
+import jax
 
 
 class MetricWriter:
@@ -29,6 +29,7 @@ class MetricWriter:
       self._dir.mkdir(parents=True, exist_ok=True)
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
         self._tb = SummaryWriter(str(self._dir / 'tensorboard'))
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('TensorBoard event files disabled: %s', e)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 
-import jax
 from clu import metrics as clu_metrics
+import jax
 
 from mimic_jax.methods import base
 from mimic_jax.training import state as state_lib
@@ -21,11 +21,16 @@ from mimic_jax.training import state as state_lib
 def metrics_class(names: tuple[str, ...]) -> type[clu_metrics.Collection]:
   """A ``clu`` collection averaging the scalars ``names`` over steps."""
   return clu_metrics.Collection.create(
-      **{name: clu_metrics.Average.from_output(name) for name in names})
+    **{name: clu_metrics.Average.from_output(name) for name in names}
+  )
 
 
-def train_step(method: base.Method, phase: str, state: state_lib.TrainState, batch: dict,
-               ) -> tuple[state_lib.TrainState, clu_metrics.Collection]:
+def train_step(
+  method: base.Method,
+  phase: str,
+  state: state_lib.TrainState,
+  batch: dict,
+) -> tuple[state_lib.TrainState, clu_metrics.Collection]:
   """The method's state update, then one Adam step of the sub-models on its loss.
 
   ``batch``: ``image`` ``(B, H, W, C)``, ``label`` ``(B,)``, ``gaze`` ``(B, S, S)``. The step
@@ -36,16 +41,20 @@ def train_step(method: base.Method, phase: str, state: state_lib.TrainState, bat
   key = jax.random.wrap_key_data(state.rng)
   next_key, step_key = jax.random.split(key)
   method_state, method_scalars = method.update_method_state(
-      state.params, state.batch_stats, state.method_state, batch, jax.random.fold_in(key, 1),
-      phase)
+    state.params, state.batch_stats, state.method_state, batch, jax.random.fold_in(key, 1), phase
+  )
 
   def loss_fn(params):
     return method.member_loss(params, state.batch_stats, method_state, batch, step_key, phase)
 
-  (_, (scalars, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
-  new_state = state.apply_gradients(grads=grads, batch_stats=new_batch_stats,
-                                    method_state=method_state, rng=jax.random.key_data(next_key))
+  (_, (scalars, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(
+    grads=grads,
+    batch_stats=new_batch_stats,
+    method_state=method_state,
+    rng=jax.random.key_data(next_key),
+  )
   metrics = metrics_class(method.metric_names).single_from_model_output(
-      **{**scalars, **method_scalars})
+    **{**scalars, **method_scalars}
+  )
   return new_state, metrics

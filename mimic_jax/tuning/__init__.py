@@ -26,8 +26,8 @@ The process's malloc matters too on CPU, but only through the environment at sta
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -39,15 +39,16 @@ from mimic_jax.tuning import cpu_convs
 
 # Allowed values, gathered by ``mimic_jax.config_check``.
 CHOICES = {
-    'xla.conv_gradients': ('auto', 'lax', 'custom'),
-    'xla.cpu_conv_library': compiler_options.LIBRARIES,
-    'xla.ensemble_execution': ('auto', 'vmap', 'unrolled'),
+  'xla.conv_gradients': ('auto', 'lax', 'custom'),
+  'xla.cpu_conv_library': compiler_options.LIBRARIES,
+  'xla.ensemble_execution': ('auto', 'vmap', 'unrolled'),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Tuning:
   """A run's resolved backend choices (no ``'auto'`` left)."""
+
   backend: str
   conv_gradients: str  # 'lax' | 'custom'
   cpu_conv_library: str  # 'xla_default' | 'eigen' ('xla_default' off CPU)
@@ -69,13 +70,16 @@ class Tuning:
 
   def describe(self) -> str:
     """One line for the run's log."""
-    return (f'backend {self.backend}: conv_gradients={self.conv_gradients}, '
-            f'cpu_conv_library={self.cpu_conv_library}, '
-            f'ensemble_execution={self.ensemble_execution}')
+    return (
+      f'backend {self.backend}: conv_gradients={self.conv_gradients}, '
+      f'cpu_conv_library={self.cpu_conv_library}, '
+      f'ensemble_execution={self.ensemble_execution}'
+    )
 
 
-def resolve(xla: ml_collections.ConfigDict, backend: str | None = None,
-            device_count: int | None = None) -> Tuning:
+def resolve(
+  xla: ml_collections.ConfigDict, backend: str | None = None, device_count: int | None = None
+) -> Tuning:
   """Resolves every ``'auto'`` of ``config.xla`` for ``backend`` (default: JAX's) with
   ``device_count`` devices (default: all)."""
   backend = backend or jax.default_backend()
@@ -90,10 +94,16 @@ def resolve(xla: ml_collections.ConfigDict, backend: str | None = None,
   elif library == 'auto':
     library = 'eigen' if compiler_options.eigen_available() else 'xla_default'
   elif library == 'eigen' and not compiler_options.eigen_available():
-    raise ValueError(f'config.xla.cpu_conv_library="eigen" needs an XLA option that jaxlib '
-                     f'{jax.__version__} does not have; use "auto" or "xla_default"')
+    raise ValueError(
+      f'config.xla.cpu_conv_library="eigen" needs an XLA option that jaxlib '
+      f'{jax.__version__} does not have; use "auto" or "xla_default"'
+    )
   execution = xla.ensemble_execution
   if execution == 'auto':
     execution = 'vmap' if backend == 'tpu' and device_count == 1 else 'unrolled'
-  return Tuning(backend=backend, conv_gradients=conv_gradients, cpu_conv_library=library,
-                ensemble_execution=execution)
+  return Tuning(
+    backend=backend,
+    conv_gradients=conv_gradients,
+    cpu_conv_library=library,
+    ensemble_execution=execution,
+  )

@@ -26,19 +26,18 @@ NHWC input, HWIO kernels (flax's).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
+import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 _NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # flax's ConvDimensionNumbers
 
 
-def _pads(lhs, kernel_hw, window_strides, padding, lhs_dilation, rhs_dilation,
-          dimension_numbers):
+def _pads(lhs, kernel_hw, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers):
   """Checks what :func:`conv` does not support; returns the padding as pairs."""
   for name, d in (('lhs_dilation', lhs_dilation), ('rhs_dilation', rhs_dilation)):
     if d is not None and any(v != 1 for v in d):
@@ -54,13 +53,24 @@ def _windows(x, kh: int, kw: int, out_hw, strides) -> list:
   """For each kernel tap ``(i, j)`` (row-major), the strided slice of the padded ``x``
   ``(B, Hp, Wp, C)`` that it multiplies: ``kh * kw`` arrays ``(B, ho, wo, C)``."""
   (b, _, _, c), (ho, wo), (sh, sw) = x.shape, out_hw, strides
-  return [lax.slice(x, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
-                    (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+  return [
+    lax.slice(x, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c), (1, sh, sw, 1))
+    for i in range(kh)
+    for j in range(kw)
+  ]
 
 
-def conv(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
-         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-         precision=None):
+def conv(
+  lhs,
+  rhs,
+  window_strides: Sequence[int],
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count: int = 1,
+  precision=None,
+):
   """``lax.conv_general_dilated`` with the custom VJP of the module docstring: the same
   value and derivatives (to any order that double backprop uses), computed differently.
 
@@ -70,18 +80,21 @@ def conv(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
   Returns ``(B, H', W', Cout)``.
   """
   if feature_group_count != 1 or lhs.ndim != 4:
-    raise ValueError(f'dense convolution expects (B, H, W, C) input and '
-                     f'feature_group_count=1; got input {lhs.shape}, '
-                     f'feature_group_count={feature_group_count}')
-  padding = _pads(lhs, rhs.shape[:2], window_strides, padding, lhs_dilation, rhs_dilation,
-                  dimension_numbers)
+    raise ValueError(
+      f'dense convolution expects (B, H, W, C) input and '
+      f'feature_group_count=1; got input {lhs.shape}, '
+      f'feature_group_count={feature_group_count}'
+    )
+  padding = _pads(
+    lhs, rhs.shape[:2], window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers
+  )
   return _dense_conv(lhs, rhs, tuple(window_strides), padding, precision)
 
 
 def _conv(x, w, strides, padding, precision):
-  return lax.conv_general_dilated(x, w, strides, padding,
-                                  dimension_numbers=lax.ConvDimensionNumbers(*_NHWC),
-                                  precision=precision)
+  return lax.conv_general_dilated(
+    x, w, strides, padding, dimension_numbers=lax.ConvDimensionNumbers(*_NHWC), precision=precision
+  )
 
 
 # Strided convolutions of inputs with at most this many channels (the grey and RGB stems)
@@ -113,16 +126,20 @@ def _conv_value(x, w, strides, padding, precision):
   b, h, w_in, _ = x.shape
   phases = _kernel_phases(w, strides)
   taps_h, _, taps_w, _, _, cout = phases.shape
-  ho, wo = ((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi)
-            in zip(x.shape[1:3], w.shape[:2], strides, padding))  # output size
+  ho, wo = (
+    (n + lo + hi - k) // s + 1
+    for n, k, s, (lo, hi) in zip(x.shape[1:3], w.shape[:2], strides, padding)
+  )  # output size
   hp, wp = sh * (ho - 1 + taps_h), sw * (wo - 1 + taps_w)  # the padded input it reads
   # The high padding can be negative: rows no window reaches are cropped.
-  xp = lax.pad(x, jnp.zeros((), x.dtype),
-               ((0, 0, 0), (lh, hp - h - lh, 0), (lw, wp - w_in - lw, 0), (0, 0, 0)))
+  xp = lax.pad(
+    x, jnp.zeros((), x.dtype), ((0, 0, 0), (lh, hp - h - lh, 0), (lw, wp - w_in - lw, 0), (0, 0, 0))
+  )
   xs = xp.reshape(b, hp // sh, sh, wp // sw, sw, cin).transpose(0, 1, 3, 2, 4, 5)
   ws = phases.transpose(0, 2, 1, 3, 4, 5).reshape(taps_h, taps_w, sh * sw * cin, cout)
-  return _conv(xs.reshape(b, hp // sh, wp // sw, sh * sw * cin), ws, (1, 1),
-               ((0, 0), (0, 0)), precision)
+  return _conv(
+    xs.reshape(b, hp // sh, wp // sw, sh * sw * cin), ws, (1, 1), ((0, 0), (0, 0)), precision
+  )
 
 
 # Kernel gradients of stride-1 convolutions wider than 1 x 1 over at most this many
@@ -140,16 +157,19 @@ def _kernel_grad(x, dy, w, strides, padding, precision):
   ``dw[i, j, c, o] = sum_bhw x[b, h, w, c] dy[b, h + lo_h - i, w + lo_w - j, o]`` (``dy`` zero
   outside its extent, ``lo`` the low padding)."""
   (kh, kw, cin, cout), (b, h, w_in, _) = w.shape, x.shape
-  if (any(s != 1 for s in strides) or kh * kw == 1
-      or b > _WINDOWED_KERNEL_GRAD_MAX_BATCH):
+  if any(s != 1 for s in strides) or kh * kw == 1 or b > _WINDOWED_KERNEL_GRAD_MAX_BATCH:
     return jax.vjp(lambda w_: _conv(x, w_, strides, padding, precision), w)[1](dy)[0]
   ((lh, hh), (lw, hw)) = padding
   # Padded to H + kh - 1 rows, so that tap (i, j) reads the window starting at
   # (kh - 1 - i, kw - 1 - j): the windows of the taps in reverse order.
-  dyp = lax.pad(dy, jnp.zeros((), dy.dtype), ((0, 0, 0), (kh - 1 - lh, kh - 1 - hh, 0),
-                                               (kw - 1 - lw, kw - 1 - hw, 0), (0, 0, 0)))
-  windows = jnp.stack(_windows(dyp, kh, kw, (h, w_in), (1, 1))[::-1],
-                      axis=3)  # (B, H, W, kh * kw, Cout)
+  dyp = lax.pad(
+    dy,
+    jnp.zeros((), dy.dtype),
+    ((0, 0, 0), (kh - 1 - lh, kh - 1 - hh, 0), (kw - 1 - lw, kw - 1 - hw, 0), (0, 0, 0)),
+  )
+  windows = jnp.stack(
+    _windows(dyp, kh, kw, (h, w_in), (1, 1))[::-1], axis=3
+  )  # (B, H, W, kh * kw, Cout)
   dw = lax.dot_general(x, windows, (((0, 1, 2), (0, 1, 2)), ((), ())), precision=precision)
   return dw.reshape(cin, kh, kw, cout).transpose(1, 2, 0, 3).astype(w.dtype)
 
@@ -168,8 +188,10 @@ def _dense_conv_fwd(x, w, strides, padding, precision):
 def _dense_conv_bwd(strides, padding, precision, residuals, dy):
   x, w = residuals
   dy = lax.optimization_barrier(dy)
-  return (_input_grad(dy, w, x.shape, strides, padding, precision),
-          _kernel_grad(lax.optimization_barrier(x), dy, w, strides, padding, precision))
+  return (
+    _input_grad(dy, w, x.shape, strides, padding, precision),
+    _kernel_grad(lax.optimization_barrier(x), dy, w, strides, padding, precision),
+  )
 
 
 _dense_conv.defvjp(_dense_conv_fwd, _dense_conv_bwd)
@@ -187,15 +209,16 @@ def _input_grad(dy, w, x_shape, strides, padding, precision):
   there :func:`_phase_sums_by_product` computes the same sums from one matrix product. Not for
   RGB stems, whose products would be ``taps_h * taps_w`` times the input gradient's size."""
   if all(s == 1 for s in strides):
-    return jax.linear_transpose(lambda x_: _conv(x_, w, strides, padding, precision),
-                                jax.ShapeDtypeStruct(x_shape, dy.dtype))(dy)[0]
+    return jax.linear_transpose(
+      lambda x_: _conv(x_, w, strides, padding, precision), jax.ShapeDtypeStruct(x_shape, dy.dtype)
+    )(dy)[0]
   (sh, sw), ((lh, hh), (lw, hw)) = strides, padding
   b, h, w_in, cin = x_shape
   q_hw = (-(-(h + lh + hh) // sh), -(-(w_in + lw + hw) // sw))  # padded input / stride
   phases = _kernel_phases(w, strides)
   sums = _phase_sums_by_product if cin == 1 else _phase_sums_by_convolution
   out = sums(dy, phases, q_hw, precision)  # (B, qh, s_h, qw, s_w, Cin)
-  dx = out.reshape(b, q_hw[0] * sh, q_hw[1] * sw, cin)[:, lh:lh + h, lw:lw + w_in]
+  dx = out.reshape(b, q_hw[0] * sh, q_hw[1] * sw, cin)[:, lh : lh + h, lw : lw + w_in]
   # The product's sums materialised: else XLA fuses them into every consumer (the
   # explanation's absolute value, its derivative's sign) and recomputes them there.
   return lax.optimization_barrier(dx) if cin == 1 else dx
@@ -209,8 +232,9 @@ def _phase_sums_by_convolution(dy, phases, q_hw, precision):
   taps_h, sh, taps_w, sw, cin, cout = phases.shape
   (b, ho, wo, _), (qh, qw) = dy.shape, q_hw
   # kernel[t, u, o, (r, v, c)] = phases[taps_h - 1 - t, r, taps_w - 1 - u, v, c, o]
-  kernel = phases[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(
-      taps_h, taps_w, cout, sh * sw * cin)
+  kernel = (
+    phases[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(taps_h, taps_w, cout, sh * sw * cin)
+  )
   dyp = jnp.pad(dy, ((0, 0), (taps_h - 1, qh - ho), (taps_w - 1, qw - wo), (0, 0)))
   out = _conv(dyp, kernel, (1, 1), ((0, 0), (0, 0)), precision)  # (B, qh, qw, sh * sw * cin)
   return out.reshape(b, qh, qw, sh, sw, cin).transpose(0, 1, 3, 2, 4, 5)
@@ -223,15 +247,19 @@ def _phase_sums_by_product(dy, phases, q_hw, precision):
   taps_h, sh, taps_w, sw, cin, cout = phases.shape
   (b, ho, wo, _), (qh, qw) = dy.shape, q_hw
   dyp = jnp.pad(dy, ((0, 0), (taps_h - 1, qh - ho), (taps_w - 1, qw - wo), (0, 0)))
-  products = lax.dot_general(dyp, phases.reshape(-1, cout), (((3,), (1,)), ((), ())),
-                             precision=precision).reshape(
-                                 b, qh + taps_h - 1, qw + taps_w - 1, taps_h, sh, taps_w,
-                                 sw * cin)
-  shifted = [products[:, taps_h - 1 - t:taps_h - 1 - t + qh,
-                      taps_w - 1 - u:taps_w - 1 - u + qw, t, :, u, :]
-             for t in range(taps_h) for u in range(taps_w)]  # (B, qh, qw, s_h, s_w * Cin)
+  products = lax.dot_general(
+    dyp, phases.reshape(-1, cout), (((3,), (1,)), ((), ())), precision=precision
+  ).reshape(b, qh + taps_h - 1, qw + taps_w - 1, taps_h, sh, taps_w, sw * cin)
+  shifted = [
+    products[
+      :, taps_h - 1 - t : taps_h - 1 - t + qh, taps_w - 1 - u : taps_w - 1 - u + qw, t, :, u, :
+    ]
+    for t in range(taps_h)
+    for u in range(taps_w)
+  ]  # (B, qh, qw, s_h, s_w * Cin)
   out = sum(shifted[1:], shifted[0])
   return out.reshape(b, qh, qw, sh, sw, cin).transpose(0, 1, 3, 2, 4, 5)
+
 
 def _input_grad_fwd(dy, w, x_shape, strides, padding, precision):
   return _input_grad(dy, w, x_shape, strides, padding, precision), (dy, w)
@@ -245,8 +273,10 @@ def _input_grad_bwd(x_shape, strides, padding, precision, residuals, ct):
   del x_shape
   dy, w = residuals
   ct = lax.optimization_barrier(ct)
-  return (_conv_value(ct, w, strides, padding, precision),
-          _kernel_grad(ct, dy, w, strides, padding, precision))
+  return (
+    _conv_value(ct, w, strides, padding, precision),
+    _kernel_grad(ct, dy, w, strides, padding, precision),
+  )
 
 
 _input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
