@@ -15,12 +15,14 @@ needed; elsewhere add ``--coordinator_address=HOST:PORT --num_processes=N --proc
 writes logs and reports.
 """
 
+from collections.abc import Sequence
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
 from ml_collections import config_flags
 
 from data_builders.mimic_cxr_egd import prepare
@@ -57,19 +59,19 @@ _LOCAL_DEVICES = flags.DEFINE_list(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _prepare_dataset(config):
+def _prepare_dataset(config: ml_collections.ConfigDict):
   """Process 0 prepares the dataset first (a shared data dir is built once); the others then
   find it ready, or build their own copy where the data dir is per host."""
   if jax.process_count() == 1:
     return prepare_data.prepare_dataset(config.data)
-  from jax.experimental import multihost_utils  # noqa: PLC0415
+  from jax.experimental import multihost_utils
 
   builder = prepare_data.prepare_dataset(config.data) if jax.process_index() == 0 else None
   multihost_utils.sync_global_devices('mimic_jax: dataset prepared by process 0')
   return builder or prepare_data.prepare_dataset(config.data)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value

@@ -4,7 +4,8 @@ r"""Train-step time of every method, JAX side by side with the PyTorch reference
       [--batch_224 8] [--steps 3] [--methods single,ensemble,mimic_ig,mimic_gshap,gaze] \
       [--dtype float32|bfloat16] [--torch_python .venv-torch/bin/python] [--torch_compile] \
       [--conv_gradients auto|lax|custom] [--cpu_conv_library auto|xla_default|eigen] \
-      [--rounds 1] [--cache_dir /tmp/xla_cache] [--out benchmarks/out/cpu.json]
+      [--ablations conv_gradients=lax,...] [--rounds 1] [--cache_dir /tmp/xla_cache] \
+      [--out benchmarks/out/cpu.json]
 
 Presets: ``cpu`` is the CPU configuration of ``configs/mimic.py:synthetic`` (tiny GroupNorm
 ResNet, width 16, 64 x 64 grey images, batch 32, GradientSHAP with 2 samples);
@@ -87,6 +88,12 @@ _ROUNDS = flags.DEFINE_integer(
   'round (step times on a shared machine drift by 15-40% within minutes).',
 )
 _OUT = flags.DEFINE_string('out', None, 'JSON output file.')
+_ABLATIONS = flags.DEFINE_list(
+  'ablations',
+  [],
+  'config.xla overrides (KEY=VALUE, e.g. conv_gradients=lax), each timed beside the default '
+  'steps in the same rounds; the table adds each step time over the default one, per round.',
+)
 _JAX_SKIP = flags.DEFINE_list(
   'jax_skip',
   [],
@@ -201,7 +208,7 @@ def jax_result(
   dt = min(times)
   try:
     peak = jax.devices()[0].memory_stats().get('peak_bytes_in_use')
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     peak = None
   return {
     **jitted['stats'],
@@ -275,8 +282,8 @@ def time_torch(preset, configs) -> dict:
 
 def pipeline_rate(config, batches: int = 20) -> float:
   """Training examples/s from the synthetic ArrayRecord build through grain."""
-  from mimic_jax.data import pipeline as input_pipeline  # noqa: PLC0415
-  from mimic_jax.data import prepare  # noqa: PLC0415
+  from mimic_jax.data import pipeline as input_pipeline
+  from mimic_jax.data import prepare
 
   prepare.prepare_dataset(config.data)
   source = input_pipeline.data_source(config.data, 'train')
@@ -376,6 +383,19 @@ def table(result) -> str:
         )
         + '.'
       )
+    for ablation, per_method in pr.get('ablations', {}).items():
+      ratios = {
+        m: sorted(a / b for a, b in zip(v['step_s_rounds'], pr['jax'][m]['step_s_rounds']))
+        for m, v in per_method.items()
+      }
+      lines.append(
+        f'\nAblation `{ablation}` ({preset}), its step time over the default one of the same '
+        'round, median (range): '
+        + ', '.join(
+          f'{m} {float(np.median(q)):.2f} ({q[0]:.2f}-{q[-1]:.2f})' for m, q in ratios.items()
+        )
+        + '.'
+      )
     if pr.get('pipeline_examples_per_s'):
       single = pr['jax'].get('single', {}).get('images_per_s')
       lines.append(
@@ -411,6 +431,13 @@ def main(argv):
       'matmul_gflops_xla_rounds': [],
     }
     jitted, times, torch_rounds = {}, {m: [] for m in configs}, []
+    ablated = {}  # (ablation, method) -> config
+    for ablation in _ABLATIONS.value:
+      key, value = ablation.split('=')
+      for method in configs:
+        ablated[(ablation, method)] = c = preset_config(preset, method)
+        c.xla[key] = value
+    ablation_times = {k: [] for k in ablated}
     for r in range(_ROUNDS.value):
       if _TORCH_PYTHON.value:  # first: on a GPU it then leaves the memory to JAX
         torch_rounds.append(time_torch(preset, configs))
@@ -431,6 +458,16 @@ def main(argv):
           jitted[method], times[method], pr['matmul_gflops_xla_rounds'], config.batch_size
         )
         print(preset, 'jax', method, f'round {r + 1}', json.dumps(pr['jax'][method]), flush=True)
+        _save(result)
+      for (ablation, method), config in ablated.items():
+        if (ablation, method) not in jitted:
+          jitted[(ablation, method)] = compile_jax(config, batch)
+        ablation_times[(ablation, method)].append(time_jax(jitted[(ablation, method)], batch))
+        pr.setdefault('ablations', {}).setdefault(ablation, {})[method] = {
+          'step_s_rounds': ablation_times[(ablation, method)],
+          'compile_s': jitted[(ablation, method)]['stats']['compile_s'],
+          'tuning': jitted[(ablation, method)]['stats']['tuning'],
+        }
         _save(result)
     if preset == 'cpu':
       pr['pipeline_examples_per_s'] = pipeline_rate(next(iter(configs.values())))

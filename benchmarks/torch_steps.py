@@ -8,8 +8,9 @@ SPEC (written by ``step_time.py``): ``{"arch", "width", "size", "channels", "bat
 "methods" (single | ensemble | mimic_ig | mimic_gshap | gaze), "num_models", "gaze_weight",
 "gaze_size", "beta", "pool", "disc_hidden", "gshap_samples", "compile", "threads", "dtype"}``.
 On a CUDA device (used when present) ``dtype='bfloat16'`` runs the steps under
-``torch.autocast``; peak memory is ``torch.cuda.max_memory_allocated`` per method. The same architecture (torchvision DenseNet-121, timm EfficientNet-B0, or the
-twin of our tiny GroupNorm ResNet), batch, losses and Adam as ``mimic_jax.steps.member_step``,
+``torch.autocast``; peak memory is ``torch.cuda.max_memory_allocated`` per method. The same
+architecture (torchvision DenseNet-121, timm EfficientNet-B0, or the twin of our tiny
+GroupNorm ResNet), batch, losses and Adam as ``mimic_jax.training.steps.train_step``,
 written as a PyTorch user would: eager, sub-models in a Python loop, explanations with
 ``torch.autograd.grad(..., create_graph=True)`` (double backprop), eval-mode explanations for
 BatchNorm models and one shared forward where train and eval mode coincide (GroupNorm), as
@@ -74,16 +75,16 @@ def build(arch, channels, width):
   if arch == 'tiny_resnet':
     return TinyResNet(channels, width)
   if arch == 'efficientnet_b0':
-    import timm  # pylint: disable=g-import-not-at-top
+    import timm
 
     return timm.create_model('efficientnet_b0', num_classes=3, in_chans=channels)
-  import torchvision  # pylint: disable=g-import-not-at-top
+  import torchvision
 
   return torchvision.models.densenet121(num_classes=3)
 
 
 def has_batchnorm(net):
-  return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())  # pylint: disable=protected-access
+  return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
 def postprocess(attr, pool, normalize):
@@ -240,7 +241,7 @@ def main():
         out['compiled'][method] = time_step(
           torch.compile(step), spec['steps'], spec.get('dtype', 'float32')
         )
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception as e:
         out['compiled'][method] = f'failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}'
       print('torch compiled', method, out['compiled'][method], flush=True)
     with open(args.out, 'w') as f:

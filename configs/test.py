@@ -1,9 +1,11 @@
 """Tiny config for tests: a few steps of a tiny ResNet at 32 px."""
 
+import ml_collections
+
 from configs import mimic
 
 
-def get_config(variant: str | None = None):
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   """``variant`` is a method variant of ``configs/mimic.py`` (default ``mimic``)."""
   c = mimic.get_config(f'{variant or "mimic"},synthetic')
   c.data.data_dir = 'data/test/tfds'

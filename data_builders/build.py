@@ -6,6 +6,7 @@ r"""Builds the ``mimic_cxr_egd`` TFDS dataset as ArrayRecord files, without Tens
 Prints a summary (examples and patients per split, dropped fixations, skipped ids).
 """
 
+from collections.abc import Sequence
 import sys
 import time
 
@@ -28,7 +29,7 @@ _SKIP = flags.DEFINE_bool('skip_invalid_rows', False, 'Drop bad rows instead of 
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', None, 'Image decoding processes.')
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   t0 = time.time()
   builder = prepare.build(

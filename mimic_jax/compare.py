@@ -11,7 +11,9 @@ gaze metric with its 95% interval, and the relative change of the mean against t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
+import os
 
 from absl import app
 from absl import flags
@@ -22,7 +24,13 @@ from mimic_jax.evaluation import figures
 from mimic_jax.evaluation import report
 
 
-def compare(workdirs, out_dir, names=None, explainer='grad_cam', split='test') -> dict:
+def compare(
+  workdirs: Sequence[str],
+  out_dir: str | os.PathLike,
+  names: Sequence[str] | None = None,
+  explainer: str = 'grad_cam',
+  split: str = 'test',
+) -> dict:
   """Builds the comparison; returns it as a dict."""
   names = names or [epath.Path(w).name for w in workdirs]
   if len(names) != len(workdirs):
@@ -66,12 +74,12 @@ def compare(workdirs, out_dir, names=None, explainer='grad_cam', split='test') -
   return result
 
 
-def _mean_ci(values):
+def _mean_ci(values: Sequence[float]):
   m, lo, hi = bootstrap.mean_ci(values)
   return m, [lo, hi]
 
 
-def _markdown(result, names) -> str:
+def _markdown(result: dict, names: Sequence[str] | None) -> str:
   rows, ch, base = result['runs'], result['relative_change'], result['baseline']
   key = ('kld', 'nss', 'cc', 'sim', 'auc_judd', 'auc_shuffled')
   lines = [
@@ -124,7 +132,7 @@ _EXPLAINER = flags.DEFINE_enum(
 _SPLIT = flags.DEFINE_string('split', 'test', 'Evaluated split.')
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   result = compare(_WORKDIRS.value, _OUT.value, _NAMES.value, _EXPLAINER.value, _SPLIT.value)
   print((epath.Path(_OUT.value) / 'comparison.md').read_text())

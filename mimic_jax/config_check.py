@@ -8,6 +8,7 @@ several keys. Nothing downstream checks config values again.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import jax
 import ml_collections
@@ -37,7 +38,7 @@ _AT_LEAST_ONE = (
 )
 
 
-def get(config: ml_collections.ConfigDict, dotted: str):
+def get(config: ml_collections.ConfigDict, dotted: str) -> Any:
   """``config``'s value at the dotted path ``dotted`` (e.g. ``'mimic.post.pool'``)."""
   for k in dotted.split('.'):
     config = config[k]

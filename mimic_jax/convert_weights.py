@@ -4,12 +4,14 @@ r"""Converts a PyTorch ImageNet checkpoint to our Flax variables (safetensors).
 
 ``IN``: a torchvision ``resnet18``/``resnet50``/``densenet121`` or timm ``efficientnet_b0``
 state dict (``.safetensors``; ``.pth``/``.pt`` if PyTorch is installed). ``OUT``: a
-``.safetensors`` file for ``config.model.pretrained``. The architecture is recognised from the tensor names unless
-given. Fails naming the first tensor whose name or shape does not fit; lists unused tensors.
+``.safetensors`` file for ``config.model.pretrained``. The architecture is recognised from the
+tensor names unless given. Fails naming the first tensor whose name or shape does not fit; lists
+unused tensors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import sys
 
 from absl import app
@@ -22,7 +24,7 @@ _ARCH = flags.DEFINE_enum(
 )
 
 
-def guess_arch(names) -> str:
+def guess_arch(names: Sequence[str] | None) -> str:
   """The architecture whose characteristic tensor names the checkpoint has."""
   names = set(names)
   if 'features.denseblock1.denselayer1.conv1.weight' in names:
@@ -44,7 +46,7 @@ def guess_arch(names) -> str:
   )
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   if len(argv) != 3:
     raise app.UsageError('usage: python -m mimic_jax.convert_weights IN OUT [--arch=...]')
   src, dst = argv[1], argv[2]
@@ -65,7 +67,7 @@ def main(argv):
     print(f'unused tensors ({len(unused)}): {", ".join(unused)}')
 
 
-def _leaves(tree):
+def _leaves(tree: dict):
   for v in tree.values():
     if isinstance(v, dict):
       yield from _leaves(v)

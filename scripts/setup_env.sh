@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv in the repository root and installs mimic-jax with its test extra.
+# Creates .venv in the repository root and installs mimic-jax with its test extra (on 3.12
+# exactly the versions of requirements-lock.txt).
 # Python 3.12 where present (jax 0.12 needs it), else 3.11 (pip then resolves older jax/flax).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,9 @@ if [[ "$(cat .venv/.mimic_jax_installed 2>/dev/null)" != "$stamp" ]]; then
   quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | quiet
   if .venv/bin/python -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
-    .venv/bin/python -m pip install -q -c requirements-lock.txt -e '.[test]' 2>&1 | quiet
+    # Exactly the locked environment (every transitive package pinned), then the project.
+    .venv/bin/python -m pip install -q -r requirements-lock.txt 2>&1 | quiet
+    .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | quiet
   else
     .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | quiet
   fi

@@ -4,8 +4,8 @@ import os
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 
-import jax  # pylint: disable=g-import-not-at-top
-import pytest  # pylint: disable=g-import-not-at-top
+import jax
+import pytest
 
 # Tests check numbers, not speed: compile fast (as flax's examples do), and share compiled
 # steps between the runs of a session through the persistent cache.
@@ -18,12 +18,12 @@ os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
 jax.config.update('jax_disable_most_optimizations', True)
 jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import flags
 
 # grain's multiprocessing reads absl flags; pytest never parses them (google/grain#1355).
 flags.FLAGS.mark_as_parsed()
 
-from data_builders.synthetic_egd import generate  # pylint: disable=g-import-not-at-top
+from data_builders.synthetic_egd import generate
 
 # Images of about 1100 x 900: small enough to be fast, large enough that the official
 # formula maps off-image fixations to negative pixels (below ~0.34 it truncates them to 0).
@@ -49,8 +49,8 @@ def synthetic_tree(tmp_path_factory):
 @pytest.fixture(scope='session')
 def tiny_dataset(tmp_path_factory):
   """``configs/test.py``'s dataset built once: returns (data_dir, manual_dir)."""
-  from configs import test as test_config  # pylint: disable=g-import-not-at-top
-  from mimic_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from configs import test as test_config
+  from mimic_jax.data import prepare
 
   root = tmp_path_factory.mktemp('tiny')
   config = test_config.get_config()

@@ -28,7 +28,7 @@ def test_input_gradients_match_central_finite_differences(batch):
     x64 = x.astype(jnp.float64)
     variables = model.init(jax.random.key(0), x64)
     variables = jax.tree.map(lambda v: v.astype(jnp.float64), variables)
-    f = lambda v: model.apply(variables, v, train=False)  # pylint: disable=unnecessary-lambda-assignment
+    f = lambda v: model.apply(variables, v, train=False)
     logits, g = explain.input_gradients(f, x64, y)
     np.testing.assert_allclose(logits, f(x64))
     h = 1e-6
@@ -73,7 +73,7 @@ def _quadratic(seed):
   """``f_y(x) = sum(v_y * x^2)`` with random ``v``, and a random batch (x, y) for it."""
   rng = np.random.default_rng(seed)
   v = jnp.asarray(rng.normal(size=(3, 4, 4, 1)), jnp.float32)
-  f = lambda x: jnp.einsum('bhwc,khwc->bk', x**2, v)  # pylint: disable=unnecessary-lambda-assignment
+  f = lambda x: jnp.einsum('bhwc,khwc->bk', x**2, v)
   x = jnp.asarray(rng.normal(size=(2, 4, 4, 1)), jnp.float32)
   return v, f, x
 
@@ -97,7 +97,7 @@ def test_integrated_gradients_completeness_and_linear_shap():
   logits, ig = explain.integrated_gradients(quad, x, y, steps=8)
   # Completeness: sum of attributions = f(x) - f(baseline 0) (exact for a quadratic, midpoint).
   np.testing.assert_allclose(ig.sum(axis=(1, 2, 3)), logits[jnp.arange(2), y], rtol=1e-5)
-  lin = lambda x: jnp.einsum('bhwc,khwc->bk', x, v)  # pylint: disable=unnecessary-lambda-assignment
+  lin = lambda x: jnp.einsum('bhwc,khwc->bk', x, v)
   _, shap = explain.gradient_shap(lin, x, y, jax.random.key(1), samples=3, baseline=0.5)
   np.testing.assert_allclose(shap, (x - 0.5) * v[y], rtol=1e-5, atol=1e-6)
   _, gxi = explain.gradient_x_input(lin, x, y)

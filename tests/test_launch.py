@@ -153,7 +153,8 @@ case "$*" in
     [[ -n "$log" ]] && echo "$log" > "$FAKE_DIR/remote.log"
     exit "$code" ;;
   *"tpu-vm scp"*"mimic-jax-*.log"*)
-    dest=${*: -4:1}; [[ -f "$FAKE_DIR/remote.log" ]] && mv "$FAKE_DIR/remote.log" "$dest/mimic-jax-w0.log"
+    dest=${*: -4:1}
+    [[ -f "$FAKE_DIR/remote.log" ]] && mv "$FAKE_DIR/remote.log" "$dest/mimic-jax-w0.log"
     exit 0 ;;
 esac
 exit 0

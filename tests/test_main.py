@@ -90,7 +90,7 @@ def test_unknown_config_key_fails_before_any_work(tmp_path):
 
 
 def test_build_cli_and_unknown_config(tmp_path):
-  from data_builders.synthetic_egd import generate  # pylint: disable=g-import-not-at-top
+  from data_builders.synthetic_egd import generate
 
   generate.write_tree(tmp_path / 'm', 6, seed=2, scale=0.36, num_workers=0)
   ok = _run(

@@ -50,11 +50,11 @@ def test_stacked_ensemble_equals_a_python_loop(setup):
   np.testing.assert_allclose(logits, np.stack(loop), rtol=1e-5, atol=1e-6)
   ce = base.ensemble_ce(logits, y)
   ref_ce = sum(
-    -special.log_softmax(np.asarray(l, np.float64), axis=-1)[np.arange(4), y].mean() for l in loop
+    -special.log_softmax(np.asarray(lg, np.float64), axis=-1)[np.arange(4), y].mean() for lg in loop
   )
   assert float(ce) == pytest.approx(ref_ce, rel=1e-5)
   pred = base.ensemble_prediction(logits)
-  ref_pred = np.mean([special.log_softmax(np.asarray(l, np.float64), axis=-1) for l in loop], 0)
+  ref_pred = np.mean([special.log_softmax(np.asarray(lg, np.float64), axis=-1) for lg in loop], 0)
   np.testing.assert_allclose(pred, ref_pred, rtol=1e-5, atol=1e-6)
 
 

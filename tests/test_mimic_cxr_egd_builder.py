@@ -126,9 +126,10 @@ def test_calibration_and_off_image_fixations_are_dropped_and_counted(built):
 
 def test_reading_needs_no_tensorflow(built):
   _, _, builder, examples = built
+  data_dir = str(builder.data_dir).rsplit('/mimic_cxr_egd', 1)[0]
   code = textwrap.dedent(f"""
       import sys, tensorflow_datasets as tfds
-      src = tfds.data_source('mimic_cxr_egd/t32', split='train', data_dir={str(builder.data_dir).rsplit('/mimic_cxr_egd', 1)[0]!r})
+      src = tfds.data_source('mimic_cxr_egd/t32', split='train', data_dir={data_dir!r})
       ex = src[0]
       assert ex['image'].shape == ({SIZE}, {SIZE}, 1), ex['image'].shape
       assert 'tensorflow' not in sys.modules

@@ -104,7 +104,7 @@ def test_pooled_downsampling_keeps_shapes_and_parameters():
   assert out['stride'] == out['pool']
   assert out['pool'][1]['features'] == (2, 8, 8, 64)
   # A pooled block = the stride-1 block applied to the 2 x 2 average-pooled input.
-  from mimic_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  from mimic_jax.models import resnet
 
   h = jax.random.normal(jax.random.key(3), (2, 16, 16, 16))
   pooled_block = resnet.BasicBlock(32, 2, 'group', downsample='pool')
@@ -135,7 +135,7 @@ def test_pooled_downsampling_keeps_shapes_and_parameters():
 def test_cpu_conv_equals_lax_convolution_to_second_order(kernel, stride, cin, pad):
   """``cpu_convs.conv`` against ``lax``'s convolution in float64: the output, and the
   kernel and input gradients of a loss with a squared input gradient (double backprop)."""
-  from jax import lax  # pylint: disable=g-import-not-at-top
+  from jax import lax
 
   rng = np.random.default_rng(kernel * 10 + stride + cin)
   with jax.enable_x64(True):

@@ -112,7 +112,7 @@ def test_global_batches_do_not_depend_on_the_process_count():
         len(source),
         8,
         seed=5,
-        process_index=pi,  # pylint: disable=protected-access
+        process_index=pi,
         process_count=pc,
       )
       for pi in range(pc)

@@ -19,10 +19,10 @@ import torch
 
 def build(arch: str) -> torch.nn.Module:
   if arch == 'efficientnet_b0':
-    import timm  # pylint: disable=g-import-not-at-top
+    import timm
 
     return timm.create_model('efficientnet_b0', pretrained=False)
-  import torchvision  # pylint: disable=g-import-not-at-top
+  import torchvision
 
   return getattr(torchvision.models, arch)(weights=None)
 

@@ -142,17 +142,17 @@ def _image_exists_and_opens(path: epath.Path, is_jpg: bool) -> str | None:
     return 'image file not found'
   try:
     if is_jpg:
-      from PIL import Image  # pylint: disable=g-import-not-at-top
+      from PIL import Image
 
       with path.open('rb') as f, Image.open(f) as img:
-        img.size  # pylint: disable=pointless-statement
+        _ = img.size
     else:
-      import pydicom  # pylint: disable=g-import-not-at-top
+      import pydicom
 
       with path.open('rb') as f:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
-        int(ds.Rows), int(ds.Columns)  # pylint: disable=expression-not-assigned
-  except Exception as e:  # pylint: disable=broad-except
+        int(ds.Rows), int(ds.Columns)
+  except Exception as e:
     return f'image unreadable ({type(e).__name__}: {e})'
   return None
 

@@ -7,6 +7,7 @@ import io
 from etils import epath
 import numpy as np
 from PIL import Image
+import pydicom
 
 
 def _resize(img: Image.Image, size: int) -> np.ndarray:
@@ -30,13 +31,13 @@ def load_jpg(path: epath.Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
   return _resize(img, size), (height, width)
 
 
-def dicom_to_uint8(ds) -> np.ndarray:
+def dicom_to_uint8(ds: pydicom.Dataset) -> np.ndarray:
   """Full-resolution uint8 ``(Rows, Columns)`` display image of a pydicom dataset.
 
   Applies the VOI LUT or window (Window Center/Width) when present, else min-max; inverts
   MONOCHROME1 so that bone is bright.
   """
-  from pydicom.pixels import apply_voi_lut  # pylint: disable=g-import-not-at-top
+  from pydicom.pixels import apply_voi_lut
 
   arr = ds.pixel_array.astype(np.float64)
   if 'VOILUTSequence' in ds or 'WindowCenter' in ds:
@@ -50,7 +51,7 @@ def dicom_to_uint8(ds) -> np.ndarray:
 
 def load_dicom(path: epath.Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
   """Returns (uint8 ``(size, size)`` image, original ``(H, W)``) of a MIMIC-CXR DICOM."""
-  import pydicom  # pylint: disable=g-import-not-at-top
+  import pydicom
 
   with path.open('rb') as f:
     ds = pydicom.dcmread(f)

@@ -1,6 +1,7 @@
 """Builds ``mimic_cxr_egd`` configs as ArrayRecord (no TensorFlow) and summarises them."""
 
 import json
+import os
 
 import tensorflow_datasets as tfds
 
@@ -24,7 +25,12 @@ def image_size(config: str) -> int:
 
 
 def make_builder(
-  manual_dir, data_dir, config='224', gaze_sigma=None, skip_invalid_rows=False, num_workers=None
+  manual_dir: str | os.PathLike,
+  data_dir: str | os.PathLike,
+  config: str = '224',
+  gaze_sigma: float | None = None,
+  skip_invalid_rows: bool = False,
+  num_workers: int | None = None,
 ) -> egd_builder.MimicCxrEgd:
   """The builder for a named config, or a derived one for a sigma / skip override."""
   base = {c.name: c for c in egd_builder.MimicCxrEgd.BUILDER_CONFIGS}
@@ -47,13 +53,15 @@ def make_builder(
   )
 
 
-def build(manual_dir, data_dir, **kwargs) -> egd_builder.MimicCxrEgd:
+def build(
+  manual_dir: str | os.PathLike, data_dir: str | os.PathLike, **kwargs
+) -> egd_builder.MimicCxrEgd:
   builder = make_builder(manual_dir, data_dir, **kwargs)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 
 
-def summary(builder) -> str:
+def summary(builder: tfds.core.DatasetBuilder) -> str:
   info = builder.info
   lines = [f'{info.full_name} at {builder.data_dir}']
   for name, split in info.splits.items():

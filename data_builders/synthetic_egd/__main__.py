@@ -4,6 +4,7 @@ r"""Writes a synthetic PhysioNet-format EGD + MIMIC-CXR-JPG tree.
       [--scale 1.0] [--shortcut train=0.9,validation=0.9,test=0]
 """
 
+from collections.abc import Sequence
 import sys
 import time
 
@@ -45,11 +46,11 @@ def parse_shortcut(text: str) -> dict[str, float]:
   return out
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   t0 = time.time()
 
-  def progress(done, total):
+  def progress(done: int, total: int):
     if done == total or done % max(1, total // 20) == 0:
       print(
         f'\r[synthetic_egd] images {done}/{total} ({time.time() - t0:.0f}s)',

@@ -40,12 +40,14 @@ class Case:
   boxes: dict[str, tuple[float, float, float, float]]  # name -> (x1, x2, y1, y2) pixels
 
 
-def _ellipse(uu, vv, u, v, ru, rv, soft=0.02):
+def _ellipse(
+  uu: np.ndarray, vv: np.ndarray, u: float, v: float, ru: float, rv: float, soft: float = 0.02
+):
   d = np.sqrt(((uu - u) / ru) ** 2 + ((vv - v) / rv) ** 2)
   return 1.0 / (1.0 + np.exp((d - 1.0) / soft * min(ru, rv)))
 
 
-def _blob(uu, vv, u, v, su, sv):
+def _blob(uu: np.ndarray, vv: np.ndarray, u: float, v: float, su: float, sv: float):
   return np.exp(-0.5 * (((uu - u) / su) ** 2 + ((vv - v) / sv) ** 2))
 
 
@@ -56,7 +58,7 @@ def render_case(
   scale = _RENDER_SIDE / max(height, width)
   rh, rw = max(8, round(height * scale)), max(8, round(width * scale))
   vv, uu = np.meshgrid((np.arange(rh) + 0.5) / rh, (np.arange(rw) + 0.5) / rw, indexing='ij')
-  jitter = lambda s: rng.normal(0.0, s)  # pylint: disable=unnecessary-lambda-assignment
+  jitter = lambda s: rng.normal(0.0, s)
 
   img = 0.04 + 0.42 * _ellipse(uu, vv, 0.5 + jitter(0.01), 0.56, 0.46, 0.62, soft=0.03)
   lung_v, lung_rv = 0.45 + jitter(0.015), 0.27 + jitter(0.01)

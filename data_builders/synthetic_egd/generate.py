@@ -10,6 +10,7 @@ quoted free text with commas, quotes and newlines. Beside the two trees,
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import concurrent.futures
 import csv
 import dataclasses
@@ -146,7 +147,7 @@ def _gaze_rows(
   fpog: list[tuple[float, float]],
   height: int,
   width: int,
-  pads,
+  pads: tuple[int, int, int, int],
   rng: np.random.Generator,
   clock: _SessionClock,
   raw: bool,
@@ -170,7 +171,7 @@ def _gaze_rows(
     prev = (px, py)
     pupil = rng.normal(18.3, 0.3)
 
-    def row(time_s, elapsed, cnt):
+    def row(time_s: float, elapsed: float, cnt: int):
       bx, by = fx + rng.normal(0, 0.004), fy + rng.normal(0, 0.004)
       return [
         session,
@@ -227,7 +228,9 @@ def _gaze_rows(
   return fix_rows, raw_rows
 
 
-def _screen_points(targets, height, width, rng) -> list[tuple[float, float]]:
+def _screen_points(
+  targets: Sequence[tuple[float, float]], height: int, width: int, rng: np.random.Generator
+) -> list[tuple[float, float]]:
   """FPOGX/FPOGY (screen fractions, 5 decimals) for image-fraction targets; ~4% land off the
   displayed image (in a pad or off screen)."""
   top, bottom, left, right = fmt.letterbox_pads(height, width)
@@ -287,7 +290,7 @@ def write_tree(
   shortcut: dict[str, float | None] | None = None,
   raw_gaze: bool = True,
   num_workers: int | None = None,
-  progress=None,
+  progress: Callable[[int, int], None] | None = None,
 ) -> list[ImageSpec]:
   """Writes ``egd-cxr/1.0.0/`` and ``mimic-cxr-jpg/2.0.0/`` under ``output_dir``.
 
@@ -340,7 +343,7 @@ def write_tree(
 
   # Reading sessions: images shuffled together with a calibration screen every 20th image.
   shown = []
-  for i, s in enumerate(specs):
+  for i in range(len(specs)):
     shown.append(i)
     if (i + 1) % CALIBRATION_EVERY == 0:
       shown.append(-1 - i)  # calibration screen named after image i

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
-def mean_ci(values, n_resamples: int = 2000, level: float = 0.95, seed: int = 0):
+def mean_ci(
+  values: Sequence[float] | np.ndarray, n_resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
   """``(mean, low, high)`` of the mean of ``values`` (NaNs dropped)."""
   v = np.asarray(values, np.float64)
   v = v[~np.isnan(v)]
@@ -18,8 +22,12 @@ def mean_ci(values, n_resamples: int = 2000, level: float = 0.95, seed: int = 0)
 
 
 def paired_relative_change_ci(
-  base, other, n_resamples: int = 2000, level: float = 0.95, seed: int = 0
-):
+  base: Sequence[float] | np.ndarray,
+  other: Sequence[float] | np.ndarray,
+  n_resamples: int = 2000,
+  level: float = 0.95,
+  seed: int = 0,
+) -> tuple[float, float, float]:
   """``(change, low, high)`` of ``mean(other) / mean(base) - 1`` resampling the same images
   for both (pairs with a NaN in either are dropped)."""
   b, o = np.asarray(base, np.float64), np.asarray(other, np.float64)

@@ -6,6 +6,8 @@ matters for AUC), ``labels`` ``(N,)`` ints.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import stats
 
@@ -45,7 +47,7 @@ def macro_f1(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
   return float(f1.mean())
 
 
-def summary(scores: np.ndarray, labels: np.ndarray, class_names) -> dict:
+def summary(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict:
   """All of the above as a JSON-ready dict."""
   k = len(class_names)
   auc = roc_auc_ovr(scores, labels)

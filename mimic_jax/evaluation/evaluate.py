@@ -214,13 +214,13 @@ def evaluate_run(
   out.mkdir(parents=True, exist_ok=True)
   (out / 'metrics.json').write_text(json.dumps(results, indent=1))
   (out / 'report.md').write_text(report.markdown_report(results))
-  from mimic_jax.evaluation import figures  # noqa: PLC0415 (matplotlib only when writing)
+  from mimic_jax.evaluation import figures  # matplotlib only when writing
 
   figures.gallery(data, class_names, out)
   return results
 
 
-def _mean_train_gaze(config) -> np.ndarray:
+def _mean_train_gaze(config: ml_collections.ConfigDict) -> np.ndarray:
   """Mean gaze map of the training split: the centre-bias baseline for information gain."""
   source = pipeline.data_source(config.data, 'train')
   total = None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+import os
+
 import matplotlib
 
 matplotlib.use('Agg')
-from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-position
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from etils import epath
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -15,7 +18,9 @@ def _grey(image: np.ndarray) -> np.ndarray:
   return (g - g.min()) / max(g.max() - g.min(), 1e-12)
 
 
-def gallery(data: dict, class_names, out_dir, per_class: int = 4) -> list:
+def gallery(
+  data: dict, class_names: Sequence[str], out_dir: str | os.PathLike, per_class: int = 4
+) -> list:
   """One PNG per class: rows are test images; columns the image, the gaze heatmap with the
   fixated pixels, and each explainer's ensemble map overlaid on the image."""
   paths = []
@@ -51,14 +56,14 @@ def gallery(data: dict, class_names, out_dir, per_class: int = 4) -> list:
   return paths
 
 
-def _save(fig, path: epath.Path, dpi: int) -> None:
+def _save(fig: matplotlib.figure.Figure, path: epath.Path, dpi: int) -> None:
   """PNG through epath, so that gs:// works."""
   with path.open('wb') as f:
     fig.savefig(f, format='png', dpi=dpi)
   plt.close(fig)
 
 
-def comparison_chart(names, rows: dict, path) -> None:
+def comparison_chart(names: Sequence[str], rows: dict, path: str | os.PathLike) -> None:
   """Bar charts of KLD and NSS (means with 95% intervals) for the compared runs."""
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
   for ax, metric in zip(axes, ('kld', 'nss')):

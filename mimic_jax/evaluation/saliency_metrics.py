@@ -18,6 +18,9 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
@@ -39,13 +42,13 @@ def _minmax(m: np.ndarray) -> np.ndarray:
     return (m - lo) / (hi - lo)  # NaN for a constant map, as MATLAB's 0/0
 
 
-def _sum_normalise(m, xp):
+def _sum_normalise(m: Any, xp: Any):
   """``m`` divided by its sum over the last two axes; an all-zero map is left as it is."""
   total = m.sum(axis=(-2, -1), keepdims=True)
   return m / xp.where(total != 0, total, 1)
 
 
-def kld(saliency, gaze, xp=np):
+def kld(saliency: np.ndarray, gaze: np.ndarray, xp: Any = np) -> Any:
   """KL(gaze || saliency) in nats over the last two axes: ``sum G log(eps + G / (S + eps))`` on
   sum-normalised maps (an all-zero map is left as it is). Lower is better; 0 for identical
   maps. NumPy: 2-D maps in float64, the saliency map resized to the gaze grid like every
@@ -59,7 +62,7 @@ def kld(saliency, gaze, xp=np):
   return float(value) if xp is np else value
 
 
-def nss(saliency, fixation_map) -> float:
+def nss(saliency: np.ndarray, fixation_map: np.ndarray) -> float:
   """Normalised scanpath saliency: mean over fixated pixels (each once) of the saliency map
   z-scored with the N-1 standard deviation. 0 is chance; higher is better."""
   f = np.asarray(fixation_map) != 0
@@ -69,7 +72,7 @@ def nss(saliency, fixation_map) -> float:
   return float(((s - s.mean()) / s.std(ddof=1))[f].mean())
 
 
-def cc(saliency, gaze) -> float:
+def cc(saliency: np.ndarray, gaze: np.ndarray) -> float:
   """Pearson correlation of the two maps (NaN if either is constant)."""
   g = np.asarray(gaze, np.float64)
   s = resize_to(saliency, g.shape)
@@ -78,7 +81,7 @@ def cc(saliency, gaze) -> float:
   return float(np.mean((s - s.mean()) * (g - g.mean())) / (s.std() * g.std()))
 
 
-def sim(saliency, gaze) -> float:
+def sim(saliency: np.ndarray, gaze: np.ndarray) -> float:
   """Similarity (histogram intersection) of the min-max-then-sum-normalised maps."""
   g = np.asarray(gaze, np.float64)
   s = resize_to(saliency, g.shape)
@@ -91,7 +94,7 @@ def sim(saliency, gaze) -> float:
   return float(np.sum(np.minimum(*maps)))
 
 
-def auc_judd(saliency, fixation_map) -> float:
+def auc_judd(saliency: np.ndarray, fixation_map: np.ndarray) -> float:
   """AUC-Judd without jitter: thresholds at the fixated pixels' values, negatives the
   non-fixated pixels, trapezoid over (0, 0), ..., (1, 1)."""
   f = np.asarray(fixation_map).ravel() != 0
@@ -114,7 +117,7 @@ def _grid(top: float, step: float) -> np.ndarray:
   return (np.arange(n + 1) * step)[::-1]
 
 
-def _sampled_auc(sth: np.ndarray, negatives_per_split, step: float) -> float:
+def _sampled_auc(sth: np.ndarray, negatives_per_split: Iterable[np.ndarray], step: float) -> float:
   scores = []
   for neg in negatives_per_split:
     th = _grid(max(sth.max(), neg.max()), step)
@@ -125,7 +128,11 @@ def _sampled_auc(sth: np.ndarray, negatives_per_split, step: float) -> float:
 
 
 def auc_borji(
-  saliency, fixation_map, n_splits: int = 100, step: float = 0.1, seed: int = 0
+  saliency: np.ndarray,
+  fixation_map: np.ndarray,
+  n_splits: int = 100,
+  step: float = 0.1,
+  seed: int = 0,
 ) -> float:
   """AUC-Borji: per split, as many negatives as fixations drawn uniformly with replacement
   from all pixels; thresholds ``0:step:max``; mean over splits."""
@@ -140,7 +147,12 @@ def auc_borji(
 
 
 def auc_shuffled(
-  saliency, fixation_map, other_fixation_map, n_splits: int = 100, step: float = 0.1, seed: int = 0
+  saliency: np.ndarray,
+  fixation_map: np.ndarray,
+  other_fixation_map: np.ndarray,
+  n_splits: int = 100,
+  step: float = 0.1,
+  seed: int = 0,
 ) -> float:
   """Shuffled AUC: negatives are pixels fixated in ``other_fixation_map`` (e.g. the union of
   other images' fixations), a random subset of ``min(n_fix, n_other)`` per split."""
@@ -156,7 +168,7 @@ def auc_shuffled(
   return _sampled_auc(sth, negs, step)
 
 
-def information_gain(saliency, fixation_map, baseline) -> float:
+def information_gain(saliency: np.ndarray, fixation_map: np.ndarray, baseline: np.ndarray) -> float:
   """Information gain over ``baseline`` in bits per fixated pixel: both maps min-max then
   sum-normalised, ``mean log2(eps + S) - log2(eps + B)`` at the fixated pixels."""
   f = np.asarray(fixation_map) != 0

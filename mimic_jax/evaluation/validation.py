@@ -3,7 +3,7 @@ whole split, every process reading its share."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ def batch_sums(state: state_lib.TrainState, batch: dict, execution: str = 'unrol
 
 def validate(
   state: state_lib.TrainState,
-  source,
+  source: Sequence[dict],
   sums_fn: Callable,
   *,
   batch_size: int,

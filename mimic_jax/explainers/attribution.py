@@ -41,20 +41,32 @@ def _sample_grads(logit_fn: LogitFn, xs: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.swapaxes(grads.reshape(b, s, *xs.shape[2:]), 0, 1)
 
 
-def input_gradients(logit_fn: LogitFn, x, y, rng=None):
+def input_gradients(
+  logit_fn: LogitFn, x: jax.Array, y: jax.Array, rng: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
   """Vanilla gradient ``d logit_y / dx``."""
   del rng
   return _vjp_grads(logit_fn, x, y)
 
 
-def gradient_x_input(logit_fn: LogitFn, x, y, rng=None):
+def gradient_x_input(
+  logit_fn: LogitFn, x: jax.Array, y: jax.Array, rng: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
   """``x * d logit_y / dx``."""
   del rng
   logits, g = _vjp_grads(logit_fn, x, y)
   return logits, x * g
 
 
-def smoothgrad(logit_fn: LogitFn, x, y, rng, *, samples: int = 8, noise: float = 0.15):
+def smoothgrad(
+  logit_fn: LogitFn,
+  x: jax.Array,
+  y: jax.Array,
+  rng: jax.Array | None,
+  *,
+  samples: int = 8,
+  noise: float = 0.15,
+) -> tuple[jax.Array, jax.Array]:
   """Mean gradient over ``samples`` copies of ``x`` with Gaussian noise of standard deviation
   ``noise * (max(x) - min(x))`` per example (Smilkov et al. 2017)."""
   span = x.max(axis=(1, 2, 3), keepdims=True) - x.min(axis=(1, 2, 3), keepdims=True)
@@ -62,20 +74,20 @@ def smoothgrad(logit_fn: LogitFn, x, y, rng, *, samples: int = 8, noise: float =
   return logit_fn(x), _sample_grads(logit_fn, x + eps, y).mean(axis=0)
 
 
-def _baseline(x, baseline: float | jax.Array):
+def _baseline(x: jax.Array, baseline: float | jax.Array):
   return jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
 
 
 def gradient_shap(
   logit_fn: LogitFn,
-  x,
-  y,
-  rng,
+  x: jax.Array,
+  y: jax.Array,
+  rng: jax.Array | None,
   *,
   samples: int = 5,
   baseline: float | jax.Array = 0.0,
   stdev: float = 0.0,
-):
+) -> tuple[jax.Array, jax.Array]:
   """GradientSHAP / expected gradients (captum ``GradientShap``; the paper's training
   explainer, 5 samples, no noise by default).
 
@@ -93,8 +105,14 @@ def gradient_shap(
 
 
 def integrated_gradients(
-  logit_fn: LogitFn, x, y, rng=None, *, steps: int = 16, baseline: float | jax.Array = 0.0
-):
+  logit_fn: LogitFn,
+  x: jax.Array,
+  y: jax.Array,
+  rng: jax.Array | None = None,
+  *,
+  steps: int = 16,
+  baseline: float | jax.Array = 0.0,
+) -> tuple[jax.Array, jax.Array]:
   """Integrated gradients with the midpoint rule over ``steps`` points of the straight path
   from the baseline to ``x`` (Sundararajan et al. 2017)."""
   del rng

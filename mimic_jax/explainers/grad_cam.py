@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 
 
-def grad_cam(apply_fn: Callable, variables: dict, x, y, *, layer: str):
+def grad_cam(
+  apply_fn: Callable, variables: dict, x: jax.Array, y: jax.Array, *, layer: str
+) -> tuple[jax.Array, jax.Array]:
   """Grad-CAM (Selvaraju et al. 2017) at the feature map named ``layer``.
 
   The model must expose that map with ``self.perturb(layer, a)`` and
@@ -19,7 +21,7 @@ def grad_cam(apply_fn: Callable, variables: dict, x, y, *, layer: str):
   ``ReLU(sum_c w_c A_c)`` with ``w_c`` the spatial mean of ``d logit_y / dA_c``.
   """
 
-  def run(perturbations):
+  def run(perturbations: dict):
     logits, state = apply_fn(
       {**variables, 'perturbations': perturbations}, x, train=False, mutable=['intermediates']
     )

@@ -10,6 +10,8 @@ A new method is a subclass of ``base.Method`` in its own module, added to ``METH
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import ml_collections
 
@@ -38,7 +40,7 @@ def create(
 
 
 def build(
-  config: ml_collections.ConfigDict, conv=nn.Conv, execution: str = 'unrolled'
+  config: ml_collections.ConfigDict, conv: Any = nn.Conv, execution: str = 'unrolled'
 ) -> base.Method:
   """The method of ``config`` with its model (dense convolutions ``conv``)."""
   return create(config, models.create_model(config.model, conv=conv), execution)

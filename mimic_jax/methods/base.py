@@ -111,7 +111,7 @@ def member_explanations(
   post = post or {'sign': 'abs', 'normalize': 'minmax'}
   rngs = jax.random.split(rng, jax.tree.leaves(variables)[0].shape[0])
 
-  def one(v, k):
+  def one(v: Variables, k: jax.Array):
     _, attr = fn(lambda z: apply_fn(v, z, train=False), x, y, k, **(explainer_kwargs or {}))
     return explainers.postprocess(attr, **post)
 
@@ -199,7 +199,7 @@ class Method:
       )
       return logits, {}
 
-    def one(p, bs):
+    def one(p: Any, bs: Any):
       logits, updates = apply(
         {'params': p, 'batch_stats': bs}, x, train=True, mutable=['batch_stats']
       )
@@ -215,7 +215,7 @@ class Method:
     where train and eval mode are the same function, so the explanation can share the
     cross-entropy's forward pass (the numbers of two separate passes, tested)."""
 
-    def one(p):
+    def one(p: Any):
       return explainers.input_gradients(
         lambda z: self.model.apply({'params': p}, z, train=True), x, y
       )

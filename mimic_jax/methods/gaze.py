@@ -46,7 +46,7 @@ def gaze_penalty(
   penalty: str = 'kld',
 ) -> jax.Array:
   """The gaze penalty of one model (eval mode), differentiable in its parameters."""
-  logit_fn = lambda z: apply_fn(variables, z, train=False)  # noqa: E731
+  logit_fn = lambda z: apply_fn(variables, z, train=False)
   if penalty == 'kld':
     _, grads = explainers.input_gradients(logit_fn, x, y)
     return gradient_kld(grads, gaze)
@@ -71,7 +71,9 @@ class Gaze(base.Method):
     """Whether the penalty's input gradient reuses the cross-entropy's forward pass."""
     return not batch_stats and self.config.gaze.penalty == 'kld'
 
-  def member_loss(self, params, batch_stats, method_state, batch, rng, phase):
+  def member_loss(
+    self, params: Any, batch_stats: Any, method_state: Any, batch: dict, rng: jax.Array, phase: str
+  ) -> tuple[jax.Array, tuple[base.Aux, Any]]:
     del method_state, rng, phase
     x, y, gaze = batch['image'], batch['label'], batch['gaze']
     if self.shares_forward(batch_stats):

@@ -122,7 +122,9 @@ class Mimic(base.Method):
       params, batch_stats, x, y, rng, mc.explainer, mc.explainer_kwargs.to_dict(), mc.post.to_dict()
     )
 
-  def update_method_state(self, params, batch_stats, method_state, batch, rng, phase):
+  def update_method_state(
+    self, params: Any, batch_stats: Any, method_state: Any, batch: dict, rng: jax.Array, phase: str
+  ) -> tuple[Any, base.Aux]:
     if phase != 'discriminator':
       return method_state, {}
     disc = method_state
@@ -138,7 +140,9 @@ class Mimic(base.Method):
     """Whether the training explanation reuses the cross-entropy's forward pass."""
     return not batch_stats and self.config.mimic.explainer in _AT_INPUT
 
-  def member_loss(self, params, batch_stats, method_state, batch, rng, phase):
+  def member_loss(
+    self, params: Any, batch_stats: Any, method_state: Any, batch: dict, rng: jax.Array, phase: str
+  ) -> tuple[jax.Array, tuple[base.Aux, Any]]:
     if phase == 'discriminator':
       return super().member_loss(params, batch_stats, method_state, batch, rng, phase)
     mc, disc = self.config.mimic, method_state

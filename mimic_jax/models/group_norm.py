@@ -37,7 +37,7 @@ class GroupNorm(nn.Module):
   bias_init: Any = nn.initializers.zeros
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x: jax.Array):
     channels = x.shape[-1]
     if x.ndim < 3 or channels % self.group_size:
       raise ValueError(
@@ -50,24 +50,26 @@ class GroupNorm(nn.Module):
     return group_norm(x, scale, bias, self.group_size, self.epsilon).astype(out_dtype)
 
 
-def _channel_sums(t):
+def _channel_sums(t: jax.Array):
   """Sums of ``t`` ``(B, ..., C)`` over its middle axes: ``(B, C)``."""
   return jnp.sum(t, axis=tuple(range(1, t.ndim - 1)))
 
 
-def _group_mean(per_channel, group_size: int, count: int):
+def _group_mean(per_channel: jax.Array, group_size: int, count: int):
   """``(B, C)`` channel sums -> each channel's group sum / ``count``, ``(B, C)``."""
   b, c = per_channel.shape
   groups = per_channel.reshape(b, c // group_size, group_size).sum(-1) / count
   return jnp.repeat(groups, group_size, axis=1)
 
 
-def _per_channel(coefficient, ndim: int):
+def _per_channel(coefficient: jax.Array, ndim: int):
   """``(B, C)`` -> ``(B, 1, ..., 1, C)``, to broadcast against an ``ndim``-array."""
   return coefficient.reshape(coefficient.shape[:1] + (1,) * (ndim - 2) + coefficient.shape[1:])
 
 
-def group_norm(x, scale, bias, group_size: int, epsilon: float):
+def group_norm(
+  x: jax.Array, scale: jax.Array, bias: jax.Array, group_size: int, epsilon: float
+) -> jax.Array:
   """``(x - mean) * rstd * scale + bias`` per example and channel group, computed in float32
   (or in ``x``'s dtype where that is wider, float64).
 

@@ -163,12 +163,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   if not os.path.exists(path):
     raise FileNotFoundError(f'pretrained weights {path} do not exist')
   if path.endswith('.safetensors'):
-    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    from safetensors.numpy import load_file
 
     tensors = load_file(path)
   elif path.endswith(('.pth', '.pt', '.bin')):
     try:
-      import torch  # pylint: disable=g-import-not-at-top
+      import torch
     except ImportError as e:
       raise ImportError(
         f'{path} is a PyTorch pickle and reading it needs PyTorch, which is not installed. '
@@ -242,7 +242,7 @@ def convert(sd: dict[str, np.ndarray], arch: str) -> tuple[dict, list[str]]:
 
 def save_converted(variables: dict, arch: str, path: str | os.PathLike) -> None:
   """Writes converted variables as safetensors (keys ``collection/module/.../leaf``)."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file
 
   flat = traverse_util.flatten_dict(variables, sep='/')
   save_file(
@@ -257,7 +257,7 @@ def load(path: str | os.PathLike, arch: str) -> tuple[dict, list[str]]:
   unused tensor names."""
   path = os.fspath(path)
   if path.endswith('.safetensors'):
-    from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+    from safetensors import safe_open
 
     with safe_open(path, framework='numpy') as f:
       meta = f.metadata() or {}
@@ -266,7 +266,7 @@ def load(path: str | os.PathLike, arch: str) -> tuple[dict, list[str]]:
         raise ConversionError(
           f'{path} holds {meta.get("arch")} weights, but config.model.arch is {arch!r}'
         )
-      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+      from safetensors.numpy import load_file
 
       return traverse_util.unflatten_dict(load_file(path), sep='/'), []
   return convert(read_state_dict(path), arch)
@@ -305,10 +305,10 @@ def init_backbone(fresh: dict, pretrained: dict, arch: str) -> dict:
 
 def model_shapes(arch: str, num_classes: int, input_channels: int = 3) -> dict:
   """Shapes of ``arch``'s Flax ``params`` and ``batch_stats`` (no computation)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
 
-  from mimic_jax import models  # pylint: disable=g-import-not-at-top
+  from mimic_jax import models
 
   model = models.ARCHITECTURES[arch](num_classes=num_classes)
   x = jax.ShapeDtypeStruct((1, 64, 64, input_channels), jnp.float32)

@@ -70,7 +70,7 @@ class _Block(nn.Module):
 class BasicBlock(_Block):
   """Two 3x3 convolutions (ResNet-18)."""
 
-  def residual(self, x: jax.Array, strides: int, conv, norm) -> jax.Array:
+  def residual(self, x: jax.Array, strides: int, conv: ModuleDef, norm: ModuleDef) -> jax.Array:
     y = nn.relu(norm()(conv(self.filters, (3, 3), (strides, strides), padding=1)(x)))
     return norm(zero_init=True)(conv(self.filters, (3, 3), padding=1)(y))
 
@@ -80,7 +80,7 @@ class BottleneckBlock(_Block):
 
   expansion: ClassVar[int] = 4
 
-  def residual(self, x: jax.Array, strides: int, conv, norm) -> jax.Array:
+  def residual(self, x: jax.Array, strides: int, conv: ModuleDef, norm: ModuleDef) -> jax.Array:
     y = nn.relu(norm()(conv(self.filters, (1, 1))(x)))
     y = nn.relu(norm()(conv(self.filters, (3, 3), (strides, strides), padding=1)(y)))
     return norm(zero_init=True)(conv(4 * self.filters, (1, 1))(y))

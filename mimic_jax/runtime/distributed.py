@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
 import os
 
@@ -35,14 +36,14 @@ class Settings:
   local_device_ids: tuple[int, ...] | None = None
 
 
-def _tpu_worker_count(environ) -> int:
+def _tpu_worker_count(environ: Mapping[str, str] | None) -> int:
   """Workers of this Cloud TPU slice, from the variables the TPU VM runtime sets (0: not a
   TPU VM)."""
   hosts = environ.get('TPU_WORKER_HOSTNAMES', '')
   return len([h for h in hosts.split(',') if h]) if hosts else 0
 
 
-def plan(settings: Settings, environ=None) -> dict | None:
+def plan(settings: Settings, environ: Mapping[str, str] | None = None) -> dict | None:
   """The keyword arguments of ``jax.distributed.initialize`` for ``settings``, or None when
   this is a single-process run. Raises ValueError on incomplete explicit settings."""
   environ = os.environ if environ is None else environ

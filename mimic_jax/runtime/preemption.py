@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Any
 
 import jax
 import numpy as np
@@ -34,7 +35,7 @@ class SigtermFlag:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
-  def _handle(self, signum, frame) -> None:
+  def _handle(self, signum: int, frame: Any) -> None:
     del signum, frame
     self.received = True
 
@@ -46,6 +47,6 @@ class SigtermFlag:
     """True if any process got SIGTERM, so that all stop at the same step."""
     if jax.process_count() == 1:
       return self.received
-    from jax.experimental import multihost_utils  # noqa: PLC0415
+    from jax.experimental import multihost_utils
 
     return bool(np.any(multihost_utils.process_allgather(np.int32(self.received))))

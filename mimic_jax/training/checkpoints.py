@@ -96,7 +96,7 @@ class Checkpoints:
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-      except Exception as e:  # noqa: BLE001
+      except Exception as e:
         log(
           f'Checkpoint step {step} cannot be restored ({type(e).__name__}: '
           f'{str(e)[:200]}); trying the previous one'

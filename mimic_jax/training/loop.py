@@ -14,6 +14,7 @@ import functools
 import os
 import time
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -67,7 +68,14 @@ def train_and_evaluate(
     writer.close()
 
 
-def _train(config, workdir, tuning, mesh, writer, stop_after) -> state_lib.TrainState:
+def _train(
+  config: ml_collections.ConfigDict,
+  workdir: epath.Path,
+  tuning: tuning_lib.Tuning,
+  mesh: jax.sharding.Mesh,
+  writer: metric_writer.MetricWriter,
+  stop_after: int | None,
+) -> state_lib.TrainState:
   """The body of :func:`train_and_evaluate`."""
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)

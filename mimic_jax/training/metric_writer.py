@@ -28,10 +28,10 @@ class MetricWriter:
     if self._active:
       self._dir.mkdir(parents=True, exist_ok=True)
       try:
-        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+        from tensorboardX import SummaryWriter
 
         self._tb = SummaryWriter(str(self._dir / 'tensorboard'))
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception as e:
         logging.warning('TensorBoard event files disabled: %s', e)
 
   def write_scalars(self, step: int, scalars: dict[str, float], prefix: str = '') -> None:

@@ -9,6 +9,7 @@ mesh. It knows nothing about any particular method: the method updates its own s
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from clu import metrics as clu_metrics
 import jax
@@ -44,7 +45,7 @@ def train_step(
     state.params, state.batch_stats, state.method_state, batch, jax.random.fold_in(key, 1), phase
   )
 
-  def loss_fn(params):
+  def loss_fn(params: Any):
     return method.member_loss(params, state.batch_stats, method_state, batch, step_key, phase)
 
   (_, (scalars, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -35,9 +36,19 @@ from jax import lax
 import jax.numpy as jnp
 
 _NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # flax's ConvDimensionNumbers
+# ((top, bottom), (left, right)) pixels, or 'SAME' / 'VALID' where accepted.
+Padding = str | Sequence[tuple[int, int]]
 
 
-def _pads(lhs, kernel_hw, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers):
+def _pads(
+  lhs: jax.Array,
+  kernel_hw: Sequence[int],
+  window_strides: Sequence[int],
+  padding: Padding,
+  lhs_dilation: Sequence[int] | None,
+  rhs_dilation: Sequence[int] | None,
+  dimension_numbers: Any,
+) -> tuple[tuple[int, int], ...]:
   """Checks what :func:`conv` does not support; returns the padding as pairs."""
   for name, d in (('lhs_dilation', lhs_dilation), ('rhs_dilation', rhs_dilation)):
     if d is not None and any(v != 1 for v in d):
@@ -49,7 +60,7 @@ def _pads(lhs, kernel_hw, window_strides, padding, lhs_dilation, rhs_dilation, d
   return tuple(tuple(p) for p in padding)
 
 
-def _windows(x, kh: int, kw: int, out_hw, strides) -> list:
+def _windows(x: jax.Array, kh: int, kw: int, out_hw: Sequence[int], strides: Sequence[int]) -> list:
   """For each kernel tap ``(i, j)`` (row-major), the strided slice of the padded ``x``
   ``(B, Hp, Wp, C)`` that it multiplies: ``kh * kw`` arrays ``(B, ho, wo, C)``."""
   (b, _, _, c), (ho, wo), (sh, sw) = x.shape, out_hw, strides
@@ -61,16 +72,16 @@ def _windows(x, kh: int, kw: int, out_hw, strides) -> list:
 
 
 def conv(
-  lhs,
-  rhs,
+  lhs: jax.Array,
+  rhs: jax.Array,
   window_strides: Sequence[int],
-  padding,
-  lhs_dilation=None,
-  rhs_dilation=None,
-  dimension_numbers=None,
+  padding: Padding,
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers: Any = None,
   feature_group_count: int = 1,
-  precision=None,
-):
+  precision: Any = None,
+) -> jax.Array:
   """``lax.conv_general_dilated`` with the custom VJP of the module docstring: the same
   value and derivatives (to any order that double backprop uses), computed differently.
 
@@ -91,7 +102,9 @@ def conv(
   return _dense_conv(lhs, rhs, tuple(window_strides), padding, precision)
 
 
-def _conv(x, w, strides, padding, precision):
+def _conv(
+  x: jax.Array, w: jax.Array, strides: Sequence[int], padding: Padding, precision: Any
+) -> jax.Array:
   return lax.conv_general_dilated(
     x, w, strides, padding, dimension_numbers=lax.ConvDimensionNumbers(*_NHWC), precision=precision
   )
@@ -102,7 +115,7 @@ def _conv(x, w, strides, padding, precision):
 _SPACE_TO_DEPTH_MAX_CHANNELS = 3
 
 
-def _kernel_phases(w, strides):
+def _kernel_phases(w: jax.Array, strides: Sequence[int]) -> jax.Array:
   """``w`` ``(kh, kw, Cin, Cout)`` zero-padded to whole strides and split by phase:
   ``(taps_h, s_h, taps_w, s_w, Cin, Cout)`` with ``[t, r, u, v] = w[t * s_h + r, u * s_w + v]``
   (``taps = ceil(k / s)``)."""
@@ -112,7 +125,9 @@ def _kernel_phases(w, strides):
   return wz.reshape(taps_h, sh, taps_w, sw, cin, cout)
 
 
-def _conv_value(x, w, strides, padding, precision):
+def _conv_value(
+  x: jax.Array, w: jax.Array, strides: Sequence[int], padding: Padding, precision: Any
+) -> jax.Array:
   """The convolution's value ``(B, H', W', Cout)``. A strided convolution of an input with
   few channels (a stem) runs as a stride-1 convolution of the space-to-depth input
   (``s_h * s_w * Cin`` channels) with the kernel rearranged to match (``ceil(k / s)`` taps a
@@ -147,7 +162,14 @@ def _conv_value(x, w, strides, padding, precision):
 _WINDOWED_KERNEL_GRAD_MAX_BATCH = 7
 
 
-def _kernel_grad(x, dy, w, strides, padding, precision):
+def _kernel_grad(
+  x: jax.Array,
+  dy: jax.Array,
+  w: jax.Array,
+  strides: Sequence[int],
+  padding: Padding,
+  precision: Any,
+) -> jax.Array:
   """The kernel gradient ``(kh, kw, Cin, Cout)`` of ``_conv(x, w)`` at output cotangent
   ``dy`` ``(B, H', W', Cout)``: ``lax``'s, except for a stride-1 convolution wider than
   1 x 1 over at most ``_WINDOWED_KERNEL_GRAD_MAX_BATCH`` examples. XLA:CPU runs ``lax``'s as
@@ -175,17 +197,27 @@ def _kernel_grad(x, dy, w, strides, padding, precision):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _dense_conv(x, w, strides, padding, precision):
+def _dense_conv(
+  x: jax.Array, w: jax.Array, strides: Sequence[int], padding: Padding, precision: Any
+) -> jax.Array:
   return _conv_value(x, w, strides, padding, precision)
 
 
-def _dense_conv_fwd(x, w, strides, padding, precision):
+def _dense_conv_fwd(
+  x: jax.Array, w: jax.Array, strides: Sequence[int], padding: Padding, precision: Any
+):
   # Itself, not _conv: differentiating the VJP below (double backprop) differentiates this
   # forward too, and then with the same rule.
   return _dense_conv(x, w, strides, padding, precision), (x, w)
 
 
-def _dense_conv_bwd(strides, padding, precision, residuals, dy):
+def _dense_conv_bwd(
+  strides: Sequence[int],
+  padding: Padding,
+  precision: Any,
+  residuals: tuple[jax.Array, jax.Array],
+  dy: jax.Array,
+):
   x, w = residuals
   dy = lax.optimization_barrier(dy)
   return (
@@ -198,7 +230,14 @@ _dense_conv.defvjp(_dense_conv_fwd, _dense_conv_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _input_grad(dy, w, x_shape, strides, padding, precision):
+def _input_grad(
+  dy: jax.Array,
+  w: jax.Array,
+  x_shape: tuple[int, ...],
+  strides: Sequence[int],
+  padding: Padding,
+  precision: Any,
+) -> jax.Array:
   """The convolution's input gradient ``(B, H, W, Cin)`` for output cotangent ``dy``
   ``(B, H', W', Cout)``. Stride 1: ``lax``'s. Strided: computed sub-pixel, since ``lax``
   transposes a strided convolution into an input-dilated one, most of whose products are with
@@ -224,7 +263,9 @@ def _input_grad(dy, w, x_shape, strides, padding, precision):
   return lax.optimization_barrier(dx) if cin == 1 else dx
 
 
-def _phase_sums_by_convolution(dy, phases, q_hw, precision):
+def _phase_sums_by_convolution(
+  dy: jax.Array, phases: jax.Array, q_hw: tuple[int, int], precision: Any
+) -> jax.Array:
   """Every phase of :func:`_input_grad`'s padded input, ``(B, qh, s_h, qw, s_w, Cin)``:
   ``out[b, q, r, p, v, c] = sum_{t, u, o} dy[b, q - t, p - u, o] * phases[t, r, u, v, c, o]``
   (``dy`` zero outside its extent), as one stride-1 convolution with the flipped taps of
@@ -240,7 +281,9 @@ def _phase_sums_by_convolution(dy, phases, q_hw, precision):
   return out.reshape(b, qh, qw, sh, sw, cin).transpose(0, 1, 3, 2, 4, 5)
 
 
-def _phase_sums_by_product(dy, phases, q_hw, precision):
+def _phase_sums_by_product(
+  dy: jax.Array, phases: jax.Array, q_hw: tuple[int, int], precision: Any
+) -> jax.Array:
   """The same sums as :func:`_phase_sums_by_convolution`: one matrix product of the
   zero-padded ``dy`` with every tap of every phase (``taps_h * s_h * taps_w * s_w * Cin``
   columns, contracting ``Cout``), then the sum of its ``taps_h * taps_w`` shifted slices."""
@@ -261,11 +304,25 @@ def _phase_sums_by_product(dy, phases, q_hw, precision):
   return out.reshape(b, qh, qw, sh, sw, cin).transpose(0, 1, 3, 2, 4, 5)
 
 
-def _input_grad_fwd(dy, w, x_shape, strides, padding, precision):
+def _input_grad_fwd(
+  dy: jax.Array,
+  w: jax.Array,
+  x_shape: tuple[int, ...],
+  strides: Sequence[int],
+  padding: Padding,
+  precision: Any,
+):
   return _input_grad(dy, w, x_shape, strides, padding, precision), (dy, w)
 
 
-def _input_grad_bwd(x_shape, strides, padding, precision, residuals, ct):
+def _input_grad_bwd(
+  x_shape: tuple[int, ...],
+  strides: Sequence[int],
+  padding: Padding,
+  precision: Any,
+  residuals: tuple[jax.Array, jax.Array],
+  ct: jax.Array,
+):
   """``_input_grad`` is linear in ``dy`` (adjoint: the convolution) and in ``w``: the kernel
   cotangent is the kernel gradient of the convolution of ``ct`` at output cotangent ``dy``
   (``lax``'s, a first-order kernel gradient, which XLA:CPU runs as a convolution also where
