@@ -159,7 +159,7 @@ def compile_jax(config, batch) -> dict:
   method = methods.build(config, t.conv, t.ensemble_execution)
   shape = batch['image'].shape[1:]
   state = t.jit(functools.partial(state_lib.create_state, method, shape))(jax.random.PRNGKey(0))
-  phase = method.phases[-1]
+  phase = 'adversarial' if 'adversarial' in method.phases else 'train'
   step = t.jit(functools.partial(steps.train_step, method, phase), donate_argnums=(0,))
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()

@@ -1,27 +1,289 @@
-r"""Paper-style comparison of evaluated runs against the first one.
+r"""Paper-style comparison of evaluated runs, against one or more reference runs.
 
-  python -m mimic_jax.compare --workdirs runs/baseline,runs/mimic,runs/gaze \
-      --out runs/comparison [--explainer grad_cam] [--split test]
+  python -m mimic_jax.compare --workdirs runs/baseline,runs/ensemble,runs/mimic \
+      --references baseline,ensemble --out runs/comparison [--explainer grad_cam] [--unpaired]
+  python -m mimic_jax.compare --sweep runs/sweep --references baseline,ensemble \
+      --out runs/sweep/comparison
 
-Reads ``<workdir>/eval/<split>/metrics.json`` of each run (``main.py --mode=evaluate``),
-writes ``comparison.md``, ``comparison.json`` and ``comparison.png``: per run the mean of every
-gaze metric with its 95% interval, and the relative change of the mean against the first run
-(KLD -x%, NSS +y%) with a paired bootstrap interval over the same test images.
+Reads ``<workdir>/eval/<split>/metrics.json`` of each run (``main.py --mode=evaluate``) and
+writes ``comparison.md``, ``comparison.json`` and ``comparison.png``.
+
+- ``--workdirs``: one run per name (the folder's name). Per run the mean of every gaze metric
+  with its 95% bootstrap interval, and its relative change against each reference (KLD -x%,
+  NSS +y%) with a paired bootstrap interval over the same test images, paired by ``dicom_id``.
+  Runs evaluated on different images are an error, or, with ``--unpaired``, compared with
+  unpaired intervals and labelled so.
+- ``--sweep``: a ``python -m mimic_jax.sweep`` folder, ``<variant>/seed_<k>/`` per run. Per
+  variant the mean over seeds of each run-level quantity with a 95% t interval across seeds,
+  and its difference to each reference variant, paired by seed, with a t interval across
+  seeds.
+
+Quantities: accuracy and mean ROC AUC; the explainer's map metrics (means over images); on the
+synthetic data also the decoy split's accuracy, shortcut reliance (test minus decoy accuracy)
+and the map's mass in the marker's corner.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 import json
+import math
 import os
+import re
 
 from absl import app
 from absl import flags
 from etils import epath
+import numpy as np
 
 from mimic_jax.evaluation import bootstrap
 from mimic_jax.evaluation import figures
 from mimic_jax.evaluation import report
+
+# The map metrics the tables show (metrics.json holds all of report.MAP_METRICS).
+SHOWN = ('kld', 'nss', 'cc', 'sim', 'auc_judd', 'auc_shuffled')
+
+
+class ComparisonError(ValueError):
+  """The runs cannot be compared as asked (different images, missing or malformed results)."""
+
+
+def load_results(workdir: str | os.PathLike, split: str = 'test') -> dict:
+  """The ``metrics.json`` of an evaluated run; errors name the file."""
+  path = epath.Path(workdir) / 'eval' / split / 'metrics.json'
+  if not path.exists():
+    raise ComparisonError(f'{path} not found: run main.py --mode=evaluate on {workdir} first')
+  try:
+    results = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ComparisonError(f'{path} is not valid JSON ({e}); evaluate the run again') from e
+  for key in ('classification', 'explanations', 'per_image'):
+    if key not in results:
+      raise ComparisonError(f'{path} has no {key!r}: not a metrics.json of main.py --mode=evaluate')
+  return results
+
+
+def quantities(results: dict, explainer: str) -> dict[str, float]:
+  """The run-level numbers a comparison shows for one run."""
+  out = {
+    'accuracy': results['classification']['accuracy'],
+    'mean_auc': results['classification']['mean_auc'],
+  }
+  for k in report.MAP_METRICS:
+    out[k] = results['explanations'][explainer]['ensemble'][k]['mean']
+  if 'shortcut' in results:
+    sc = results['shortcut']
+    out['decoy_accuracy'] = sc['accuracy']
+    out['shortcut_reliance'] = sc['shortcut_reliance']
+    out['corner_mass'] = sc['corner_mass'][explainer]['corner_mass_test']['mean']
+  return out
+
+
+def _aligned(base: dict, other: dict, names: tuple[str, str], unpaired: bool) -> np.ndarray | None:
+  """Indices into ``other``'s per-image lists in ``base``'s image order, or ``None`` for an
+  unpaired comparison; an error if the two runs were evaluated on different images."""
+  ids = [r['per_image'].get('dicom_id') for r in (base, other)]
+  if ids[0] is None or ids[1] is None:
+    raise ComparisonError(
+      f'{names[0]} or {names[1]} has no per-image dicom_id (evaluated by an older version): '
+      'evaluate both again to compare them'
+    )
+  if sorted(ids[0]) == sorted(ids[1]) and len(set(ids[0])) == len(ids[0]):
+    where = {d: i for i, d in enumerate(ids[1])}
+    return np.asarray([where[d] for d in ids[0]])
+  if unpaired:
+    return None
+  common = len(set(ids[0]) & set(ids[1]))
+  raise ComparisonError(
+    f'{names[0]} and {names[1]} were evaluated on different images ({len(ids[0])} and '
+    f'{len(ids[1])}, {common} in common; datasets {base.get("dataset")} and '
+    f'{other.get("dataset")}): a paired comparison is meaningless. Evaluate them on the same '
+    'split, or pass --unpaired for unpaired intervals.'
+  )
+
+
+def compare_runs(
+  runs: dict[str, dict], references: Sequence[str], explainer: str, unpaired: bool = False
+) -> dict:
+  """Means per run and relative changes against each reference (see the module docstring)."""
+  table = {}
+  for name, results in runs.items():
+    per = results['per_image'][explainer]
+    row = {k: _mean_ci(per[k]) for k in report.MAP_METRICS}
+    row['n'] = {
+      k: int(np.sum(~np.isnan(np.asarray(per[k], np.float64)))) for k in report.MAP_METRICS
+    }
+    row.update({k: v for k, v in quantities(results, explainer).items() if k not in per})
+    table[name] = row
+  changes = {}
+  for ref in references:
+    if ref not in runs:
+      raise ComparisonError(f'reference {ref!r} is not among the runs {list(runs)}')
+    for name, results in runs.items():
+      if name == ref:
+        continue
+      order = _aligned(runs[ref], results, (ref, name), unpaired)
+      entry = {'paired': order is not None}
+      for k in report.MAP_METRICS:
+        base = np.asarray(runs[ref]['per_image'][explainer][k], np.float64)
+        other = np.asarray(results['per_image'][explainer][k], np.float64)
+        if order is None:
+          c, lo, hi = bootstrap.unpaired_relative_change_ci(base, other)
+        else:
+          c, lo, hi = bootstrap.paired_relative_change_ci(base, other[order])
+        entry[k] = {'change': c, 'ci95': [lo, hi]}
+      changes.setdefault(ref, {})[name] = entry
+  return {'runs': table, 'relative_change': changes}
+
+
+def _mean_ci(values: Sequence[float]) -> dict:
+  m, lo, hi = bootstrap.mean_ci(values)
+  return {'mean': m, 'ci95': [lo, hi]}
+
+
+def aggregate_seeds(
+  groups: dict[str, dict[int, dict]], references: Sequence[str], explainer: str
+) -> dict:
+  """Per variant the mean and t interval across seeds of every quantity, and the difference
+  to each reference variant paired by seed (relative for the map metrics as well)."""
+  values = {
+    v: {s: quantities(r, explainer) for s, r in sorted(seeds.items())}
+    for v, seeds in groups.items()
+  }
+  table = {}
+  for v, per_seed in values.items():
+    keys = list(next(iter(per_seed.values())))
+    table[v] = {
+      k: dict(zip(('mean', 'lo', 'hi'), bootstrap.t_interval([q[k] for q in per_seed.values()])))
+      for k in keys
+    }
+    table[v]['seeds'] = sorted(per_seed)
+  diffs = {}
+  for ref in references:
+    if ref not in values:
+      raise ComparisonError(f'reference variant {ref!r} is not in the sweep {list(values)}')
+    for v, per_seed in values.items():
+      if v == ref:
+        continue
+      seeds = sorted(set(per_seed) & set(values[ref]))
+      entry = {'seeds': seeds}
+      for k in per_seed[seeds[0]] if seeds else ():
+        d = [per_seed[s][k] - values[ref][s][k] for s in seeds]
+        entry[k] = dict(zip(('mean', 'lo', 'hi'), bootstrap.t_interval(d)))
+        if k in report.MAP_METRICS:
+          rel = [per_seed[s][k] / values[ref][s][k] - 1 for s in seeds]
+          entry[f'{k}_relative'] = dict(zip(('mean', 'lo', 'hi'), bootstrap.t_interval(rel)))
+      diffs.setdefault(ref, {})[v] = entry
+  return {'variants': table, 'difference': diffs}
+
+
+def _fmt_interval(e: dict, digits: int = 3, percent: bool = False) -> str:
+  """``mean [lo, hi]`` of an entry with ``lo``/``hi`` or ``ci95`` (the mean alone without an
+  interval); as a signed percentage with ``percent``."""
+  lo, hi = (e['lo'], e['hi']) if 'lo' in e else e['ci95']
+  scale, unit, sign = (100, '%', '+') if percent else (1, '', '')
+  m = f'{e["mean"] * scale:{sign}.{digits}f}{unit}'
+  if math.isnan(lo):
+    return m
+  return f'{m} [{lo * scale:{sign}.{digits}f}, {hi * scale:{sign}.{digits}f}]'
+
+
+def _runs_markdown(result: dict, names: Sequence[str]) -> str:
+  rows, changes = result['runs'], result['relative_change']
+  shortcut = all('decoy_accuracy' in rows[n] for n in names)
+  extra = ['decoy acc.', 'reliance', 'corner mass'] if shortcut else []
+  lines = [
+    f'# Comparison ({result["explainer"]} maps, {result["split"]} split)',
+    '',
+    'Means over the test images with 95% bootstrap intervals. KLD: lower is better; the others '
+    'higher. Reliance: test minus decoy accuracy (0 for a model that ignores the shortcut '
+    "marker); corner mass: the map's share in the marker's corner (uniform: 0.014).",
+    '',
+    '| run | accuracy | mean AUC | ' + ' | '.join(SHOWN + tuple(extra)) + ' |',
+    '|---|---|---|' + '---|' * (len(SHOWN) + len(extra)),
+  ]
+  for n in names:
+    r = rows[n]
+    cells = [f'{r["accuracy"]:.3f}', f'{r["mean_auc"]:.3f}'] + [_fmt_interval(r[k]) for k in SHOWN]
+    if shortcut:
+      cells += [
+        f'{r["decoy_accuracy"]:.3f}',
+        f'{r["shortcut_reliance"]:+.3f}',
+        f'{r["corner_mass"]:.3f}',
+      ]
+    lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
+  counts = {n: rows[n]['n'] for n in names}
+  lines += [
+    '',
+    'Images per mean: '
+    + '; '.join(
+      f'{n} {", ".join(f"{k} {c}" for k, c in counts[n].items() if k in SHOWN)}' for n in names
+    )
+    + ' (the rest NaN: constant maps).',
+  ]
+  for ref, per_run in changes.items():
+    paired = all(e['paired'] for e in per_run.values())
+    lines += [
+      '',
+      f'Relative change of the mean against `{ref}`, with '
+      + (
+        'paired bootstrap intervals over the same images:'
+        if paired
+        else '**unpaired** bootstrap intervals (the runs were evaluated on different images):'
+      ),
+      '',
+      '| run | ' + ' | '.join(SHOWN) + ' |',
+      '|---|' + '---|' * len(SHOWN),
+    ]
+    for n, e in per_run.items():
+      cells = [
+        f'{100 * e[k]["change"]:+.1f}% [{100 * e[k]["ci95"][0]:+.1f}, {100 * e[k]["ci95"][1]:+.1f}]'
+        for k in SHOWN
+      ]
+      lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
+  lines += ['', '![KLD and NSS](comparison.png)', '']
+  return '\n'.join(lines)
+
+
+def _seeds_markdown(result: dict) -> str:
+  table, diffs = result['variants'], result['difference']
+  names = list(table)
+  shortcut = all('decoy_accuracy' in table[v] for v in names)
+  keys = ['accuracy', 'mean_auc', *SHOWN] + (
+    ['decoy_accuracy', 'shortcut_reliance', 'corner_mass'] if shortcut else []
+  )
+  seeds = {v: table[v]['seeds'] for v in names}
+  lines = [
+    f'# Comparison across seeds ({result["explainer"]} maps, {result["split"]} split)',
+    '',
+    "Per variant: the mean over seeds of each run's number, with a 95% t interval across seeds "
+    f"(seeds: {'; '.join(f'{v} {s}' for v, s in seeds.items())}). Map metrics are each run's "
+    'mean over the test images. KLD: lower is better. Reliance: test minus decoy accuracy (0 for '
+    "a model that ignores the shortcut marker); corner mass: the map's share in the marker's "
+    'corner (uniform: 0.014).',
+    '',
+    '| variant | ' + ' | '.join(keys) + ' |',
+    '|---|' + '---|' * len(keys),
+  ]
+  for v in names:
+    lines.append(f'| {v} | ' + ' | '.join(_fmt_interval(table[v][k]) for k in keys) + ' |')
+  for ref, per_variant in diffs.items():
+    lines += [
+      '',
+      f'Difference to `{ref}`, paired by seed, mean with a 95% t interval across seeds '
+      '(map metrics relative, the rest absolute):',
+      '',
+      '| variant | ' + ' | '.join(keys) + ' |',
+      '|---|' + '---|' * len(keys),
+    ]
+    for v, e in per_variant.items():
+      cells = [
+        _fmt_interval(e[f'{k}_relative'], 1, percent=True) if k in SHOWN else _fmt_interval(e[k])
+        for k in keys
+      ]
+      lines.append(f'| {v} | ' + ' | '.join(cells) + ' |')
+  lines += ['', '![KLD and NSS](comparison.png)', '']
+  return '\n'.join(lines)
 
 
 def compare(
@@ -30,115 +292,125 @@ def compare(
   names: Sequence[str] | None = None,
   explainer: str = 'grad_cam',
   split: str = 'test',
+  references: Sequence[str] | None = None,
+  unpaired: bool = False,
 ) -> dict:
-  """Builds the comparison; returns it as a dict."""
-  names = names or [epath.Path(w).name for w in workdirs]
+  """Compares single runs (``--workdirs``); writes and returns the comparison."""
+  names = list(names or [epath.Path(w).name for w in workdirs])
   if len(names) != len(workdirs):
-    raise ValueError(f'{len(names)} names for {len(workdirs)} workdirs')
-  runs = {}
-  for name, w in zip(names, workdirs):
-    path = epath.Path(w) / 'eval' / split / 'metrics.json'
-    if not path.exists():
-      raise FileNotFoundError(f'{path} not found: run main.py --mode=evaluate on {w} first')
-    runs[name] = json.loads(path.read_text())
-  base = names[0]
-  n_images = {n: r['num_images'] for n, r in runs.items()}
-  if len(set(n_images.values())) != 1:
-    raise ValueError(f'the runs were evaluated on different image sets: {n_images}')
-  rows, changes = {}, {}
-  for n in names:
-    per = runs[n]['per_image'][explainer]
-    rows[n] = {k: dict(zip(('mean', 'ci95'), _mean_ci(per[k]))) for k in report.MAP_METRICS}
-    rows[n]['accuracy'] = runs[n]['classification']['accuracy']
-    rows[n]['mean_auc'] = runs[n]['classification']['mean_auc']
-    if n != base:
-      changes[n] = {}
-      for k in report.MAP_METRICS:
-        c, lo, hi = bootstrap.paired_relative_change_ci(
-          runs[base]['per_image'][explainer][k], per[k]
-        )
-        changes[n][k] = {'change': c, 'ci95': [lo, hi]}
-  out = epath.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
+    raise ComparisonError(f'{len(names)} names for {len(workdirs)} workdirs')
+  runs = {n: load_results(w, split) for n, w in zip(names, workdirs)}
   result = {
     'explainer': explainer,
     'split': split,
-    'baseline': base,
-    'runs': rows,
-    'relative_change': changes,
+    'references': list(references or names[:1]),
     'workdirs': dict(zip(names, map(str, workdirs))),
+    **compare_runs(runs, references or names[:1], explainer, unpaired),
   }
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
   (out / 'comparison.json').write_text(json.dumps(result, indent=1))
-  (out / 'comparison.md').write_text(_markdown(result, names))
-  figures.comparison_chart(names, rows, out / 'comparison.png')
+  (out / 'comparison.md').write_text(_runs_markdown(result, names))
+  figures.comparison_chart(names, result['runs'], out / 'comparison.png')
   return result
 
 
-def _mean_ci(values: Sequence[float]):
-  m, lo, hi = bootstrap.mean_ci(values)
-  return m, [lo, hi]
+def sweep_runs(sweep_dir: str | os.PathLike, split: str = 'test') -> dict[str, dict[int, dict]]:
+  """``{variant: {seed: metrics.json}}`` of the evaluated runs of a sweep folder."""
+  groups = {}
+  root = epath.Path(sweep_dir)
+  for variant_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for run in sorted(variant_dir.iterdir()):
+      m = re.fullmatch(r'seed_(\d+)', run.name)
+      if m and (run / 'eval' / split / 'metrics.json').exists():
+        groups.setdefault(variant_dir.name, {})[int(m.group(1))] = load_results(run, split)
+  if not groups:
+    raise ComparisonError(f'no evaluated <variant>/seed_<k> runs in {root}')
+  return groups
 
 
-def _markdown(result: dict, names: Sequence[str] | None) -> str:
-  rows, ch, base = result['runs'], result['relative_change'], result['baseline']
-  key = ('kld', 'nss', 'cc', 'sim', 'auc_judd', 'auc_shuffled')
-  lines = [
-    f'# Comparison ({result["explainer"]} maps, {result["split"]} split)',
-    '',
-    f'Means with 95% bootstrap intervals; changes relative to `{base}` with paired '
-    'bootstrap intervals over the same images. KLD: lower is better.',
-    '',
-    '| run | accuracy | mean AUC | ' + ' | '.join(key) + ' |',
-    '|---|---|---|' + '---|' * len(key),
-  ]
-  for n in names:
-    r = rows[n]
-    lines.append(
-      f'| {n} | {r["accuracy"]:.3f} | {r["mean_auc"]:.3f} | '
-      + ' | '.join(
-        f'{r[k]["mean"]:.3f} [{r[k]["ci95"][0]:.3f}, {r[k]["ci95"][1]:.3f}]' for k in key
-      )
-      + ' |'
-    )
-  lines += [
-    '',
-    f'Relative change against `{base}`:',
-    '',
-    '| run | ' + ' | '.join(key) + ' |',
-    '|---|' + '---|' * len(key),
-  ]
-  for n in names[1:]:
-    lines.append(
-      f'| {n} | '
-      + ' | '.join(
-        f'{100 * ch[n][k]["change"]:+.1f}% [{100 * ch[n][k]["ci95"][0]:+.1f}, '
-        f'{100 * ch[n][k]["ci95"][1]:+.1f}]'
-        for k in key
-      )
-      + ' |'
-    )
-  lines += ['', '![KLD and NSS](comparison.png)', '']
-  return '\n'.join(lines)
+def compare_sweep(
+  sweep_dir: str | os.PathLike,
+  out_dir: str | os.PathLike,
+  references: Sequence[str],
+  explainer: str = 'grad_cam',
+  split: str = 'test',
+  variants: Sequence[str] | None = None,
+) -> dict:
+  """Aggregates a sweep across seeds (``--sweep``); writes and returns the comparison."""
+  groups = sweep_runs(sweep_dir, split)
+  if variants:
+    missing = [v for v in variants if v not in groups]
+    if missing:
+      raise ComparisonError(f'no evaluated runs of {missing} in {sweep_dir}')
+    groups = {v: groups[v] for v in variants}
+  result = {
+    'explainer': explainer,
+    'split': split,
+    'references': list(references),
+    'sweep': str(sweep_dir),
+    **aggregate_seeds(groups, references, explainer),
+  }
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'comparison.json').write_text(json.dumps(result, indent=1))
+  (out / 'comparison.md').write_text(_seeds_markdown(result))
+  rows = {
+    v: {k: {'mean': e['mean'], 'ci95': [e['lo'], e['hi']]} for k, e in t.items() if k != 'seeds'}
+    for v, t in result['variants'].items()
+  }
+  figures.comparison_chart(list(rows), rows, out / 'comparison.png')
+  return result
 
 
-_WORKDIRS = flags.DEFINE_list(
-  'workdirs', None, 'Evaluated run directories; the first is the reference.'
-)
-_NAMES = flags.DEFINE_list('names', None, 'Display names (default: folder names).')
-_OUT = flags.DEFINE_string('out', None, 'Output folder.')
-_EXPLAINER = flags.DEFINE_enum(
-  'explainer', 'grad_cam', list(report.EXPLAINERS), 'Which explanation maps to compare.'
-)
-_SPLIT = flags.DEFINE_string('split', 'test', 'Evaluated split.')
+def _cli() -> None:
+  """The command line (its flags are defined only when this module runs as the program)."""
+  workdirs = flags.DEFINE_list('workdirs', None, 'Evaluated run directories.')
+  sweep = flags.DEFINE_string('sweep', None, 'A sweep folder (<variant>/seed_<k>/ runs).')
+  names = flags.DEFINE_list('names', None, 'Display names of --workdirs (default: folder names).')
+  references = flags.DEFINE_list(
+    'references', None, 'Runs (or sweep variants) to compare against (default: the first run).'
+  )
+  variants = flags.DEFINE_list('variants', None, 'Sweep variants to show, in order (default: all).')
+  out = flags.DEFINE_string('out', None, 'Output folder.', required=True)
+  explainer = flags.DEFINE_enum(
+    'explainer', 'grad_cam', list(report.EXPLAINERS), 'Which explanation maps to compare.'
+  )
+  split = flags.DEFINE_string('split', 'test', 'Evaluated split.')
+  unpaired = flags.DEFINE_bool(
+    'unpaired', False, 'Compare runs evaluated on different images, with unpaired intervals.'
+  )
 
+  def main(argv: Sequence[str]) -> None:
+    del argv
+    if bool(workdirs.value) == bool(sweep.value):
+      raise app.UsageError('give either --workdirs or --sweep')
+    try:
+      if sweep.value:
+        compare_sweep(
+          sweep.value,
+          out.value,
+          references.value or [],
+          explainer.value,
+          split.value,
+          variants.value,
+        )
+      else:
+        compare(
+          workdirs.value,
+          out.value,
+          names.value,
+          explainer.value,
+          split.value,
+          references.value,
+          unpaired.value,
+        )
+    except ComparisonError as e:
+      raise app.UsageError(str(e)) from e
+    print((epath.Path(out.value) / 'comparison.md').read_text())
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  result = compare(_WORKDIRS.value, _OUT.value, _NAMES.value, _EXPLAINER.value, _SPLIT.value)
-  print((epath.Path(_OUT.value) / 'comparison.md').read_text())
-  del result
+  app.run(main)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['workdirs', 'out'])
-  app.run(main)
+  _cli()

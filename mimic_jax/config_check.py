@@ -17,12 +17,14 @@ from data_builders.mimic_cxr_egd import mimic_cxr_egd_dataset_builder as egd_bui
 from mimic_jax import methods
 from mimic_jax import models
 from mimic_jax import tuning
+from mimic_jax.evaluation import report
 from mimic_jax.models import pretrained
 
 CHOICES = {
   **methods.CHOICES,
   **models.CHOICES,
   **tuning.CHOICES,
+  **report.CHOICES,
   'model.member_init': pretrained.MEMBER_INITS,
   'data.builder_config': tuple(c.name for c in egd_builder.MimicCxrEgd.BUILDER_CONFIGS),
 }
@@ -72,6 +74,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _fail(
       f'config.ensemble.num_models={config.ensemble.num_models} must be >= 2 for method '
       f'{config.method!r}'
+    )
+  gc = config.gaze
+  if not 0.0 <= gc.floor < 1.0:
+    _fail(f'config.gaze.floor={gc.floor} must be in [0, 1)')
+  if not 0.0 < gc.region_mass <= 1.0:
+    _fail(f'config.gaze.region_mass={gc.region_mass} must be in (0, 1]')
+  if gc.pool < 1 or gc.warmup_epochs < 0:
+    _fail(
+      f'config.gaze.pool={gc.pool} must be >= 1 and config.gaze.warmup_epochs='
+      f'{gc.warmup_epochs} >= 0'
     )
   if config.mimic.period < 2:
     _fail(f'config.mimic.period={config.mimic.period} must be >= 2')

@@ -91,6 +91,43 @@ def test_gradient_shap_mean_matches_its_definition():
   assert np.all(np.abs(attr - expected) <= tol)
 
 
+def test_gradient_shap_draws_its_points_per_example_and_sample():
+  """captum draws an interpolation point per example and sample. Two copies of one example
+  in a batch get different points, so different attributions (with one shared draw per
+  sample they were identical); each example's attribution is the mean over its own draws."""
+  _, f, x = _quadratic(5)
+  twins = jnp.stack([x[0], x[0]])
+  y = jnp.asarray([1, 1])
+  _, attr = explain.gradient_shap(f, twins, y, jax.random.key(0), samples=3)
+  assert float(jnp.max(jnp.abs(attr[0] - attr[1]))) > 1e-4
+  # With one sample, each example's attribution is (x - b) grad f_y at b + alpha (x - b) for
+  # its own alpha: recover alpha per example (grad f_y = 2 v_y z) and check it is in (0, 1).
+  v = _quadratic(5)[0]
+  _, one = explain.gradient_shap(f, twins, y, jax.random.key(0), samples=1)
+  alphas = one / (2 * v[y] * twins**2)
+  for a in np.asarray(alphas).reshape(2, -1):
+    np.testing.assert_allclose(a, a[0], rtol=1e-4)  # one alpha for all pixels of an example
+    assert 0.0 < a[0] < 1.0
+  assert abs(float(alphas[0].ravel()[0] - alphas[1].ravel()[0])) > 1e-4
+
+
+def test_grad_cam_of_the_log_softmax_scales_each_example_by_its_probability():
+  """``target='log_softmax'``: d log p_y / dA = d z_y / dA - sum_k p_k d z_k / dA. For the
+  hand-built model (logits = mean_hw A @ W) the channel weights are ``(W[:, y] - W p) / (H W)``."""
+  rng = np.random.default_rng(3)
+  w = rng.normal(size=(4, 3)).astype(np.float32)
+  x = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
+  y = np.array([2, 0])
+  model = _KnownCam(w)
+  variables = model.init(jax.random.key(0), x)
+  variables = {k: v for k, v in variables.items() if k != 'perturbations'}
+  logits, cam = explain.grad_cam(model.apply, variables, x, y, layer='feat', target='log_softmax')
+  p = np.asarray(jax.nn.softmax(logits))
+  weights = (w[:, y].T - p @ w.T) / 30.0  # (B, C)
+  expected = np.maximum(np.einsum('bhwc,bc->bhw', x, weights), 0.0)
+  np.testing.assert_allclose(cam, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_integrated_gradients_completeness_and_linear_shap():
   v, quad, x = _quadratic(4)
   y = jnp.asarray([0, 2])

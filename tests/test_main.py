@@ -1,9 +1,13 @@
 """End to end through the command lines: main.py (train, evaluate), compare, the build CLI."""
 
+import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import mimic
@@ -50,6 +54,20 @@ def test_evaluation_files_hold_the_computed_numbers(evaluated_runs):
   acc = metrics['classification']['accuracy']
   assert f'accuracy {acc:.4f}' in report
   assert list(ev.glob('gallery_*.png'))
+  # Every image by id, and what was evaluated.
+  ids = metrics['per_image']['dicom_id']
+  assert len(ids) == metrics['num_images'] == metrics['dataset']['num_examples']
+  assert metrics['dataset']['split'] == 'test' and metrics['dataset']['version'] == '1.0.0'
+  assert metrics['dataset']['ids_sha256'] == hashlib.sha256('\n'.join(ids).encode()).hexdigest()
+  # The synthetic data's shortcut: the decoy split holds the same images, markers moved.
+  sc = metrics['shortcut']
+  assert sorted(sc['per_image']['dicom_id']) == sorted(ids)
+  assert sc['accuracy'] == pytest.approx(np.mean(sc['per_image']['correct']), rel=1e-12)
+  assert sc['shortcut_reliance'] == pytest.approx(acc - sc['accuracy'], rel=1e-12, abs=1e-12)
+  masses = sc['per_image']['corner_mass']['grad_cam']['test']
+  assert all(0.0 <= m <= 1.0 for m in masses)
+  assert sc['corner_mass']['grad_cam']['corner_mass_test']['mean'] == pytest.approx(np.mean(masses))
+  assert 'Shortcut reliance' in report and 'Images each mean is over' in report
 
 
 def test_compare_writes_relative_changes(evaluated_runs, tmp_path):
@@ -65,11 +83,80 @@ def test_compare_writes_relative_changes(evaluated_runs, tmp_path):
   result = json.loads((tmp_path / 'comparison.json').read_text())
   base = result['runs']['baseline']['kld']['mean']
   other = result['runs']['mimic']['kld']['mean']
-  assert result['relative_change']['mimic']['kld']['change'] == pytest.approx(
+  assert result['relative_change']['baseline']['mimic']['kld']['change'] == pytest.approx(
     other / base - 1, rel=1e-9
   )
   assert f'{100 * (other / base - 1):+.1f}%' in (tmp_path / 'comparison.md').read_text()
   assert (tmp_path / 'comparison.png').stat().st_size > 1000
+
+
+def test_compare_refuses_runs_on_different_images(evaluated_runs, tmp_path):
+  """Runs evaluated on different test sets are not compared "paired over the same images":
+  an error naming both, unless --unpaired, which says so in the report."""
+  other = tmp_path / 'other'
+  shutil.copytree(evaluated_runs / 'mimic' / 'eval', other / 'eval')
+  path = other / 'eval' / 'test' / 'metrics.json'
+  metrics = json.loads(path.read_text())
+  metrics['per_image']['dicom_id'][0] = 'another-image'
+  path.write_text(json.dumps(metrics))
+  args = [
+    '-m',
+    'mimic_jax.compare',
+    f'--workdirs={evaluated_runs}/baseline,{other}',
+    f'--out={tmp_path}/out',
+  ]
+  refused = _run(args)
+  assert refused.returncode != 0
+  assert 'baseline and other were evaluated on different images' in refused.stderr
+  unpaired = _run([*args, '--unpaired'])
+  assert unpaired.returncode == 0, unpaired.stderr[-3000:]
+  assert '**unpaired** bootstrap intervals' in (tmp_path / 'out' / 'comparison.md').read_text()
+  path.write_text('{"truncated')
+  broken = _run(args)
+  assert broken.returncode != 0 and f'{path} is not valid JSON' in broken.stderr
+
+
+def test_sweep_over_variants_and_seeds_then_resumes(tiny_dataset, tmp_path):
+  """Two variants x two seeds, then the same command again (nothing to do); the comparison
+  across seeds holds each variant's mean over its seeds and the paired differences."""
+  data_dir, manual_dir = tiny_dataset
+  args = [
+    '-m',
+    'mimic_jax.sweep',
+    '--variants=baseline,ensemble',
+    '--seeds=0-1',
+    '--config=configs/test.py',
+    '--nosynthetic',
+    f'--out={tmp_path}',
+    '--',
+    f'--config.data.data_dir={data_dir}',
+    f'--config.data.manual_dir={manual_dir}',
+  ]
+  first = _run(args)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert first.stdout.count('done in') == 4
+  again = _run(args)
+  assert again.returncode == 0 and again.stdout.count('evaluated already') == 4
+  result = json.loads((tmp_path / 'comparison' / 'comparison.json').read_text())
+  acc = {
+    (v, s): json.loads((tmp_path / v / f'seed_{s}' / 'eval' / 'test' / 'metrics.json').read_text())[
+      'classification'
+    ]['accuracy']
+    for v in ('baseline', 'ensemble')
+    for s in (0, 1)
+  }
+  for v in ('baseline', 'ensemble'):
+    assert result['variants'][v]['seeds'] == [0, 1]
+    assert result['variants'][v]['accuracy']['mean'] == pytest.approx(
+      (acc[v, 0] + acc[v, 1]) / 2, rel=1e-12
+    )
+  diff = result['difference']['baseline']['ensemble']['accuracy']['mean']
+  assert diff == pytest.approx(
+    (acc['ensemble', 0] - acc['baseline', 0] + acc['ensemble', 1] - acc['baseline', 1]) / 2,
+    abs=1e-12,
+  )
+  text = (tmp_path / 'comparison' / 'comparison.md').read_text()
+  assert 'Difference to `baseline`, paired by seed' in text
 
 
 def test_unknown_config_key_fails_before_any_work(tmp_path):
@@ -120,3 +207,47 @@ def test_build_cli_and_unknown_config(tmp_path):
 def test_unknown_variant_names_the_choices():
   with pytest.raises(ValueError, match="unknown config variant 'nope'"):
     mimic.get_config('nope')
+
+
+def test_compare_runs_without_the_training_stack():
+  out = _run(
+    [
+      '-c',
+      'import sys, mimic_jax.compare; print(sorted(m for m in sys.modules if '
+      'm.split(".")[0] in ("flax", "orbax", "tensorflow_datasets", "optax")))',
+    ]
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip() == '[]'
+
+
+def test_a_second_identical_run_compiles_nothing_new(tiny_dataset, tmp_path):
+  """The persistent compilation cache: a second run of the same command in a fresh workdir
+  finds every program the first one compiled and writes no entry; no write fails."""
+  data_dir, manual_dir = tiny_dataset
+  cache = tmp_path / 'cache'
+  env = dict(
+    os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0'
+  )
+  listings = []
+  for run in ('first', 'second'):
+    out = subprocess.run(
+      [
+        sys.executable,
+        'main.py',
+        '--config=configs/test.py:baseline',
+        f'--workdir={tmp_path / run}',
+        '--mode=train_and_evaluate',
+        f'--config.data.data_dir={data_dir}',
+        f'--config.data.manual_dir={manual_dir}',
+      ],
+      capture_output=True,
+      text=True,
+      env=env,
+      check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'Error writing persistent compilation cache' not in out.stderr
+    listings.append(sorted(p.name for p in cache.iterdir()))
+  assert len(listings[0]) >= 4  # init, the step, validation, evaluation's programs
+  assert listings[1] == listings[0]

@@ -1,5 +1,6 @@
 """The methods: stacked ensembles, the explanation gradient in ``mimic``, the gaze penalties."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from scipy import special
 
 from configs import test as test_config
+from mimic_jax import explainers as explain
 from mimic_jax import methods
 from mimic_jax.evaluation import saliency_metrics
 from mimic_jax.methods import base
@@ -169,17 +171,96 @@ def test_kld_loss_is_the_mit_formula_in_float64():
   )
 
 
-@pytest.mark.parametrize('penalty', ['kld', 'rrr'])
-def test_gaze_penalty_is_finite_and_differentiable(setup, penalty):
+def _gaze_method(model, **overrides):
+  config = test_config.get_config('gaze')
+  for key, value in overrides.items():
+    config.gaze[key] = value
+  return methods.create(config, model)
+
+
+@pytest.mark.parametrize(
+  'overrides',
+  [
+    {'penalty': 'kld'},
+    {'penalty': 'kld', 'floor': 0.1, 'pool': 2},
+    {'penalty': 'energy'},
+    {'penalty': 'energy', 'explanation': 'grad_cam'},
+    {'penalty': 'rrr'},
+  ],
+)
+def test_gaze_penalty_is_finite_and_differentiable(setup, overrides):
   model, x, y, variables = setup
-  single = jax.tree.map(lambda v: v[0], variables)
-  gaze = jnp.asarray(np.random.default_rng(3).random((4, 8, 8)), jnp.float32)
-  gaze = gaze / gaze.sum(axis=(1, 2), keepdims=True)
-  value, grads = jax.value_and_grad(
-    lambda v: gaze_lib.gaze_penalty(model.apply, v, x, y, gaze, penalty=penalty)
-  )(single)
+  method = _gaze_method(model, **overrides)
+  single = jax.tree.map(lambda v: v[:1], variables['params'])
+  gaze = jnp.asarray(np.random.default_rng(3).random((4, 16, 16)), jnp.float32) ** 4
+  batch = {'image': x, 'label': y, 'gaze': gaze / gaze.sum(axis=(1, 2), keepdims=True)}
+
+  def penalty(p):
+    return method.member_loss(p, {}, None, batch, jax.random.key(0), 'train')[1][0]['penalty']
+
+  value, grads = jax.value_and_grad(penalty)(single)
   assert np.isfinite(float(value)) and float(value) > 0
   assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) > 0
+
+
+def test_gazed_region_holds_the_asked_mass():
+  gaze = jnp.asarray([[[0.4, 0.3], [0.2, 0.1]], [[0.0, 0.0], [0.0, 0.0]]])
+  np.testing.assert_array_equal(
+    gaze_lib.gazed_region(gaze, 0.65)[0], [[True, True], [False, False]]
+  )
+  np.testing.assert_array_equal(gaze_lib.gazed_region(gaze, 0.7)[0], [[True, True], [False, False]])
+  np.testing.assert_array_equal(gaze_lib.gazed_region(gaze, 0.71)[0], [[True, True], [True, False]])
+  assert bool(gaze_lib.gazed_region(gaze, 0.9)[1].all())  # no gaze: everywhere
+
+
+def test_energy_and_kld_penalties_by_hand():
+  saliency = jnp.asarray([[[1.0, 3.0], [0.0, 4.0]]])
+  region = jnp.asarray([[[True, False], [False, True]]])
+  assert float(gaze_lib.energy_penalty(saliency, region)) == pytest.approx(3.0 / 8.0)
+  assert float(gaze_lib.energy_penalty(10 * saliency, region)) == pytest.approx(3.0 / 8.0)
+  gaze = jnp.asarray([[[0.5, 0.0], [0.5, 0.0]]])
+  # floor 0.2: S' = 0.8 * S / 8 + 0.2 / 4 = [[0.15, 0.35], [0.05, 0.45]].
+  expected = 0.5 * np.log(0.5 / 0.15) + 0.5 * np.log(0.5 / 0.05)
+  with jax.enable_x64(True):
+    got = gaze_lib.kld_penalty(saliency.astype(jnp.float64), gaze.astype(jnp.float64), 0.2)
+  assert float(got) == pytest.approx(expected, rel=1e-9)
+
+
+def test_rrr_penalty_of_a_linear_model_by_hand():
+  """Logits ``z = x W`` (x flattened): d sum_k log p_k / dx = sum_k W_k - K sum_j p_j W_j, so
+  the penalty is ``mean_b sum_pixels (outside * that)^2``, worked here in float64 NumPy from
+  the gaze's region (the highest pixels holding 0.6 of the gaze mass)."""
+  rng = np.random.default_rng(7)
+  w = rng.normal(size=(16, 3))
+
+  class Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      return x.reshape(x.shape[0], -1) @ jnp.asarray(w)
+
+  x = rng.normal(size=(2, 4, 4, 1))
+  gaze = rng.random((2, 4, 4))
+  gaze /= gaze.sum(axis=(1, 2), keepdims=True)
+  config = test_config.get_config('gaze')
+  config.gaze.penalty = 'rrr'
+  config.gaze.region_mass = 0.6
+  method = methods.create(config, Linear())
+  with jax.enable_x64(True):
+    batch = {'image': jnp.asarray(x), 'label': jnp.asarray([0, 1]), 'gaze': jnp.asarray(gaze)}
+    (_, (scalars, _)) = method.member_loss(
+      {'p': jnp.zeros((1,))}, {}, None, batch, jax.random.key(0), 'train'
+    )
+  expected = []
+  for xb, gb in zip(x, gaze):
+    z = xb.reshape(-1) @ w
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    grad = w.sum(axis=1) - 3 * w @ p  # (16,)
+    order = np.argsort(-gb.ravel())
+    kept = order[: np.searchsorted(np.cumsum(gb.ravel()[order]), 0.6) + 1]
+    outside = np.ones(16)
+    outside[kept] = 0
+    expected.append(np.sum((outside * grad) ** 2))
+  assert float(scalars['penalty']) == pytest.approx(np.mean(expected), rel=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -214,10 +295,12 @@ def test_shared_forward_gives_the_two_forward_loss_and_gradients(method_name, ex
   def reference(params):
     logits = base.map_members(lambda p: model.apply({'params': p}, x, train=True), params)
     ce = base.ensemble_ce(logits, y)
-    if method_name == 'gaze':
-      pen = base.map_members(
-        lambda p: gaze_lib.gaze_penalty(model.apply, {'params': p}, x, y, batch['gaze']), params
+    if method_name == 'gaze':  # eval-mode input gradients, a forward pass of their own
+      grads = base.map_members(
+        lambda p: explain.input_gradients(lambda z: model.apply({'params': p}, z), x, y)[1],
+        params,
       )
+      pen = base.map_members(lambda g: method._penalty(g, batch['gaze']), grads)
       return ce + config.gaze.weight * pen.sum()
     maps = base.member_explanations(
       model.apply,
@@ -233,7 +316,7 @@ def test_shared_forward_gives_the_two_forward_loss_and_gradients(method_name, ex
     return ce + config.mimic.beta * adversarial
 
   def shared(params):
-    phase = method.phases[-1]  # gaze: its one phase; mimic: adversarial
+    phase = 'train' if method_name == 'gaze' else 'adversarial'
     return method.member_loss(params, {}, disc, batch, jax.random.key(2), phase)[0]
 
   l1, g1 = jax.value_and_grad(shared)(params)

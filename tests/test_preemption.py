@@ -90,8 +90,13 @@ def test_corrupted_latest_checkpoint_falls_back(tiny_dataset, tmp_path):
   config.num_train_steps = 12
   resumed = loop.train_and_evaluate(config, str(work), devices=jax.devices()[:1])
   text = (work / 'log.txt').read_text()
-  assert 'Checkpoint step 8 cannot be restored' in text
+  assert f'Checkpoint step 8 ({work}/checkpoints/8) cannot be restored: ' in text
   assert 'Resumed from checkpoint step 4' in text
+  # The corrupt step was moved aside, so the rerun's save of step 8 was written, not skipped.
+  assert [p.name.split('-')[0] for p in (work / 'quarantine').iterdir()] == ['8']
+  assert {'4', '8', '12'} <= {p.name for p in (work / 'checkpoints').iterdir()}
   straight = loop.train_and_evaluate(config, str(tmp_path / 'straight'), devices=jax.devices()[:1])
   for a, b in zip(_leaves(straight), _leaves(resumed)):
     np.testing.assert_array_equal(a, b)
+  eight = checkpoints.load_state(config, str(work), devices=jax.devices()[:1])
+  assert int(eight.step) == 12

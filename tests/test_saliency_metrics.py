@@ -91,6 +91,73 @@ def test_auc_judd_against_matlab_transcription_and_extremes(maps):
   assert sm.auc_judd(-perfect, f) == pytest.approx(0.5 / (f != 0).sum(), abs=1e-12)
 
 
+class _Matlab:
+  """Line-by-line float64 transcriptions of the benchmark's MATLAB metrics
+  (cvzoya/saliency/code_forMetrics: KLdiv.m, NSS.m, CC.m, similarity.m, InfoGain.m), for maps
+  already on the same grid (no imresize): an independent computation to check ours against."""
+
+  @staticmethod
+  def kld(saliency_map, fixation_map):
+    map1, map2 = saliency_map.astype(float), fixation_map.astype(float)
+    if np.any(map1):
+      map1 = map1 / np.sum(map1)
+    if np.any(map2):
+      map2 = map2 / np.sum(map2)
+    return np.sum(map2 * np.log(EPS + map2 / (map1 + EPS)))
+
+  @staticmethod
+  def nss(saliency_map, fixation_map):
+    m = saliency_map.astype(float)
+    m = (m - np.mean(m)) / np.std(m, ddof=1)  # MATLAB's std: N - 1
+    return np.mean(m[fixation_map.astype(bool)])
+
+  @staticmethod
+  def cc(saliency_map1, saliency_map2):
+    def z(m):
+      return (m - np.mean(m)) / np.std(m, ddof=1)
+
+    a, b = z(saliency_map1.astype(float)), z(saliency_map2.astype(float))
+    # corr2(A, B)
+    a, b = a - a.mean(), b - b.mean()
+    return np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b))
+
+  @staticmethod
+  def similarity(saliency_map1, saliency_map2):
+    out = []
+    for m in (saliency_map1.astype(float), saliency_map2.astype(float)):
+      if np.any(m):
+        m = (m - m.min()) / (m.max() - m.min())
+        m = m / np.sum(m)
+      out.append(m)
+    return np.sum(np.minimum(*out))
+
+  @staticmethod
+  def info_gain(saliency_map, fixation_map, baseline_map):
+    map1 = saliency_map.ravel(order='F').astype(float)
+    mapb = baseline_map.ravel(order='F').astype(float)
+    map1 = (map1 - map1.min()) / (map1.max() - map1.min())
+    mapb = (mapb - mapb.min()) / (mapb.max() - mapb.min())
+    map1, mapb = map1 / map1.sum(), mapb / mapb.sum()
+    locs = fixation_map.ravel(order='F').astype(bool)
+    return np.mean(np.log2(EPS + map1[locs]) - np.log2(EPS + mapb[locs]))
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_metrics_against_a_matlab_transcription(seed):
+  """KLD, NSS, CC, SIM and IG against the transcriptions of the MATLAB code, on random maps
+  (skewed, with exact zeros) and random fixations."""
+  rng = np.random.default_rng(seed)
+  s = rng.random((17, 23)) ** 3 * (rng.random((17, 23)) > 0.2)
+  g = rng.random((17, 23)) ** 2
+  f = (rng.random((17, 23)) > 0.9).astype(np.uint8)
+  b = rng.random((17, 23))
+  assert sm.kld(s, g) == pytest.approx(_Matlab.kld(s, g), rel=1e-12)
+  assert sm.nss(s, f) == pytest.approx(_Matlab.nss(s, f), rel=1e-12)
+  assert sm.cc(s, g) == pytest.approx(_Matlab.cc(s, g), rel=1e-12)
+  assert sm.sim(s, g) == pytest.approx(_Matlab.similarity(s, g), rel=1e-12)
+  assert sm.information_gain(s, f, b) == pytest.approx(_Matlab.info_gain(s, f, b), rel=1e-12)
+
+
 def _expected_borji(sal, fix, step=0.1, negatives=None):
   """The expectation of the sampled AUC (saliency-metrics.md section 2.6)."""
   s = ((sal - sal.min()) / (sal.max() - sal.min())).ravel()

@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 
 from data_builders.mimic_cxr_egd import egd_format as fmt
+from data_builders.synthetic_egd import anatomy
+from data_builders.synthetic_egd import generate
 
 MASTER_HEADER = (
   'dicom_id,path,study_id,patient_id,stay_id,gender,anchor_age,image_top_pad,image_bottom_pad,'
@@ -189,3 +191,42 @@ def test_shortcut_marker_follows_the_class_in_train_only(synthetic_tree):
   assert all(s.marker_corner == s.label for s in train)  # fixture: train=1.0
   assert all(s.marker_corner is None for s in specs if s.split == 'validation')
   assert fmt.CLASS_NAMES == ('Normal', 'CHF', 'pneumonia')
+
+
+def test_decoy_twin_moves_only_the_markers(tmp_path):
+  """The decoy tree: the same rows, fixations and pixels as the tree written with the same
+  arguments, except that every marker sits in a wrong class's corner (and the pixels around
+  the two markers differ)."""
+  kwargs = dict(
+    num_images=9,
+    seed=4,
+    scale=0.2,
+    shortcut={'train': 1.0, 'validation': 0.5, 'test': 0.0},
+    raw_gaze=False,
+    num_workers=0,
+  )
+  specs = generate.write_tree(tmp_path / 'plain', **kwargs)
+  decoy = generate.write_tree(tmp_path / 'decoy', decoy=True, **kwargs)
+  assert [s.dicom_id for s in specs] == [s.dicom_id for s in decoy]
+  assert all(d.marker_corner != d.label and d.marker_corner in (0, 1, 2) for d in decoy)
+  for name in ('master_sheet.csv', 'fixations.csv'):
+    assert (tmp_path / 'plain' / fmt.EGD_DIR / name).read_bytes() == (
+      tmp_path / 'decoy' / fmt.EGD_DIR / name
+    ).read_bytes()
+  for s, d in zip(specs, decoy):
+    rel = (
+      f'{fmt.JPG_DIR}/files/p{str(s.patient_id)[:2]}/p{s.patient_id}/s{s.study_id}/{s.dicom_id}.jpg'
+    )
+    a = np.asarray(Image.open(tmp_path / 'plain' / rel), np.float64)
+    b = np.asarray(Image.open(tmp_path / 'decoy' / rel), np.float64)
+    corners = {s.marker_corner, d.marker_corner}
+    outside = np.ones(a.shape, bool)
+    for c in corners:
+      u, v = anatomy.CORNERS[c]
+      rows = np.abs((np.arange(a.shape[0]) + 0.5) / a.shape[0] - v) < 0.1
+      cols = np.abs((np.arange(a.shape[1]) + 0.5) / a.shape[1] - u) < 0.1
+      outside &= ~(rows[:, None] & cols[None, :])
+    # JPEG blocks spread a change by a few pixels; away from both markers nothing moved.
+    assert np.max(np.abs(a - b)[outside]) <= 2, s.dicom_id
+    if s.marker_corner != d.marker_corner:
+      assert np.max(np.abs(a - b)) > 100

@@ -47,8 +47,10 @@ def test_each_method_trains_and_writes_logs(tiny_dataset, tmp_path, variant):
 
 
 def test_one_and_eight_devices_give_the_same_parameters(tiny_dataset, tmp_path):
+  """``mimic`` alternating by step (discriminator, adversarial, discriminator, adversarial):
+  both phases, the double-backprop step included."""
   assert jax.device_count() == 8
-  config = _config(tiny_dataset, 'mimic')
+  config = _config(tiny_dataset, 'mimic', **{'mimic.alternation': 'step'})
   one = loop.train_and_evaluate(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
   eight = loop.train_and_evaluate(config, str(tmp_path / 'eight'), devices=jax.devices())
   # The 8-device step sums its gradient in another order; Adam divides by sqrt(v), so on a

@@ -1,7 +1,7 @@
 r"""Writes a synthetic PhysioNet-format EGD + MIMIC-CXR-JPG tree.
 
   python -m data_builders.synthetic_egd --output_dir DIR --num_images N --seed S \
-      [--scale 1.0] [--shortcut train=0.9,validation=0.9,test=0]
+      [--scale 1.0] [--shortcut train=0.9,validation=0.9,test=0] [--decoy]
 """
 
 from collections.abc import Sequence
@@ -29,6 +29,12 @@ _SHORTCUT = flags.DEFINE_string(
   'e.g. "train=0.9,validation=0.9,test=0"; splits not named get no marker.',
 )
 _RAW_GAZE = flags.DEFINE_bool('raw_gaze', True, 'Also write the 60 Hz eye_gaze.csv.')
+_DECOY = flags.DEFINE_bool(
+  'decoy',
+  False,
+  'The decoy twin of the tree the same flags write without it: every corner marker in a '
+  "wrong class's corner, everything else the same.",
+)
 
 
 def parse_shortcut(text: str) -> dict[str, float]:
@@ -67,6 +73,7 @@ def main(argv: Sequence[str]) -> None:
     shortcut=parse_shortcut(_SHORTCUT.value),
     raw_gaze=_RAW_GAZE.value,
     progress=progress,
+    decoy=_DECOY.value,
   )
   print(file=sys.stderr)
   counts = {s: sum(x.split == s for x in specs) for s in ('train', 'validation', 'test')}

@@ -114,6 +114,15 @@ def plan_images(
   return specs
 
 
+def decoy_specs(specs: list[ImageSpec], seed: int) -> list[ImageSpec]:
+  """``specs`` with every marker moved to a wrong class's corner (drawn from a generator of
+  its own, so that everything else in the tree stays as it was)."""
+  rng = np.random.default_rng((seed, 0xDEC0))
+  return [
+    dataclasses.replace(s, marker_corner=(s.label + 1 + int(rng.integers(2))) % 3) for s in specs
+  ]
+
+
 def _write_image(spec: ImageSpec, path: pathlib.Path) -> tuple[list, dict]:
   """Renders and saves one JPG; returns (gaze targets (u, v), bounding boxes)."""
   rng = np.random.default_rng(spec.seed)
@@ -291,6 +300,7 @@ def write_tree(
   raw_gaze: bool = True,
   num_workers: int | None = None,
   progress: Callable[[int, int], None] | None = None,
+  decoy: bool = False,
 ) -> list[ImageSpec]:
   """Writes ``egd-cxr/1.0.0/`` and ``mimic-cxr-jpg/2.0.0/`` under ``output_dir``.
 
@@ -305,6 +315,10 @@ def write_tree(
     raw_gaze: also write the 60 Hz ``eye_gaze.csv``.
     num_workers: processes rendering images (default: all cores).
     progress: optional callable ``(done, total)`` called as images are written.
+    decoy: the decoy tree: the same images, fixations and rows as without it (same
+      arguments), except that every image's corner marker sits in the corner of a *wrong*
+      class (one of the other two, drawn at random). A model that reads the marker gets these
+      images wrong; one that ignores it does not notice.
 
   Returns:
     The per-image plan, in master-sheet order.
@@ -315,6 +329,8 @@ def write_tree(
   egd.mkdir(parents=True, exist_ok=True)
   jpg_root.mkdir(parents=True, exist_ok=True)
   specs = plan_images(num_images, seed, scale, shortcut or {})
+  if decoy:
+    specs = decoy_specs(specs, seed)
   rng = np.random.default_rng(seed + 1)
 
   workers = os.cpu_count() if num_workers is None else num_workers

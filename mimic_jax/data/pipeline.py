@@ -15,6 +15,7 @@ Batch dict (per process, ``b`` examples, S the builder's image size):
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 import dataclasses
 import sys
 
@@ -41,17 +42,18 @@ def preprocess(example: dict, input_channels: int) -> dict:
   else:
     image = (image - IMAGENET_MEAN.mean()) / IMAGENET_STD.mean()
   return {
-      'image': image,
-      'label': np.int32(example['label']),
-      'gaze': np.asarray(example['gaze'], np.float32),
-      'fixation_map': np.asarray(example['fixation_map'], np.uint8),
-      'mask': np.bool_(True),
+    'image': image,
+    'label': np.int32(example['label']),
+    'gaze': np.asarray(example['gaze'], np.float32),
+    'fixation_map': np.asarray(example['fixation_map'], np.uint8),
+    'mask': np.bool_(True),
   }
 
 
 @dataclasses.dataclass
 class SplitInfo:
   """Sizes that the training loop needs."""
+
   num_examples: int
   steps_per_epoch: int
 
@@ -62,7 +64,7 @@ def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   return (size, size, config.model.input_channels)
 
 
-def data_source(data: ml_collections.ConfigDict, split: str):
+def data_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict]:
   """Random-access source of one split of the configured ``mimic_cxr_egd`` build."""
   name = f'{staging.DATASET_NAME}/{staging.build_name(data)}'
   return tfds.data_source(name, split=split, data_dir=staging.local_data_dir(data))
@@ -78,8 +80,9 @@ class _StepIndices:
   concatenate in process order, as ``jax.make_array_from_process_local_data`` lays them out.
   """
 
-  def __init__(self, num_examples: int, global_batch: int, seed: int, process_index: int,
-               process_count: int):
+  def __init__(
+    self, num_examples: int, global_batch: int, seed: int, process_index: int, process_count: int
+  ):
     self._n, self._g, self._seed = num_examples, global_batch, seed
     self._local = global_batch // process_count
     self._offset = process_index * self._local
@@ -92,12 +95,18 @@ class _StepIndices:
     epoch, within = divmod(int(step), self.steps_per_epoch)
     order = np.random.default_rng((self._seed, epoch)).permutation(self._n)
     start = within * self._g + self._offset
-    return order[start:start + self._local]
+    return order[start : start + self._local]
 
 
-def train_dataset(source, *, global_batch: int, input_channels: int, seed: int,
-                  process_index: int | None = None, process_count: int | None = None,
-                  ) -> tuple[grain.MapDataset, SplitInfo]:
+def train_dataset(
+  source: Sequence[dict],
+  *,
+  global_batch: int,
+  input_channels: int,
+  seed: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> tuple[grain.MapDataset, SplitInfo]:
   """Endless, epoch-wise reshuffled training batches of this process, indexed by step.
 
   Each process reads only its ``global_batch / process_count`` examples of every global
@@ -108,8 +117,10 @@ def train_dataset(source, *, global_batch: int, input_channels: int, seed: int,
   if global_batch % pc:
     raise ValueError(f'batch_size={global_batch} is not divisible by the process count {pc}')
   if len(source) < global_batch:
-    raise ValueError(f'the training split has {len(source)} examples, fewer than one batch '
-                     f'of {global_batch}; lower config.batch_size')
+    raise ValueError(
+      f'the training split has {len(source)} examples, fewer than one batch '
+      f'of {global_batch}; lower config.batch_size'
+    )
   indices = _StepIndices(len(source), global_batch, seed, pi, pc)
 
   def read(idx: np.ndarray) -> dict:
@@ -120,15 +131,25 @@ def train_dataset(source, *, global_batch: int, input_channels: int, seed: int,
   return ds, SplitInfo(num_examples=len(source), steps_per_epoch=indices.steps_per_epoch)
 
 
-def iterate_from(ds: grain.MapDataset, start_step: int, *, threads: int = 4,
-                 prefetch: int = 8):
+def iterate_from(
+  ds: grain.MapDataset, start_step: int, *, threads: int = 4, prefetch: int = 8
+) -> Iterator[dict]:
   """Iterator over ``ds[start_step:]`` with threaded reading and prefetch."""
-  return iter(ds[start_step:].to_iter_dataset(
-      grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch)))
+  return iter(
+    ds[start_step:].to_iter_dataset(
+      grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch)
+    )
+  )
 
 
-def eval_batches(source, *, global_batch: int, input_channels: int,
-                 process_index: int | None = None, process_count: int | None = None):
+def eval_batches(
+  source: Sequence[dict],
+  *,
+  global_batch: int,
+  input_channels: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> Iterator[dict]:
   """All examples of a split, in order, in batches padded to full size (``mask`` False on
   padding). Every process yields the same number of batches."""
   pi = jax.process_index() if process_index is None else process_index
@@ -139,7 +160,9 @@ def eval_batches(source, *, global_batch: int, input_channels: int,
   n_batches = -(-per_process // local_batch)
   idx = list(range(pi, n, pc))
   for b in range(n_batches):
-    chunk = [preprocess(source[i], input_channels) for i in idx[b * local_batch:(b + 1) * local_batch]]
+    chunk = [
+      preprocess(source[i], input_channels) for i in idx[b * local_batch : (b + 1) * local_batch]
+    ]
     pad = local_batch - len(chunk)
     if pad:
       template = chunk[0] if chunk else preprocess(source[0], input_channels)

@@ -18,37 +18,69 @@ from mimic_jax.data import staging
 
 
 def prepare_dataset(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """Writes the synthetic manual_dir if the config asks for one and it is missing, then builds
-  the TFDS dataset (a no-op when it is built); for a ``gs://`` data dir, stages the build that
-  is already there to the local cache instead.
+  """Prepares ``config.data``'s dataset and returns its builder.
 
-  Args:
-    data: ``config.data`` with ``data_dir``, ``builder_config``, ``gaze_sigma`` and, when
-      ``synthetic`` is set, ``manual_dir``, ``synthetic.num_images/seed/scale/shortcut``.
-
-  Returns:
-    The prepared ``MimicCxrEgd`` builder.
+  A ``gs://`` data dir: the build that is already there is staged to the local cache (nothing
+  is built in a bucket). Otherwise the TFDS dataset is built from ``manual_dir`` (a no-op when
+  it is built); with ``data.synthetic`` set, the synthetic PhysioNet tree is written there
+  first if it is missing, and with ``data.synthetic.decoy`` also its decoy twin (the same
+  images with the shortcut marker in a wrong class's corner; :func:`decoy_dirs`).
   """
   if staging.is_remote(data.data_dir):
-    # A build kept in a bucket: read from its local copy; nothing is built there.
-    return prepare.make_builder(data.manual_dir, staging.local_data_dir(data),
-                                config=data.builder_config, gaze_sigma=data.get('gaze_sigma'))
-  manual_dir = data.manual_dir
-  if data.get('synthetic') and not os.path.exists(
-      os.path.join(manual_dir, 'egd-cxr', '1.0.0', 'fixations.csv')):
-    syn = data.synthetic
-    t0 = time.time()
+    return prepare.make_builder(
+      data.manual_dir,
+      staging.local_data_dir(data),
+      config=data.builder_config,
+      gaze_sigma=data.get('gaze_sigma'),
+    )
+  if data.get('synthetic'):
+    _write_synthetic_tree(data.synthetic, data.manual_dir, decoy=False)
+    if data.synthetic.get('decoy'):
+      decoy_manual_dir, decoy_data_dir = decoy_dirs(data)
+      _write_synthetic_tree(data.synthetic, decoy_manual_dir, decoy=True)
+      _build(data, decoy_manual_dir, decoy_data_dir)
+  return _build(data, data.manual_dir, data.data_dir)
 
-    def progress(done, total):
-      if done == total or done % max(1, total // 10) == 0:
-        print(f'[data] synthetic images {done}/{total} ({time.time() - t0:.0f}s)',
-              file=sys.stderr, flush=True)
 
-    logging.info('Writing the synthetic PhysioNet tree to %s', manual_dir)
-    generate.write_tree(manual_dir, syn.num_images, seed=syn.seed, scale=syn.scale,
-                        shortcut=dict(syn.shortcut), raw_gaze=False, progress=progress)
-  builder = prepare.make_builder(manual_dir, data.data_dir, config=data.builder_config,
-                               gaze_sigma=data.get('gaze_sigma'))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+def decoy_dirs(data: ml_collections.ConfigDict) -> tuple[str, str]:
+  """``(manual_dir, data_dir)`` of the synthetic decoy tree and its build: beside the
+  dataset's own, with ``_decoy`` appended."""
+  return f'{os.path.normpath(data.manual_dir)}_decoy', f'{os.path.normpath(data.data_dir)}_decoy'
+
+
+def _build(
+  data: ml_collections.ConfigDict, manual_dir: str, data_dir: str
+) -> tfds.core.DatasetBuilder:
+  builder = prepare.make_builder(
+    manual_dir, data_dir, config=data.builder_config, gaze_sigma=data.get('gaze_sigma')
+  )
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
+
+
+def _write_synthetic_tree(syn: ml_collections.ConfigDict, manual_dir: str, decoy: bool) -> None:
+  """Writes the synthetic tree ``syn`` describes to ``manual_dir`` unless it is there."""
+  if os.path.exists(os.path.join(manual_dir, 'egd-cxr', '1.0.0', 'fixations.csv')):
+    return
+  t0 = time.time()
+  name = 'decoy' if decoy else 'synthetic'
+
+  def progress(done: int, total: int) -> None:
+    if done == total or done % max(1, total // 10) == 0:
+      print(
+        f'[data] {name} images {done}/{total} ({time.time() - t0:.0f}s)',
+        file=sys.stderr,
+        flush=True,
+      )
+
+  logging.info('Writing the %s PhysioNet tree to %s', name, manual_dir)
+  generate.write_tree(
+    manual_dir,
+    syn.num_images,
+    seed=syn.seed,
+    scale=syn.scale,
+    shortcut=dict(syn.shortcut),
+    raw_gaze=False,
+    progress=progress,
+    decoy=decoy,
+  )

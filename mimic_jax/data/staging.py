@@ -14,9 +14,9 @@ import os
 import time
 import uuid
 
-import ml_collections
 from absl import logging
 from etils import epath
+import ml_collections
 
 from data_builders.mimic_cxr_egd import prepare
 
@@ -50,14 +50,15 @@ def _files(folder: epath.Path):
       yield path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stage(data_dir: str, rel: str, cache_dir: str) -> None:
   """Copies ``data_dir/rel`` to ``cache_dir/rel`` (once per process)."""
   src = epath.Path(data_dir) / rel
   if not src.exists():
     raise FileNotFoundError(
-        f'{src} does not exist: build the dataset locally (python -m data_builders.build) and '
-        f'copy {rel} to {data_dir} (launch/tpu_vm.sh data does that)')
+      f'{src} does not exist: build the dataset locally (python -m data_builders.build) and '
+      f'copy {rel} to {data_dir} (launch/tpu_vm.sh data does that)'
+    )
   dst = epath.Path(cache_dir) / rel
   t0, copied, nbytes = time.time(), 0, 0
   for path in _files(src):
@@ -71,5 +72,11 @@ def _stage(data_dir: str, rel: str, cache_dir: str) -> None:
     os.replace(tmp, target)
     copied, nbytes = copied + 1, nbytes + size
   if copied:
-    logging.info('staged %d files (%.1f MB) of %s to %s in %.1fs', copied, nbytes / 1e6, src,
-                 dst, time.time() - t0)
+    logging.info(
+      'staged %d files (%.1f MB) of %s to %s in %.1fs',
+      copied,
+      nbytes / 1e6,
+      src,
+      dst,
+      time.time() - t0,
+    )

@@ -2,20 +2,24 @@
 
 ``evaluate_run(config, workdir)`` loads the latest checkpoint and, on the test split:
 computes the ensemble prediction (classification metrics); explains every image with each
-explainer of ``EXPLAINERS`` for every sub-model (Grad-CAM at the last convolutional block, as
-the paper evaluated; |input gradients|; |GradientSHAP|), resizes the maps to the gaze grid,
-averages the sub-models' maps into the ensemble's map, and scores each map per image with
+explainer of ``report.EXPLAINERS`` for every sub-model (Grad-CAM at the last convolutional
+block, as the paper evaluated; |input gradients|; |GradientSHAP|), resizes the maps to the gaze
+grid, averages the sub-models' maps into the ensemble's map, and scores each map per image with
 the MIT metrics; adds means with 95% bootstrap intervals and, for ensembles, explanation
-consistency. Writes ``<workdir>/eval/<split>/metrics.json`` (summary and per-image values),
-``report.md`` and ``gallery_<class>.png``.
+consistency. On the synthetic data it also measures shortcut reliance (``shortcut.py``): the
+accuracy on the decoy split and each map's mass in the marker's corner. Writes
+``<workdir>/eval/<split>/metrics.json`` (summary, per-image values with each image's
+``dicom_id``, and the identity of the data), ``report.md`` and ``gallery_<class>.png``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 import functools
+import hashlib
 import json
 import os
+import time
 
 from etils import epath
 import jax
@@ -27,11 +31,13 @@ from data_builders.mimic_cxr_egd import egd_format
 from mimic_jax import models
 from mimic_jax import tuning as tuning_lib
 from mimic_jax.data import pipeline
+from mimic_jax.data import prepare
 from mimic_jax.evaluation import bootstrap
 from mimic_jax.evaluation import classification_metrics
 from mimic_jax.evaluation import consistency
 from mimic_jax.evaluation import report
 from mimic_jax.evaluation import saliency_metrics as sm
+from mimic_jax.evaluation import shortcut
 from mimic_jax.methods import base
 from mimic_jax.training import checkpoints
 from mimic_jax.training import state as state_lib
@@ -46,12 +52,16 @@ def _member_maps(
   explainer: str,
   size: int,
   layer: str,
+  gradcam_target: str,
   execution: str,
 ) -> jax.Array:
   """``(M, B, size, size)`` non-negative maps of every sub-model, on the gaze grid."""
   variables = base.eval_variables(state.params, state.batch_stats)
   if explainer == 'grad_cam':
-    maps = base.member_grad_cams(state.apply_fn, variables, x, y, layer=layer, execution=execution)
+    target = 'log_softmax' if gradcam_target == 'ensemble_log_softmax' else 'logit'
+    maps = base.member_grad_cams(
+      state.apply_fn, variables, x, y, layer=layer, target=target, execution=execution
+    )
   else:
     kwargs = {'samples': 8} if explainer == 'gradient_shap' else {}
     maps = base.member_explanations(
@@ -99,44 +109,57 @@ def _other_fixations(fix: np.ndarray, k: int = 10) -> np.ndarray:
   )
 
 
-def collect(
-  config: ml_collections.ConfigDict,
-  state: state_lib.TrainState,
-  tuning: tuning_lib.Tuning,
-  split: str = 'test',
-  seed: int = 0,
-) -> dict:
-  """Runs the model over a split: scores, labels, gaze, fixation maps and explanation maps."""
-  source = pipeline.data_source(config.data, split)
-  size = pipeline.image_shape(config)[0]
+def _jitted_functions(config: ml_collections.ConfigDict, tuning: tuning_lib.Tuning) -> dict:
+  """The evaluation's compiled functions: the ensemble prediction and each explainer's maps."""
   execution = tuning.ensemble_execution
-  predict = tuning.jit(
-    lambda s, x: base.ensemble_log_probs(
-      s.apply_fn, base.eval_variables(s.params, s.batch_stats), x, execution=execution
+  fns = {
+    'predict': tuning.jit(
+      lambda s, x: base.ensemble_log_probs(
+        s.apply_fn, base.eval_variables(s.params, s.batch_stats), x, execution=execution
+      )
     )
-  )
-  maps_fn = {
-    e: tuning.jit(
+  }
+  for e in report.EXPLAINERS:
+    fns[e] = tuning.jit(
       functools.partial(
         _member_maps,
         explainer=e,
-        size=size,
+        size=pipeline.image_shape(config)[0],
         layer=models.gradcam_layer(config.model.arch),
+        gradcam_target=config.evaluation.gradcam_target,
         execution=execution,
       )
     )
-    for e in report.EXPLAINERS
-  }
+  return fns
+
+
+def collect(
+  config: ml_collections.ConfigDict,
+  state: state_lib.TrainState,
+  fns: dict,
+  data: ml_collections.ConfigDict,
+  split: str = 'test',
+  seed: int = 0,
+  label: str = '',
+) -> dict:
+  """Runs the model over ``split`` of the dataset ``data`` (a ``config.data``) with the
+  functions of :func:`_jitted_functions`: ids, scores, labels, gaze, fixation maps, images and
+  explanation maps, in the split's order."""
+  source = pipeline.data_source(data, split)
+  predict, maps_fn = fns['predict'], fns
   keep = {k: [] for k in ('scores', 'label', 'gaze', 'fixation_map', 'image')}
   maps = {e: [] for e in report.EXPLAINERS}
   rng = jax.random.key(seed)
-  for batch in pipeline.eval_batches(
+  num_batches = -(-len(source) // config.batch_size)
+  t0 = time.time()
+  batches = pipeline.eval_batches(
     source,
     global_batch=config.batch_size,
     input_channels=config.model.input_channels,
     process_index=0,
     process_count=1,
-  ):
+  )
+  for i, batch in enumerate(batches, start=1):
     mask = batch['mask']
     x, y = jnp.asarray(batch['image']), jnp.asarray(batch['label'])
     keep['scores'].append(np.asarray(predict(state, x))[mask])
@@ -145,17 +168,72 @@ def collect(
     for e in report.EXPLAINERS:
       rng, sub = jax.random.split(rng)
       maps[e].append(np.asarray(maps_fn[e](state, x, y, sub))[:, mask])
+    if jax.process_index() == 0:
+      print(
+        f'[eval] {label or split}: batch {i}/{num_batches} ({time.time() - t0:.0f}s)', flush=True
+      )
   out = {k: np.concatenate(v) for k, v in keep.items()}
   out['maps'] = {e: np.concatenate(v, axis=1) for e, v in maps.items()}
+  out['dicom_id'] = [source[i]['dicom_id'].decode() for i in range(len(source))]
+  out['dataset'] = dataset_identity(source, data, split, out['dicom_id'])
   return out
 
 
+def dataset_identity(
+  source: Sequence[dict], data: ml_collections.ConfigDict, split: str, dicom_ids: Sequence[str]
+) -> dict:
+  """What a set of results was computed on: the build, its version, the split and a
+  fingerprint of its image ids (equal fingerprints: the same images in the same order)."""
+  info = source.dataset_info
+  return {
+    'name': info.full_name,
+    'version': str(info.version),
+    'data_dir': str(data.data_dir),
+    'split': split,
+    'num_examples': len(dicom_ids),
+    'ids_sha256': hashlib.sha256('\n'.join(dicom_ids).encode()).hexdigest(),
+  }
+
+
 def _summarise(per_image: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+  """Per metric: the mean over the images where it is defined, its 95% bootstrap interval,
+  how many images that is (``n``) and how many were NaN (``nan``)."""
   res = {}
   for k, v in per_image.items():
     mean, lo, hi = bootstrap.mean_ci(v)
-    res[k] = {'mean': mean, 'ci95': [lo, hi], 'n': int(np.sum(~np.isnan(v)))}
+    nan = int(np.sum(np.isnan(np.asarray(v, np.float64))))
+    res[k] = {'mean': mean, 'ci95': [lo, hi], 'n': len(v) - nan, 'nan': nan}
   return res
+
+
+def _shortcut_results(config: ml_collections.ConfigDict, data: dict, decoy: dict) -> dict:
+  """Accuracy on the decoy split, shortcut reliance and each explainer's mass in the marker's
+  corner on test and decoy images (``shortcut.py``)."""
+  decoy_manual_dir, _ = prepare.decoy_dirs(config.data)
+  test_corners = shortcut.marker_corners(config.data.manual_dir, data['dicom_id'])
+  decoy_corners = shortcut.marker_corners(decoy_manual_dir, decoy['dicom_id'])
+  test_accuracy = classification_metrics.accuracy(data['scores'], data['label'])
+  decoy_accuracy = classification_metrics.accuracy(decoy['scores'], decoy['label'])
+  per_image, summary = {}, {}
+  for e in report.EXPLAINERS:
+    masses = {
+      'test': shortcut.corner_mass(data['maps'][e].mean(axis=0), test_corners).tolist(),
+      'decoy': shortcut.corner_mass(decoy['maps'][e].mean(axis=0), decoy_corners).tolist(),
+    }
+    per_image[e] = masses
+    summary[e] = {f'corner_mass_{k}': _summarise({k: v})[k] for k, v in masses.items()}
+  return {
+    'dataset': decoy['dataset'],
+    'accuracy': decoy_accuracy,
+    'test_accuracy': test_accuracy,
+    'shortcut_reliance': test_accuracy - decoy_accuracy,
+    'corner_mass': summary,
+    'per_image': {
+      'dicom_id': decoy['dicom_id'],
+      'correct': (np.argmax(decoy['scores'], 1) == decoy['label']).astype(int).tolist(),
+      'corner_mass': per_image,
+    },
+  }
 
 
 def evaluate_run(
@@ -175,7 +253,8 @@ def evaluate_run(
   state = checkpoints.load_state(
     config, workdir, tuning=tuning, devices=jax.local_devices() if devices is None else devices
   )
-  data = collect(config, state, tuning, split)
+  fns = _jitted_functions(config, tuning)
+  data = collect(config, state, fns, config.data, split)
   baseline = _mean_train_gaze(config)
   other = _other_fixations(data['fixation_map'])
   class_names = list(egd_format.CLASS_NAMES)
@@ -183,11 +262,13 @@ def evaluate_run(
     'workdir': str(workdir),
     'split': split,
     'method': config.method,
+    'seed': config.seed,
     'num_models': jax.tree.leaves(state.params)[0].shape[0],
     'num_images': int(len(data['label'])),
+    'dataset': data['dataset'],
     'classification': classification_metrics.summary(data['scores'], data['label'], class_names),
     'explanations': {},
-    'per_image': {'label': data['label'].tolist()},
+    'per_image': {'dicom_id': data['dicom_id'], 'label': data['label'].tolist()},
   }
   for e, member_maps in data['maps'].items():
     mean_map = member_maps.mean(axis=0)
@@ -208,6 +289,11 @@ def evaluate_run(
         'cv_consistency': consistency.cv_consistency(member_maps),
       }
     results['explanations'][e] = entry
+  if config.data.get('synthetic') and config.data.synthetic.get('decoy') and split == 'test':
+    decoy_data = ml_collections.ConfigDict(config.data.to_dict())
+    decoy_data.manual_dir, decoy_data.data_dir = prepare.decoy_dirs(config.data)
+    decoy = collect(config, state, fns, decoy_data, split, label='decoy test')
+    results['shortcut'] = _shortcut_results(config, data, decoy)
   if jax.process_index() != 0:
     return results
   out = epath.Path(workdir) / 'eval' / split

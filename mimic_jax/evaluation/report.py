@@ -17,11 +17,17 @@ MAP_METRICS = (
   'information_gain',
 )
 LOWER_IS_BETTER = frozenset({'kld'})
+# Allowed values, gathered by ``mimic_jax.config_check``.
+CHOICES = {'evaluation.gradcam_target': ('logit', 'ensemble_log_softmax')}
 
 
 def _fmt(entry: dict) -> str:
   lo, hi = entry['ci95']
   return f'{entry["mean"]:.4f} [{lo:.4f}, {hi:.4f}]'
+
+
+def _count(entry: dict) -> str:
+  return f'{entry["n"]}' + (f' ({entry["nan"]} NaN)' if entry.get('nan') else '')
 
 
 def markdown_report(results: dict) -> str:
@@ -53,6 +59,34 @@ def markdown_report(results: dict) -> str:
   ]
   for e, entry in results['explanations'].items():
     lines.append(f'| {e} | ' + ' | '.join(_fmt(entry['ensemble'][k]) for k in MAP_METRICS) + ' |')
+  lines += [
+    '',
+    'Images each mean is over (and how many were left out as NaN: a constant map, for which '
+    'the z-score or min-max normalisation is undefined; KLD is defined for it):',
+    '',
+    '| explainer | ' + ' | '.join(MAP_METRICS) + ' |',
+    '|---|' + '---|' * len(MAP_METRICS),
+  ]
+  for e, entry in results['explanations'].items():
+    lines.append(f'| {e} | ' + ' | '.join(_count(entry['ensemble'][k]) for k in MAP_METRICS) + ' |')
+  if 'shortcut' in results:
+    sc = results['shortcut']
+    lines += [
+      '',
+      '## Shortcut reliance (synthetic data)',
+      '',
+      f'Accuracy on test {sc["test_accuracy"]:.4f}, on the decoy split {sc["accuracy"]:.4f} '
+      "(every corner marker in a wrong class's corner); shortcut reliance (the difference) "
+      f'{sc["shortcut_reliance"]:+.4f}, 0 for a model that ignores the marker. Mass of each '
+      "map in its image's marker corner (1.44% of the image; a uniform map puts 0.0144 there):",
+      '',
+      '| explainer | test | decoy |',
+      '|---|---|---|',
+    ]
+    for e, entry in sc['corner_mass'].items():
+      lines.append(
+        f'| {e} | {_fmt(entry["corner_mass_test"])} | {_fmt(entry["corner_mass_decoy"])} |'
+      )
   if any('consistency' in v for v in results['explanations'].values()):
     lines += [
       '',

@@ -92,15 +92,16 @@ def gradient_shap(
   explainer, 5 samples, no noise by default).
 
   ``E_{alpha ~ U(0, 1), eps ~ N(0, stdev^2)}[(x + eps - b) * d logit_y / dx (b + alpha (x + eps
-  - b))]`` estimated with ``samples`` draws; ``b`` is a constant or an array broadcastable to
-  ``x`` (the released code used a constant 0.1307 baseline in training, zeros in evaluation).
+  - b))]`` estimated with ``samples`` draws of ``alpha`` (and ``eps``) per example, as captum
+  draws them; ``b`` is a constant or an array broadcastable to ``x`` (the released code used
+  a constant 0.1307 baseline in training, zeros in evaluation).
   """
   b = _baseline(x, baseline)
   k_alpha, k_eps = jax.random.split(rng)
-  alphas = jax.random.uniform(k_alpha, (samples,), x.dtype)
+  alphas = jax.random.uniform(k_alpha, (samples, x.shape[0]), x.dtype)  # (S, B)
   eps = jax.random.normal(k_eps, (samples, *x.shape), x.dtype) * stdev
   xn = x + eps
-  points = b + alphas.reshape(-1, *[1] * x.ndim) * (xn - b)
+  points = b + alphas.reshape(*alphas.shape, *[1] * (x.ndim - 1)) * (xn - b)
   return logit_fn(x), ((xn - b) * _sample_grads(logit_fn, points, y)).mean(axis=0)
 
 

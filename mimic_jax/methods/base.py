@@ -125,11 +125,20 @@ def member_grad_cams(
   y: jax.Array,
   *,
   layer: str,
+  target: str = 'logit',
   execution: str = 'unrolled',
 ) -> jax.Array:
-  """``(M, B, h, w)`` Grad-CAM of every sub-model for the classes ``y`` at ``layer``."""
+  """``(M, B, h, w)`` Grad-CAM of every sub-model for the classes ``y`` at ``layer``.
+
+  ``target='logit'``: each sub-model's class logit. ``'log_softmax'``: its class
+  log-probability; the mean of these maps is the Grad-CAM of the ensemble's mean log-softmax
+  (the released code's ensemble target), up to the factor 1 / M, since each sub-model's
+  feature map reaches that mean only through its own term.
+  """
   return map_members(
-    lambda v: explainers.grad_cam(apply_fn, v, x, y, layer=layer)[1], variables, execution=execution
+    lambda v: explainers.grad_cam(apply_fn, v, x, y, layer=layer, target=target)[1],
+    variables,
+    execution=execution,
   )
 
 
@@ -208,17 +217,21 @@ class Method:
     return map_members(one, params, batch_stats, execution=self.execution)
 
   def train_forward_and_input_gradients(
-    self, params: Any, x: jax.Array, y: jax.Array
+    self, params: Any, x: jax.Array, cotangent: jax.Array | Callable[[jax.Array], jax.Array]
   ) -> tuple[jax.Array, jax.Array]:
-    """``(M, B, K)`` logits and ``(M, B, H, W, C)`` input gradients of the true-class
-    logits from one forward pass per sub-model. Only for models without batch statistics,
-    where train and eval mode are the same function, so the explanation can share the
-    cross-entropy's forward pass (the numbers of two separate passes, tested)."""
+    """``(M, B, K)`` logits and ``(M, B, H, W, C)`` input gradients from one forward pass per
+    sub-model. ``cotangent``: the true classes ``y`` ``(B,)`` (gradients of their logits) or a
+    function of the logits giving the ``(B, K)`` cotangent to pull back. Only for models
+    without batch statistics, where train and eval mode are the same function, so the
+    explanation can share the cross-entropy's forward pass (the numbers of two separate
+    passes, tested)."""
+    if not callable(cotangent):
+      y = cotangent
+      cotangent = lambda logits: jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
 
-    def one(p: Any):
-      return explainers.input_gradients(
-        lambda z: self.model.apply({'params': p}, z, train=True), x, y
-      )
+    def one(p: Any) -> tuple[jax.Array, jax.Array]:
+      logits, vjp = jax.vjp(lambda z: self.model.apply({'params': p}, z, train=True), x)
+      return logits, vjp(cotangent(logits))[0]
 
     return map_members(one, params, execution=self.execution)
 

@@ -3,7 +3,7 @@
 M sub-models and a discriminator (an MLP ``F -> hidden -> M``) that guesses which sub-model
 made a true-class explanation map. Per sub-model the training explanation
 (``config.mimic.explainer``, GradientSHAP by default) is post-processed (absolute value,
-per-sample min-max, average-pooled by ``post.pool``). Two phases alternate:
+per-sample min-max, average-pooled by ``post.pool``). Phases:
 
 - ``discriminator``: the discriminator takes a step on the sub-models' detached maps
   (minimising its cross-entropy ``CE_D``); the sub-models take a cross-entropy step.
@@ -12,9 +12,15 @@ per-sample min-max, average-pooled by ``post.pool``). Two phases alternate:
   discriminator fixed. The gradient flows through the explanation (double backprop,
   ``explanation_gradient='through'``); ``'stop'`` reproduces the released PyTorch code, where
   captum's attributions carry no graph and the adversarial term never reaches the sub-models.
+- ``cross_entropy``: the sub-models take a cross-entropy step, the discriminator rests (only
+  with ``first_phase='adversarial'`` and ``period > 2``).
 
-``config.mimic.alternation``: by epoch (the paper) or by step; ``period``: the discriminator
-phase when the epoch (or step) index is a multiple of it, else adversarial.
+The schedule (:meth:`Mimic.phase`) counts epochs (``alternation='epoch'``, the paper) or steps
+from 0. ``first_phase='discriminator'`` (ours): the discriminator phase when the index is a
+multiple of ``period``, else adversarial. ``first_phase='adversarial'`` (the released code,
+whose epochs count from 1 and whose phase is ``epoch % period``: 1 adversarial, 0
+discriminator, anything else neither): adversarial when ``index % period == 0``, the
+discriminator when ``index % period == period - 1``, else ``cross_entropy``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from mimic_jax.methods import base
 CHOICES = {
   'mimic.objective': ('neg_ce', 'confusion'),
   'mimic.alternation': ('epoch', 'step'),
+  'mimic.first_phase': ('discriminator', 'adversarial'),
   'mimic.explanation_gradient': ('through', 'stop'),
   'mimic.explainer': tuple(explainers.ATTRIBUTION_EXPLAINERS),
   'mimic.post.sign': postprocessing.SIGNS,
@@ -89,7 +96,7 @@ def adversarial_term(
 class Mimic(base.Method):
   """The explanation ensemble: ``ensemble.num_models`` sub-models and a discriminator."""
 
-  phases = ('discriminator', 'adversarial')
+  phases = ('discriminator', 'adversarial', 'cross_entropy')
   metric_names = base.Method.metric_names + ('disc_ce',)
 
   @property
@@ -99,7 +106,11 @@ class Mimic(base.Method):
   def phase(self, step: int, steps_per_epoch: int) -> str:
     mc = self.config.mimic
     index = step // steps_per_epoch if mc.alternation == 'epoch' else step
-    return 'discriminator' if index % mc.period == 0 else 'adversarial'
+    if mc.first_phase == 'discriminator':
+      return 'discriminator' if index % mc.period == 0 else 'adversarial'
+    if index % mc.period == 0:
+      return 'adversarial'
+    return 'discriminator' if index % mc.period == mc.period - 1 else 'cross_entropy'
 
   def init_method_state(
     self, rng: jax.Array, image_shape: tuple[int, ...]
@@ -143,7 +154,7 @@ class Mimic(base.Method):
   def member_loss(
     self, params: Any, batch_stats: Any, method_state: Any, batch: dict, rng: jax.Array, phase: str
   ) -> tuple[jax.Array, tuple[base.Aux, Any]]:
-    if phase == 'discriminator':
+    if phase != 'adversarial':  # the discriminator or cross_entropy phase: CE only
       return super().member_loss(params, batch_stats, method_state, batch, rng, phase)
     mc, disc = self.config.mimic, method_state
     x, y = batch['image'], batch['label']

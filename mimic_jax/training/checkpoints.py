@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 import functools
 import os
+import time
 
 from etils import epath
 import jax
@@ -73,13 +74,36 @@ def graft_pretrained(
   return state.replace(params=stacked['params'], batch_stats=stacked.get('batch_stats', {}))
 
 
+class CheckpointRestoreError(RuntimeError):
+  """No checkpoint of a run could be read back; names each one's step, path and cause."""
+
+  def __init__(self, directory: epath.Path, failures: list[tuple[int, str, str]]):
+    self.failures = failures
+    lines = '\n'.join(f'  step {step} ({path}): {cause}' for step, path, cause in failures)
+    super().__init__(f'no checkpoint in {directory} can be restored:\n{lines}')
+
+
+def root_cause(error: BaseException) -> str:
+  """One line for what went wrong: the innermost chained exception's type and first line."""
+  while error.__cause__ is not None or (
+    error.__context__ is not None and not error.__suppress_context__
+  ):
+    error = error.__cause__ or error.__context__
+  message = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {message[0][:300] if message else ""}'
+
+
 class Checkpoints:
-  """The orbax ``CheckpointManager`` of ``<workdir>/checkpoints`` (async saves)."""
+  """The orbax ``CheckpointManager`` of ``<workdir>/checkpoints`` (async saves).
+
+  ``keep``: how many to keep (``None``: all, and nothing is created: for reading).
+  """
 
   def __init__(self, workdir: str | os.PathLike, keep: int | None = None):
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=keep is not None)
-    self.directory = absolute(workdir) / 'checkpoints'
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.workdir = absolute(workdir)
+    self.directory = self.workdir / 'checkpoints'
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=keep is not None)
+    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -88,22 +112,40 @@ class Checkpoints:
     self.manager.save(step, args=ocp.args.StandardSave(state))
 
   def restore_newest_good(
-    self, like: state_lib.TrainState, log: Callable[[str], None]
+    self, like: state_lib.TrainState, log: Callable[[str], None], quarantine: bool = False
   ) -> tuple[state_lib.TrainState, int] | None:
     """The newest checkpoint that reads back into ``like``'s structure and shardings, and its
-    step; ``None`` if there is none. Each one that fails is logged with its cause."""
+    step; ``None`` if there are no checkpoints. Each one that fails is logged with its cause
+    and, with ``quarantine``, moved to ``<workdir>/quarantine/`` so that a later save of that
+    step is written. Raises :class:`CheckpointRestoreError` if none reads back."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    failures = []
     for step in sorted(self.manager.all_steps(), reverse=True):
+      path = self.directory / str(step)
       try:
         restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-      except Exception as e:
-        log(
-          f'Checkpoint step {step} cannot be restored ({type(e).__name__}: '
-          f'{str(e)[:200]}); trying the previous one'
-        )
+      except Exception as e:  # any failure to read back: try the one before
+        failures.append((step, str(path), root_cause(e)))
+        log(f'Checkpoint step {step} ({path}) cannot be restored: {failures[-1][2]}')
+        if quarantine:
+          self._quarantine(step, log)
         continue
       return restored, step
+    if failures:
+      raise CheckpointRestoreError(self.directory, failures)
     return None
+
+  def _quarantine(self, step: int, log: Callable[[str], None]) -> None:
+    target = self.workdir / 'quarantine' / f'{step}-{time.strftime("%Y%m%d-%H%M%S", time.gmtime())}'
+    if jax.process_index() == 0:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      (self.directory / str(step)).rename(target)
+      log(f'Moved it to {target}')
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices(f'mimic_jax: checkpoint {step} quarantined')
+    self.manager.reload()
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -118,9 +160,11 @@ def load_state(
   *,
   tuning: tuning_lib.Tuning | None = None,
   devices: Sequence[jax.Device] | None = None,
+  log: Callable[[str], None] = print,
 ) -> state_lib.TrainState:
-  """The latest checkpointed state of the run in ``workdir`` (trained with ``config``),
-  replicated over ``devices`` (default: all)."""
+  """The newest checkpointed state of the run in ``workdir`` (trained with ``config``) that
+  reads back, replicated over ``devices`` (default: all). Raises ``FileNotFoundError`` without
+  checkpoints and :class:`CheckpointRestoreError` if none reads back."""
   tuning = tuning or tuning_lib.resolve(config.xla)
   method = methods.build(config, tuning.conv, tuning.ensemble_execution)
   like = initial_state(
@@ -132,10 +176,9 @@ def load_state(
   )
   checkpoints = Checkpoints(workdir)
   try:
-    step = checkpoints.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {checkpoints.directory}')
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    return checkpoints.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    restored = checkpoints.restore_newest_good(like, log)
+    if restored is None:
+      raise FileNotFoundError(f'no checkpoint in {checkpoints.directory}: train the run first')
+    return restored[0]
   finally:
     checkpoints.close()

@@ -29,6 +29,7 @@ from mimic_jax.training import checkpoints as checkpoints_lib
 from mimic_jax.training import metric_writer
 from mimic_jax.training import state as state_lib
 from mimic_jax.training import steps
+from mimic_jax.training import workdir as workdir_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -48,6 +49,7 @@ def train_and_evaluate(
   tuning: tuning_lib.Tuning | None = None,
   devices: Sequence[jax.Device] | None = None,
   stop_after: int | None = None,
+  new_run: bool = False,
 ) -> state_lib.TrainState:
   """Trains ``config`` (validated: ``mimic_jax.config_check``) in ``workdir``; returns the
   final state.
@@ -58,10 +60,16 @@ def train_and_evaluate(
     tuning: the backend settings (default: resolved from ``config.xla`` here).
     devices: devices of the data-parallel mesh (default: all).
     stop_after: stop (with a checkpoint) after this global step, as if interrupted.
+    new_run: if ``workdir`` holds another run, move it aside and start this one there
+      (``mimic_jax.training.workdir``); otherwise that is an error.
   """
   tuning = tuning or tuning_lib.resolve(config.xla)
   workdir = checkpoints_lib.absolute(workdir)
+  notes = []  # the claim's messages, logged once the writer exists
+  workdir_lib.claim(workdir, config, notes.append, new_run=new_run)
   writer = metric_writer.MetricWriter(workdir)
+  for note in notes:
+    writer.log(note)
   try:
     return _train(config, workdir, tuning, mesh_lib.make_mesh(devices), writer, stop_after)
   finally:
@@ -77,9 +85,6 @@ def _train(
   stop_after: int | None,
 ) -> state_lib.TrainState:
   """The body of :func:`train_and_evaluate`."""
-  if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
   method = methods.build(config, tuning.conv, tuning.ensemble_execution)
   data_sharding, repl = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
   train_source = pipeline.data_source(config.data, 'train')
@@ -97,11 +102,10 @@ def _train(
   state = checkpoints_lib.initial_state(method, mesh, pipeline.image_shape(config), jit=tuning.jit)
   ckpt = checkpoints_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
   start = 0
-  if ckpt.latest_step() is not None:
-    restored = ckpt.restore_newest_good(state, writer.log)
-    if restored is not None:
-      state, start = restored
-    writer.log(f'Resumed from checkpoint step {start} in {ckpt.directory}')
+  restored = ckpt.restore_newest_good(state, writer.log, quarantine=True)
+  if restored is not None:
+    state, start = restored
+    writer.log(f'Resumed from checkpoint step {start}')
 
   step_fns = {
     phase: tuning.jit(

@@ -1,0 +1,56 @@
+"""The synthetic data's known answer: how much a model relies on the shortcut corner marker.
+
+Every synthetic image carries a bright marker in one of three corners (``anatomy.CORNERS``, one
+per class); in training and validation it sits in the class's corner 80% of the time, in test
+in a random corner, and in the decoy twin of the test split always in a wrong class's corner.
+A model that learned the marker loses accuracy on the decoy split (shortcut reliance: test
+accuracy minus decoy accuracy, 0 for a model that ignores it), and its explanation maps put
+mass on the marker's corner. ``synthetic_truth.csv`` beside the generated tree says where each
+image's marker is. Real data has no marker: none of this applies to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import csv
+import os
+
+import numpy as np
+
+from data_builders.synthetic_egd import anatomy
+
+# Half the side of the square around a marker's centre that counts as its corner, in image
+# fractions: 0.12 x 0.12 of the image (1.44% of its area) around a 0.06 x 0.05 marker.
+CORNER_HALF_SIDE = 0.06
+
+
+def marker_corners(manual_dir: str | os.PathLike, dicom_ids: Sequence[str]) -> np.ndarray:
+  """``(N,)`` int: the corner index of each image's marker (``-1``: none), from the
+  ``synthetic_truth.csv`` of the generated tree in ``manual_dir``."""
+  path = os.path.join(manual_dir, 'synthetic_truth.csv')
+  with open(path, newline='') as f:
+    truth = {row['dicom_id']: row['marker_corner'] for row in csv.DictReader(f)}
+  missing = [d for d in dicom_ids if d not in truth]
+  if missing:
+    raise KeyError(f'{path} has no row for {len(missing)} evaluated image(s), e.g. {missing[0]}')
+  return np.asarray([int(truth[d]) if truth[d] != '' else -1 for d in dicom_ids])
+
+
+def corner_mask(size: int, corner: int) -> np.ndarray:
+  """``(size, size)`` bool: the pixels of ``corner``'s square (pixel centres inside it)."""
+  u = (np.arange(size) + 0.5) / size
+  cu, cv = anatomy.CORNERS[corner]
+  cols = np.abs(u - cu) <= CORNER_HALF_SIDE
+  rows = np.abs(u - cv) <= CORNER_HALF_SIDE
+  return rows[:, None] & cols[None, :]
+
+
+def corner_mass(maps: np.ndarray, corners: np.ndarray) -> np.ndarray:
+  """``(N,)`` the fraction of each non-negative map's mass in its image's marker corner
+  (NaN for an image without a marker or an all-zero map). ``maps``: ``(N, S, S)``."""
+  out = np.full(len(maps), np.nan)
+  for i, (m, c) in enumerate(zip(maps, corners)):
+    total = float(np.sum(m, dtype=np.float64))
+    if c >= 0 and total > 0:
+      out[i] = float(np.sum(m[corner_mask(m.shape[0], c)], dtype=np.float64)) / total
+  return out
