@@ -1,13 +1,16 @@
 r"""mimic-jax entry point.
 
   python main.py --config=configs/mimic.py:synthetic --workdir=runs/mimic [--mode=train]
+  python main.py --workdir=runs/mimic --mode=evaluate [--config.evaluation.gradcam_target=...]
 
-Validates the config, prepares the dataset (for ``synthetic`` configs: writes the synthetic
+Validates the config and the workdir (a workdir belongs to one run: ``--new_run`` moves
+another run there aside), prepares the dataset (for ``synthetic`` configs: writes the synthetic
 PhysioNet tree and builds it with the same TFDS builder as real data), then, by ``--mode``:
-``train`` (resuming from the latest checkpoint in the workdir; on SIGTERM it checkpoints at
-the next step and exits with code 42), ``evaluate`` (the latest
-checkpoint on the test split: metrics against gaze, report and gallery in
-``<workdir>/eval/test/``), or ``train_and_evaluate``.
+``train`` (resuming from the newest checkpoint in the workdir that reads back; on SIGTERM it
+checkpoints at the next step and exits with code 42), ``evaluate`` (the newest checkpoint that
+reads back, on the test split: metrics against gaze, report and gallery in
+``<workdir>/eval/test/``), or ``train_and_evaluate``. ``evaluate`` reads the run's own
+``config.json``; ``--config.KEY=VALUE`` flags override only what they name.
 
 Multi-process: run the same command in every process. On a Cloud TPU slice nothing more is
 needed; elsewhere add ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``
@@ -16,6 +19,7 @@ writes logs and reports.
 """
 
 from collections.abc import Sequence
+import importlib.util
 import sys
 
 from absl import app
@@ -24,6 +28,7 @@ from absl import logging
 import jax
 import ml_collections
 from ml_collections import config_flags
+import tensorflow_datasets as tfds
 
 from data_builders.mimic_cxr_egd import prepare
 from mimic_jax import config_check
@@ -32,12 +37,21 @@ from mimic_jax.data import prepare as prepare_data
 from mimic_jax.evaluation import evaluate
 from mimic_jax.runtime import distributed
 from mimic_jax.runtime import preemption
+from mimic_jax.training import checkpoints
 from mimic_jax.training import loop
+from mimic_jax.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (local or gs://).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (local or gs://).', required=True)
 _MODE = flags.DEFINE_enum(
   'mode', 'train', ['train', 'evaluate', 'train_and_evaluate'], 'What to do.'
+)
+_NEW_RUN = flags.DEFINE_bool(
+  'new_run',
+  False,
+  'If the workdir holds another run (a config that differs in the model, method, data, '
+  'optimiser or seed), move it aside to <workdir>/previous_runs/ and start this one there '
+  '(without it, that is an error).',
 )
 _SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
 _MULTIPROCESS = flags.DEFINE_enum(
@@ -56,10 +70,9 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_pro
 _LOCAL_DEVICES = flags.DEFINE_list(
   'local_device_ids', None, 'Devices of this process (e.g. one GPU per process).'
 )
-flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _prepare_dataset(config: ml_collections.ConfigDict):
+def _prepare_dataset(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """Process 0 prepares the dataset first (a shared data dir is built once); the others then
   find it ready, or build their own copy where the data dir is per host."""
   if jax.process_count() == 1:
@@ -71,10 +84,31 @@ def _prepare_dataset(config: ml_collections.ConfigDict):
   return builder or prepare_data.prepare_dataset(config.data)
 
 
+def _explicit_overrides(argv: Sequence[str]) -> list[str]:
+  """The dotted keys of the ``--config.KEY=VALUE`` (or ``--config.KEY VALUE``) flags given."""
+  return [a[len('--config.') :].split('=', 1)[0] for a in argv if a.startswith('--config.')]
+
+
+def _run_config() -> ml_collections.ConfigDict:
+  """The config of this command: ``--config`` (with its overrides) to train; to evaluate, the
+  run's own ``config.json`` with only the ``--config.KEY`` values given on the command line."""
+  stored = workdir_lib.stored_config(_WORKDIR.value)
+  if _MODE.value != 'evaluate' or stored is None:
+    if _CONFIG.value is None:
+      raise ValueError(
+        f'--config is required (no {_WORKDIR.value}/config.json to evaluate from)'
+        if _MODE.value == 'evaluate'
+        else '--config is required to train'
+      )
+    return _CONFIG.value
+  for key in _explicit_overrides(sys.argv[1:]):
+    config_check.set_value(stored, key, config_check.get(_CONFIG.value, key))
+  return stored
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
   try:
     distributed.initialize(
       distributed.Settings(  # before anything touches a device
@@ -87,10 +121,13 @@ def main(argv: Sequence[str]) -> None:
         ),
       )
     )
+    config = _run_config()
     config_check.validate(config, jax.device_count())
     tuning = tuning_lib.resolve(config.xla)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    if _MODE.value != 'evaluate':
+      workdir_lib.check(_WORKDIR.value, config, new_run=_NEW_RUN.value)
+  except (ValueError, KeyError) as e:
+    sys.exit(f'main.py: {e}')
   logging.info(
     'JAX process %d/%d, %d local devices; %s',
     jax.process_index(),
@@ -98,18 +135,48 @@ def main(argv: Sequence[str]) -> None:
     jax.local_device_count(),
     tuning.describe(),
   )
-  builder = _prepare_dataset(config)
+  try:
+    builder = _prepare_dataset(config)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f'main.py: {e}')
   print(prepare.summary(builder), flush=True)
-  if _MODE.value in ('train', 'train_and_evaluate'):
-    try:
-      loop.train_and_evaluate(config, _WORKDIR.value, tuning=tuning)
-    except preemption.Preempted as e:
-      logging.warning('%s', e)
-      sys.exit(preemption.EXIT_CODE)
-  if _MODE.value in ('evaluate', 'train_and_evaluate'):
-    evaluate.evaluate_run(config, _WORKDIR.value, split=_SPLIT.value, tuning=tuning)
-    print(f'Evaluation report: {_WORKDIR.value}/eval/{_SPLIT.value}/report.md', flush=True)
+  try:
+    if _MODE.value in ('train', 'train_and_evaluate'):
+      loop.train_and_evaluate(config, _WORKDIR.value, tuning=tuning, new_run=_NEW_RUN.value)
+    if _MODE.value in ('evaluate', 'train_and_evaluate'):
+      evaluate.evaluate_run(config, _WORKDIR.value, split=_SPLIT.value, tuning=tuning)
+      print(f'Evaluation report: {_WORKDIR.value}/eval/{_SPLIT.value}/report.md', flush=True)
+  except preemption.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(preemption.EXIT_CODE)
+  except (
+    checkpoints.CheckpointRestoreError,
+    workdir_lib.WorkdirConflictError,
+    FileNotFoundError,
+  ) as e:
+    sys.exit(f'main.py: {e}')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an unknown ``--config.KEY`` reported by its whole dotted path
+  (ml_collections names only the last part)."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, flags.Error) as e:
+    file_arg = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+    if file_arg:
+      path, _, variant = file_arg.partition(':')
+      spec = importlib.util.spec_from_file_location('_mimic_config', path)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      base = module.get_config(variant or None) if variant else module.get_config()
+      for key in _explicit_overrides(argv):
+        try:
+          config_check.get(base, key)
+        except ValueError as missing:
+          sys.exit(f'main.py: --config.{key}: {missing}')
+    sys.exit(f'main.py: {type(e).__name__}: {e}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -110,6 +110,9 @@ def _base() -> ml_collections.ConfigDict:
   c.data.local_cache_dir = '/tmp/mimic_jax_tfds'  # per-host copy of a gs:// data dir
   c.data.manual_dir = 'data/physionet'  # holds egd-cxr/1.0.0 and mimic-cxr-jpg/2.0.0
   c.data.builder_config = '224'
+  # Build (and read) the dataset with the images that fail validation left out, listed in its
+  # metadata (data_builders: --skip_invalid_rows); its folder is <config>_skip.
+  c.data.skip_invalid_rows = False
   c.data.gaze_sigma = ml_collections.FieldReference(None, field_type=float)  # None: 150 px
   c.data.synthetic = ml_collections.FieldReference(None, field_type=ml_collections.ConfigDict)
   c.data.threads = 4

@@ -26,7 +26,7 @@ _GAZE_SIGMA = flags.DEFINE_float(
   'Override the heatmap sigma (original px); the config is then named <config>_sigma<value>.',
 )
 _SKIP = flags.DEFINE_bool('skip_invalid_rows', False, 'Drop bad rows instead of failing.')
-_NUM_WORKERS = flags.DEFINE_integer('num_workers', None, 'Image decoding processes.')
+_NUM_WORKERS = flags.DEFINE_integer('num_workers', None, 'Image decoding threads (0: none).')
 
 
 def main(argv: Sequence[str]) -> None:

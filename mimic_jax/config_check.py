@@ -41,10 +41,24 @@ _AT_LEAST_ONE = (
 
 
 def get(config: ml_collections.ConfigDict, dotted: str) -> Any:
-  """``config``'s value at the dotted path ``dotted`` (e.g. ``'mimic.post.pool'``)."""
+  """``config``'s value at the dotted path ``dotted`` (e.g. ``'mimic.post.pool'``); a
+  ``ValueError`` naming the whole path if it does not exist."""
+  node = config
   for k in dotted.split('.'):
-    config = config[k]
-  return config
+    try:
+      node = node[k]
+    except (KeyError, AttributeError, TypeError):
+      raise ValueError(f'config.{dotted} does not exist (no key {k!r} there)') from None
+  return node
+
+
+def set_value(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+  """Sets ``config``'s value at the dotted path ``dotted`` (which must exist)."""
+  *path, leaf = dotted.split('.')
+  parent = get(config, '.'.join(path)) if path else config
+  if leaf not in parent:
+    raise ValueError(f'config.{dotted} does not exist (no key {leaf!r} there)')
+  parent[leaf] = value
 
 
 def _fail(message: str) -> None:

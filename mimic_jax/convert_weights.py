@@ -5,8 +5,9 @@ r"""Converts a PyTorch ImageNet checkpoint to our Flax variables (safetensors).
 ``IN``: a torchvision ``resnet18``/``resnet50``/``densenet121`` or timm ``efficientnet_b0``
 state dict (``.safetensors``; ``.pth``/``.pt`` if PyTorch is installed). ``OUT``: a
 ``.safetensors`` file for ``config.model.pretrained``. The architecture is recognised from the
-tensor names unless given. Fails naming the first tensor whose name or shape does not fit; lists
-unused tensors.
+tensor names unless given. The architecture must match exactly: it fails naming a tensor that
+is missing, has another shape, or is not part of the architecture (a deeper variant's extra
+layers).
 """
 
 from __future__ import annotations
@@ -55,16 +56,13 @@ def main(argv: Sequence[str]) -> None:
   try:
     sd = pretrained.read_state_dict(src)
     arch = _ARCH.value or guess_arch(sd)
-    variables, unused = pretrained.convert(sd, arch)
+    variables = pretrained.convert(sd, arch)
     pretrained.check_against_model(variables, arch)
-  except (pretrained.ConversionError, FileNotFoundError, ImportError) as e:
-    print(f'convert_weights: {src}: {e}', file=sys.stderr)
-    sys.exit(1)
+  except (pretrained.ConversionError, FileNotFoundError, ImportError, ValueError) as e:
+    sys.exit(f'convert_weights: {src}: {e}')
   pretrained.save_converted(variables, arch, dst)
   leaves = [v for c in variables.values() for v in _leaves(c)]
   print(f'{arch}: {len(leaves)} tensors, {sum(v.size for v in leaves):,} values -> {dst}')
-  if unused:
-    print(f'unused tensors ({len(unused)}): {", ".join(unused)}')
 
 
 def _leaves(tree: dict):

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Sets up .venv and .venv-torch (if needed), checks formatting and lint (ruff; pyproject.toml),
-# and runs the whole test suite.
+# Sets up .venv, .venv-torch and .venv-tfds (if needed), checks formatting and lint (ruff;
+# pyproject.toml), and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 bash scripts/setup_torch_env.sh
+bash scripts/setup_tfds_cli_env.sh
 .venv/bin/ruff format --check --quiet . || { echo 'run: .venv/bin/ruff format .' >&2; exit 1; }
 .venv/bin/ruff check --quiet .
 # shellcheck source=scripts/xla_cpu_env.sh

@@ -83,17 +83,20 @@ def test_ensemble_log_softmax_target_is_the_gradient_of_the_ensemble_output():
 
 
 def test_corner_mass_hand_worked(tmp_path):
-  """The corner of each class (top-left, top-right, bottom-right) at 50 x 50: its square is
-  the 6 x 6 pixels whose centres lie within 0.06 of the marker's centre."""
-  assert shortcut.corner_mask(50, 0).sum() == 36
-  assert shortcut.corner_mask(50, 0)[:6, :6].all()
-  assert shortcut.corner_mask(50, 1)[:6, -6:].all() and shortcut.corner_mask(50, 2)[-6:, -6:].all()
+  """The corner of each class (top-left, top-right, bottom-right) at 50 x 50: the marker
+  (centre (0.1, 0.085), half-sides 0.09 x 0.075) and 0.02 around it, i.e. the pixel centres
+  with u in [-0.01, 0.21] (columns 0-10) and v in [-0.01, 0.18] (rows 0-8): 11 x 9 pixels."""
+  mask = shortcut.corner_mask(50, 0)
+  assert mask.sum() == 99 and mask[:9, :11].all()
+  assert (
+    shortcut.corner_mask(50, 1)[:9, -11:].all() and shortcut.corner_mask(50, 2)[-9:, -11:].all()
+  )
   maps = np.zeros((3, 50, 50))
-  maps[0, :6, :6] = 1.0  # all the mass in corner 0
-  maps[1] = 1.0  # uniform: 36 / 2500 of it in any corner
+  maps[0, :9, :11] = 1.0  # all the mass in corner 0
+  maps[1] = 1.0  # uniform: 99 / 2500 of it in any corner
   maps[2, 25, 25] = 1.0  # none in the corner
   corners = np.array([0, 1, 2])
-  np.testing.assert_allclose(shortcut.corner_mass(maps, corners), [1.0, 36 / 2500, 0.0])
+  np.testing.assert_allclose(shortcut.corner_mass(maps, corners), [1.0, 99 / 2500, 0.0])
   assert math.isnan(shortcut.corner_mass(maps[:1], np.array([-1]))[0])  # no marker
   (tmp_path / 'synthetic_truth.csv').write_text(
     'dicom_id,split,label,marker_corner,height,width\na,test,CHF,2,10,10\nb,test,Normal,,10,10\n'

@@ -149,8 +149,11 @@ def _corrupt_copy(src, dst):
   col = {c: i for i, c in enumerate(header)}
   jpg = lambda r: dst / 'mimic-cxr-jpg/2.0.0' / r[col['path']].replace('.dcm', '.jpg')
   missing, unreadable, two_labels, duplicated = body[4], body[5], body[6], body[7]
+  truncated = body[8]
   jpg(missing).unlink()
   jpg(unreadable).write_bytes(b'not a jpeg')
+  whole = jpg(truncated).read_bytes()
+  jpg(truncated).write_bytes(whole[: len(whole) // 2])  # the header reads; the image does not
   two_labels[col['Normal']] = two_labels[col['CHF']] = '1'
   two_labels[col['pneumonia']] = '0'
   body.append(list(duplicated))
@@ -160,9 +163,11 @@ def _corrupt_copy(src, dst):
     fix = list(csv.reader(f))
   stray = list(fix[1])
   stray[2] = 'deadbeef-00000000-00000000-00000000-00000000'
+  bad_ids = {r[0] for r in (missing, unreadable, two_labels, duplicated, truncated)}
+  twice = next(i for i, r in enumerate(fix) if i and r[2] in {b[0] for b in body} - bad_ids)
   with open(egd / 'fixations.csv', 'a', newline='') as f:
-    csv.writer(f, lineterminator='\n').writerows([stray, stray])
-  ids = [r[0] for r in (missing, unreadable, two_labels, duplicated)]
+    csv.writer(f, lineterminator='\n').writerows([stray, stray, fix[twice]])
+  ids = [r[0] for r in (missing, unreadable, two_labels, duplicated, truncated)]
   # Line where each record starts (quoted fields hold newlines), counted on the written text.
   starts, line = [], 2
   for row in body:
@@ -170,17 +175,20 @@ def _corrupt_copy(src, dst):
     buf = io.StringIO()
     csv.writer(buf, lineterminator='\n').writerow(row)
     line += buf.getvalue().count('\n')
-  return ids, starts, len(fix) + 1
+  return ids, starts, len(fix) + 1, twice + 1
 
 
 def test_bad_input_reports_every_problem_with_file_and_line(synthetic_tree, tmp_path):
   manual, _ = synthetic_tree
-  ids, starts, stray_line = _corrupt_copy(manual, tmp_path / 'bad')
+  ids, starts, stray_line, twice_line = _corrupt_copy(manual, tmp_path / 'bad')
   with pytest.raises(egd_reader.EgdValidationError) as err:
     _build(tmp_path / 'bad', tmp_path / 'tfds')
   msg = str(err.value)
   sheet = 'egd-cxr/1.0.0/master_sheet.csv'
-  assert '5 problem(s)' in msg
+  assert '7 problem(s)' in msg
+  assert f'{sheet} line {starts[8]} (record 9): image unreadable' in msg and 'truncated' in msg
+  assert f'fixations.csv line {stray_line + 2}: duplicate of line {twice_line}' in msg
+  assert str(tmp_path) not in msg  # image paths relative to the manual_dir
   assert f'{sheet} line {starts[4]} (record 5): image file not found' in msg and ids[0] in msg
   assert f'{sheet} line {starts[5]} (record 6): image unreadable' in msg
   assert f'{sheet} line {starts[6]} (record 7): dicom_id {ids[2]} needs exactly one label' in msg
@@ -198,12 +206,26 @@ def test_bad_input_reports_every_problem_with_file_and_line(synthetic_tree, tmp_
 
 def test_skip_invalid_rows_builds_the_rest_and_lists_skipped_ids(synthetic_tree, tmp_path):
   manual, specs = synthetic_tree
-  ids, _, _ = _corrupt_copy(manual, tmp_path / 'bad')
+  ids, _, _, _ = _corrupt_copy(manual, tmp_path / 'bad')
   builder = _build(tmp_path / 'bad', tmp_path / 'tfds', name='t32_skip', skip=True)
-  assert builder.info.metadata['skipped_ids'] == sorted(ids)
+  meta = builder.info.metadata
+  assert meta['skipped_ids'] == sorted(ids)
   total = sum(s.num_examples for s in builder.info.splits.values())
   assert total == len(specs) - len(ids)
-  assert len(builder.info.metadata['skipped_problems']) == 5
+  assert len(meta['skipped_problems']) == 6  # the duplicate fixation is dropped, not a problem
+  assert meta['dropped_duplicate_fixations'] == 1
+  assert not any(str(tmp_path) in p for p in meta['skipped_problems'])
+
+
+def test_a_csv_that_is_not_utf8_names_the_file_and_line(synthetic_tree, tmp_path):
+  manual, _ = synthetic_tree
+  shutil.copytree(manual, tmp_path / 'bad')
+  path = tmp_path / 'bad/egd-cxr/1.0.0/fixations.csv'
+  lines = path.read_bytes().split(b'\n')
+  lines[4] = lines[4].replace(b',', b',\xe9', 1)  # a Latin-1 byte
+  path.write_bytes(b'\n'.join(lines))
+  with pytest.raises(egd_reader.EgdValidationError, match=r'fixations.csv line 5: not UTF-8'):
+    egd_reader.read_tree(tmp_path / 'bad')
 
 
 def test_missing_required_header_column_is_fatal_even_when_skipping(synthetic_tree, tmp_path):

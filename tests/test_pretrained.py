@@ -74,10 +74,7 @@ def _assert_rel_close(ours, ref):
 @pytest.mark.parametrize('arch', ['resnet18', 'resnet50', 'densenet121', 'efficientnet_b0'])
 def test_converted_model_equals_pytorch(reference, arch):
   ref = reference(arch)
-  variables, unused = pretrained.convert(
-    pretrained.read_state_dict(ref / 'weights.safetensors'), arch
-  )
-  assert unused == []
+  variables = pretrained.convert(pretrained.read_state_dict(ref / 'weights.safetensors'), arch)
   pretrained.check_against_model(variables, arch)
   assert convert_weights.guess_arch(pretrained.read_state_dict(ref / 'weights.safetensors')) == arch
   logits, fmap = _flax_outputs(variables, arch, np.load(ref / 'input.npy'))
@@ -115,11 +112,10 @@ def test_converter_command_writes_what_training_loads(reference, tmp_path):
   assert proc.returncode == 0, proc.stderr
   # 120 convolutions, 121 BatchNorms (scale, bias, mean, var), the classifier (2).
   assert proc.stdout.startswith('densenet121: 606 tensors')
-  loaded, unused = pretrained.load(out, 'densenet121')
-  direct, _ = pretrained.convert(
+  loaded = pretrained.load(out, 'densenet121')
+  direct = pretrained.convert(
     pretrained.read_state_dict(ref / 'weights.safetensors'), 'densenet121'
   )
-  assert unused == []
   flat_a, flat_b = (traverse_util.flatten_dict(t) for t in (loaded, direct))
   assert flat_a.keys() == flat_b.keys()
   for k in flat_a:
@@ -128,7 +124,7 @@ def test_converter_command_writes_what_training_loads(reference, tmp_path):
     pretrained.load(out, 'resnet18')
 
 
-def test_converter_names_the_first_bad_tensor_and_lists_unused(reference, tmp_path):
+def test_converter_names_the_tensor_that_does_not_fit(reference, tmp_path):
   sd = load_file(reference('resnet18') / 'weights.safetensors')
   renamed = dict(sd)
   renamed['layer2.0.conv1.weight_v2'] = renamed.pop('layer2.0.conv1.weight')
@@ -147,8 +143,27 @@ def test_converter_names_the_first_bad_tensor_and_lists_unused(reference, tmp_pa
   extra = dict(sd, **{'aux.weight': np.zeros(3, np.float32)})
   save_file(extra, str(tmp_path / 'extra.safetensors'))
   proc = _convert_cli(tmp_path / 'extra.safetensors', tmp_path / 'o.safetensors')
-  assert proc.returncode == 0, proc.stderr
-  assert 'unused tensors (1): aux.weight' in proc.stdout
+  assert proc.returncode == 1 and "has tensors resnet18 does not, e.g. 'aux.weight'" in proc.stderr
+
+  # A ResNet-34 (3, 4, 6, 3 blocks) is not a ResNet-18 (2, 2, 2, 2): its extra blocks prove it.
+  deeper = dict(sd)
+  for stage, blocks in ((1, 3), (2, 4), (3, 6), (4, 3)):
+    for b in range(2, blocks):
+      for k, v in sd.items():
+        if k.startswith(f'layer{stage}.1.'):
+          deeper[k.replace(f'layer{stage}.1.', f'layer{stage}.{b}.')] = v
+  save_file(deeper, str(tmp_path / 'resnet34.safetensors'))
+  proc = _convert_cli(tmp_path / 'resnet34.safetensors', tmp_path / 'o.safetensors')
+  assert proc.returncode == 1
+  assert "resnet18: the checkpoint has tensors resnet18 does not, e.g. 'layer1.2.bn1.bias'" in (
+    proc.stderr
+  )
+  assert not (tmp_path / 'o.safetensors').exists()
+
+  (tmp_path / 'text.safetensors').write_text('not a tensor file\n')
+  proc = _convert_cli(tmp_path / 'text.safetensors', tmp_path / 'o.safetensors')
+  assert proc.returncode == 1 and 'is not a readable safetensors file' in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
 
   proc = _convert_cli(
     tmp_path / 'renamed.safetensors', tmp_path / 'o.safetensors', '--arch=efficientnet_b0'

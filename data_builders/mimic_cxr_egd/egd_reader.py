@@ -12,6 +12,7 @@ import collections
 from collections.abc import Iterable, Sequence
 import csv
 import dataclasses
+import io
 import logging
 import random
 
@@ -82,6 +83,7 @@ class EgdTree:
   problems: list[Problem]
   calibration_rows: int
   image_format: str  # 'jpg' or 'dicom'
+  duplicate_fixations: int = 0  # rows repeating an earlier row, dropped (skip_invalid_rows)
 
 
 def official_split(patient_ids: Iterable[int], seed: int = 42) -> dict[int, str]:
@@ -136,25 +138,52 @@ def _parse_int(value: str) -> int:
   return int(f)
 
 
-def _image_exists_and_opens(path: epath.Path, is_jpg: bool) -> str | None:
-  """Returns None if the image header reads, else why not."""
+def _image_decodes(path: epath.Path, is_jpg: bool) -> str | None:
+  """Returns None if the whole image decodes, else why not (a truncated file is found here,
+  before any work, not late in the build)."""
   if not path.exists():
     return 'image file not found'
   try:
     if is_jpg:
       from PIL import Image
 
-      with path.open('rb') as f, Image.open(f) as img:
-        _ = img.size
+      # From memory, so that no error message carries the user's path.
+      with Image.open(io.BytesIO(path.read_bytes())) as img:
+        img.draft('L', (256, 256))  # DCT-domain downscaling still reads every block
+        img.load()
     else:
       import pydicom
 
-      with path.open('rb') as f:
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
-        int(ds.Rows), int(ds.Columns)
+      _ = pydicom.dcmread(io.BytesIO(path.read_bytes())).pixel_array
   except Exception as e:
     return f'image unreadable ({type(e).__name__}: {e})'
   return None
+
+
+class _Utf8Lines:
+  """The lines of a UTF-8 text file (a leading byte-order mark dropped), for ``csv.reader``;
+  a byte that is not UTF-8 raises :class:`EgdValidationError` naming the file and line."""
+
+  def __init__(self, path: epath.Path, name: str):
+    self._path, self._name = path, name
+
+  def __iter__(self):
+    with self._path.open('rb') as f:
+      for number, raw in enumerate(f, start=1):
+        try:
+          line = raw.decode('utf-8-sig' if number == 1 else 'utf-8')
+        except UnicodeDecodeError as e:
+          raise EgdValidationError(
+            [
+              Problem(
+                self._name,
+                f'line {number}',
+                f'not UTF-8 text (byte {raw[e.start]:#04x} '
+                f'at column {e.start + 1}): save the file as UTF-8',
+              )
+            ]
+          ) from None
+        yield line
 
 
 def _image_root(manual_dir: epath.Path) -> tuple[epath.Path, bool]:
@@ -206,130 +235,134 @@ def read_tree(
   problems: list[Problem] = []
   records: dict[str, EgdRecord] = {}
   all_pids: list[int] = []
-  with master_file.open('r', encoding='utf-8-sig') as f:
-    reader = csv.reader(f)
-    header = next(reader, [])
-    fatal = _check_header(master_name, header, fmt.MASTER_SHEET_COLUMNS, fmt.MASTER_REQUIRED)
-    if fatal:
-      raise EgdValidationError(fatal)
-    col = {name: i for i, name in enumerate(header)}
-    line = reader.line_num + 1
-    for rec_no, row in enumerate(reader, start=1):
-      start_line, line = line, reader.line_num + 1
-      where = f'line {start_line} (record {rec_no})'
-      if len(row) != len(header):
-        problems.append(
-          Problem(master_name, where, f'has {len(row)} fields, the header has {len(header)}')
-        )
-        continue
-      dicom_id = row[col['dicom_id']]
-      try:
-        patient_id = _parse_int(row[col['patient_id']])
-        study_id = _parse_int(row[col['study_id']])
-      except ValueError:
-        problems.append(
-          Problem(
-            master_name,
-            where,
-            'patient_id/study_id not integers: '
-            f'{row[col["patient_id"]]!r}, {row[col["study_id"]]!r}',
-            dicom_id,
-          )
-        )
-        continue
-      all_pids.append(patient_id)
-      try:
-        onehot = [_parse_int(row[col[c]]) for c in fmt.CLASS_NAMES]
-      except ValueError:
-        onehot = None
-      if onehot is None or sorted(onehot) != [0, 0, 1]:
-        labels = {c: row[col[c]] for c in fmt.CLASS_NAMES}
-        problems.append(
-          Problem(
-            master_name, where, f'dicom_id {dicom_id} needs exactly one label of {labels}', dicom_id
-          )
-        )
-        continue
-      if dicom_id in records:
-        first = records[dicom_id]
-        problems.append(
-          Problem(
-            master_name,
-            where,
-            f'duplicate dicom_id {dicom_id} (first at line {first.line}, record {first.record})',
-            dicom_id,
-          )
-        )
-        continue
-      rel = fmt.image_relpath(row[col['path']], is_jpg)
-      image_path = image_root / rel
-      why = _image_exists_and_opens(image_path, is_jpg)
-      if why:
-        problems.append(Problem(master_name, where, f'{why}: {image_path}', dicom_id))
-        continue
-      records[dicom_id] = EgdRecord(
-        dicom_id=dicom_id,
-        study_id=study_id,
-        patient_id=patient_id,
-        label=onehot.index(1),
-        image_path=image_path,
-        record=rec_no,
-        line=start_line,
+  reader = csv.reader(_Utf8Lines(master_file, master_name))
+  header = next(reader, [])
+  fatal = _check_header(master_name, header, fmt.MASTER_SHEET_COLUMNS, fmt.MASTER_REQUIRED)
+  if fatal:
+    raise EgdValidationError(fatal)
+  col = {name: i for i, name in enumerate(header)}
+  line = reader.line_num + 1
+  for rec_no, row in enumerate(reader, start=1):
+    start_line, line = line, reader.line_num + 1
+    where = f'line {start_line} (record {rec_no})'
+    if len(row) != len(header):
+      problems.append(
+        Problem(master_name, where, f'has {len(row)} fields, the header has {len(header)}')
       )
+      continue
+    dicom_id = row[col['dicom_id']]
+    try:
+      patient_id = _parse_int(row[col['patient_id']])
+      study_id = _parse_int(row[col['study_id']])
+    except ValueError:
+      problems.append(
+        Problem(
+          master_name,
+          where,
+          f'patient_id/study_id not integers: {row[col["patient_id"]]!r}, {row[col["study_id"]]!r}',
+          dicom_id,
+        )
+      )
+      continue
+    all_pids.append(patient_id)
+    try:
+      onehot = [_parse_int(row[col[c]]) for c in fmt.CLASS_NAMES]
+    except ValueError:
+      onehot = None
+    if onehot is None or sorted(onehot) != [0, 0, 1]:
+      labels = {c: row[col[c]] for c in fmt.CLASS_NAMES}
+      problems.append(
+        Problem(
+          master_name, where, f'dicom_id {dicom_id} needs exactly one label of {labels}', dicom_id
+        )
+      )
+      continue
+    if dicom_id in records:
+      first = records[dicom_id]
+      problems.append(
+        Problem(
+          master_name,
+          where,
+          f'duplicate dicom_id {dicom_id} (first at line {first.line}, record {first.record})',
+          dicom_id,
+        )
+      )
+      continue
+    rel = fmt.image_relpath(row[col['path']], is_jpg)
+    image_path = image_root / rel
+    why = _image_decodes(image_path, is_jpg)
+    if why:
+      shown = f'{fmt.JPG_DIR if is_jpg else fmt.DICOM_DIR}/{rel}'  # relative to manual_dir
+      problems.append(Problem(master_name, where, f'{why}: {shown}', dicom_id))
+      continue
+    records[dicom_id] = EgdRecord(
+      dicom_id=dicom_id,
+      study_id=study_id,
+      patient_id=patient_id,
+      label=onehot.index(1),
+      image_path=image_path,
+      record=rec_no,
+      line=start_line,
+    )
 
   bad_ids = {p.dicom_id for p in problems if p.dicom_id}
   calibration_rows = 0
-  with fixations_file.open('r', encoding='utf-8-sig') as f:
-    reader = csv.reader(f)
-    header = next(reader, [])
-    fatal = _check_header(fix_name, header, fmt.GAZE_COLUMNS, fmt.FIXATIONS_REQUIRED)
-    if fatal:
-      raise EgdValidationError(problems + fatal)
-    col = {name: i for i, name in enumerate(header)}
-    unknown: dict[str, list[int]] = collections.defaultdict(list)
-    for row in reader:
-      line = reader.line_num
-      if len(row) != len(header):
-        problems.append(
-          Problem(fix_name, f'line {line}', f'has {len(row)} fields, the header has {len(header)}')
-        )
-        continue
-      dicom_id = row[col['DICOM_ID']]
-      rec = records.get(dicom_id)
-      if rec is None:
-        if dicom_id in bad_ids:
-          continue
-        if len(dicom_id) == fmt.CALIBRATION_ID_LENGTH:
-          calibration_rows += 1
-        else:
-          unknown[dicom_id].append(line)
-        continue
-      try:
-        x = _parse_int(row[col['X_ORIGINAL']])
-        y = _parse_int(row[col['Y_ORIGINAL']])
-        start, duration = float(row[col['FPOGS']]), float(row[col['FPOGD']])
-      except ValueError:
-        problems.append(
-          Problem(
-            fix_name, f'line {line}', 'X_ORIGINAL/Y_ORIGINAL/FPOGS/FPOGD not numeric', dicom_id
-          )
-        )
-        continue
-      fx = rec.fixations
-      fx.x.append(x)
-      fx.y.append(y)
-      fx.start_s.append(start)
-      fx.duration_s.append(duration)
-    for dicom_id, lines in unknown.items():
-      shown = ', '.join(map(str, lines[:5])) + (' ...' if len(lines) > 5 else '')
+  duplicates = 0
+  seen_rows: dict[tuple[str, ...], int] = {}
+  reader = csv.reader(_Utf8Lines(fixations_file, fix_name))
+  header = next(reader, [])
+  fatal = _check_header(fix_name, header, fmt.GAZE_COLUMNS, fmt.FIXATIONS_REQUIRED)
+  if fatal:
+    raise EgdValidationError(problems + fatal)
+  col = {name: i for i, name in enumerate(header)}
+  unknown: dict[str, list[int]] = collections.defaultdict(list)
+  for row in reader:
+    line = reader.line_num
+    if len(row) != len(header):
       problems.append(
-        Problem(
-          fix_name,
-          f'line(s) {shown}',
-          f'{len(lines)} fixation(s) for DICOM_ID {dicom_id!r}, '
-          'which is neither in master_sheet.csv nor a 39-character calibration screen id',
-        )
+        Problem(fix_name, f'line {line}', f'has {len(row)} fields, the header has {len(header)}')
       )
+      continue
+    dicom_id = row[col['DICOM_ID']]
+    rec = records.get(dicom_id)
+    if rec is None:
+      if dicom_id in bad_ids:
+        continue
+      if len(dicom_id) == fmt.CALIBRATION_ID_LENGTH:
+        calibration_rows += 1
+      else:
+        unknown[dicom_id].append(line)
+      continue
+    try:
+      x = _parse_int(row[col['X_ORIGINAL']])
+      y = _parse_int(row[col['Y_ORIGINAL']])
+      start, duration = float(row[col['FPOGS']]), float(row[col['FPOGD']])
+    except ValueError:
+      problems.append(
+        Problem(fix_name, f'line {line}', 'X_ORIGINAL/Y_ORIGINAL/FPOGS/FPOGD not numeric', dicom_id)
+      )
+      continue
+    first = seen_rows.setdefault(tuple(row), line)
+    if first != line:  # the same fixation twice would double its count in the heatmap
+      duplicates += 1
+      if not skip_invalid_rows:
+        problems.append(Problem(fix_name, f'line {line}', f'duplicate of line {first}'))
+      continue
+    fx = rec.fixations
+    fx.x.append(x)
+    fx.y.append(y)
+    fx.start_s.append(start)
+    fx.duration_s.append(duration)
+  for dicom_id, lines in unknown.items():
+    shown = ', '.join(map(str, lines[:5])) + (' ...' if len(lines) > 5 else '')
+    problems.append(
+      Problem(
+        fix_name,
+        f'line(s) {shown}',
+        f'{len(lines)} fixation(s) for DICOM_ID {dicom_id!r}, '
+        'which is neither in master_sheet.csv nor a 39-character calibration screen id',
+      )
+    )
 
   fixated = {d for d, r in records.items() if r.fixations.x}
   for dicom_id, rec in records.items():
@@ -360,4 +393,5 @@ def read_tree(
     problems=problems,
     calibration_rows=calibration_rows,
     image_format='jpg' if is_jpg else 'dicom',
+    duplicate_fixations=duplicates,
   )

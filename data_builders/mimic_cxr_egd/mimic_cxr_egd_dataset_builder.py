@@ -33,10 +33,12 @@ images skipped with ``skip_invalid_rows``.
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterator
 import concurrent.futures
 import dataclasses
+import functools
 import logging
-import multiprocessing
 import os
 
 import numpy as np
@@ -129,7 +131,7 @@ class MimicCxrEgd(tfds.core.GeneratorBasedBuilder):
   """
 
   def __init__(self, *, num_workers: int | None = None, **kwargs):
-    """``num_workers``: processes decoding images (default: all cores); 0 = in-process."""
+    """``num_workers``: threads decoding images (default: all cores); 0: none."""
     super().__init__(**kwargs)
     self._num_workers = os.cpu_count() if num_workers is None else num_workers
 
@@ -171,6 +173,7 @@ class MimicCxrEgd(tfds.core.GeneratorBasedBuilder):
     meta['skipped_ids'] = tree.skipped_ids
     meta['skipped_problems'] = [str(p) for p in tree.problems]
     meta['dropped_calibration_fixations'] = tree.calibration_rows
+    meta['dropped_duplicate_fixations'] = tree.duplicate_fixations
     meta['dropped_off_image_fixations'] = 0
     meta['patients_per_split'] = {
       s: len({r.patient_id for r in recs}) for s, recs in tree.splits.items()
@@ -181,19 +184,25 @@ class MimicCxrEgd(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(recs) for split, recs in tree.splits.items() if recs}
 
   def _generate_examples(self, records: list[egd_reader.EgdRecord]):
-    cfg = self.builder_config
-    args = (cfg.image_size, cfg.gaze_sigma)
     meta = self.info.metadata
-    if self._num_workers and len(records) > 1:
-      ctx = multiprocessing.get_context('spawn')
-      with concurrent.futures.ProcessPoolExecutor(self._num_workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_process, rec, *args) for rec in records]
-        for rec, fut in zip(records, futures):
-          example, off_image = fut.result()
-          meta['dropped_off_image_fixations'] += off_image
-          yield rec.dicom_id, example
-    else:
-      for rec in records:
-        example, off_image = _process(rec, *args)
-        meta['dropped_off_image_fixations'] += off_image
-        yield rec.dicom_id, example
+    for rec, (example, off_image) in zip(records, self._decoded(records)):
+      meta['dropped_off_image_fixations'] += off_image
+      yield rec.dicom_id, example
+
+  def _decoded(self, records: list[egd_reader.EgdRecord]) -> Iterator[tuple[dict, int]]:
+    """``_process`` of each record, in order. With workers, in threads: Pillow's decoding and
+    NumPy/SciPy's heatmap work release the GIL, and threads need no process that would import
+    the caller's ``__main__`` again (a script without a main guard, stdin, a notebook)."""
+    cfg = self.builder_config
+    process = functools.partial(_process, size=cfg.image_size, sigma=cfg.gaze_sigma)
+    if not self._num_workers or len(records) <= 1:
+      yield from map(process, records)
+      return
+    window = 4 * self._num_workers  # records decoded ahead, so memory stays bounded
+    with concurrent.futures.ThreadPoolExecutor(self._num_workers) as pool:
+      pending = collections.deque(pool.submit(process, r) for r in records[:window])
+      for rec in records[window:]:
+        yield pending.popleft().result()
+        pending.append(pool.submit(process, rec))
+      while pending:
+        yield pending.popleft().result()

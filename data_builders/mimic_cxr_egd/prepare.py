@@ -71,6 +71,7 @@ def summary(builder: tfds.core.DatasetBuilder) -> str:
     'patients_per_split',
     'dropped_calibration_fixations',
     'dropped_off_image_fixations',
+    'dropped_duplicate_fixations',
     'image_format',
   ):
     lines.append(f'  {key}: {json.dumps(meta.get(key))}')

@@ -14,7 +14,11 @@ import numpy as np
 from PIL import Image
 
 NORMAL, CHF, PNEUMONIA = 0, 1, 2
-CORNERS = ((0.06, 0.06), (0.94, 0.06), (0.94, 0.94))  # shortcut marker centre per class (u, v)
+# The shortcut marker: a bright rectangle of these half-sides (u, v), centred per class at
+# CORNERS (top-left Normal, top-right CHF, bottom-right pneumonia), outside every gazed region.
+# Large enough that a small CNN picks it up: the baseline of the main job relies on it.
+MARKER_HALF_SIDES = (0.09, 0.075)
+CORNERS = ((0.1, 0.085), (0.9, 0.085), (0.9, 0.915))
 _RENDER_SIDE = 512
 
 
@@ -103,7 +107,8 @@ def render_case(
     regions.append(Region('consolidation', cu, cv, radius * 0.8, radius, 5.0))
   if marker_corner is not None:
     mu, mv = CORNERS[marker_corner]
-    img = np.where((np.abs(uu - mu) < 0.03) & (np.abs(vv - mv) < 0.025), 0.95, img)
+    hu, hv = MARKER_HALF_SIDES
+    img = np.where((np.abs(uu - mu) < hu) & (np.abs(vv - mv) < hv), 0.95, img)
   img += rng.normal(0.0, 0.025, img.shape)
   img = np.clip(img, 0.0, 1.0)
   small = Image.fromarray(np.round(img * 255).astype(np.uint8), mode='L')

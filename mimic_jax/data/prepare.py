@@ -27,19 +27,34 @@ def prepare_dataset(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
   images with the shortcut marker in a wrong class's corner; :func:`decoy_dirs`).
   """
   if staging.is_remote(data.data_dir):
-    return prepare.make_builder(
-      data.manual_dir,
-      staging.local_data_dir(data),
-      config=data.builder_config,
-      gaze_sigma=data.get('gaze_sigma'),
-    )
+    return _builder(data, data.manual_dir, staging.local_data_dir(data))
   if data.get('synthetic'):
     _write_synthetic_tree(data.synthetic, data.manual_dir, decoy=False)
     if data.synthetic.get('decoy'):
       decoy_manual_dir, decoy_data_dir = decoy_dirs(data)
       _write_synthetic_tree(data.synthetic, decoy_manual_dir, decoy=True)
       _build(data, decoy_manual_dir, decoy_data_dir)
+  else:
+    check_inputs(data)
   return _build(data, data.manual_dir, data.data_dir)
+
+
+def check_inputs(data: ml_collections.ConfigDict) -> None:
+  """Raises ``FileNotFoundError`` before anything is written if the dataset is neither built
+  in ``data.data_dir`` nor buildable from ``data.manual_dir``."""
+  name = staging.build_name(data)
+  built = os.path.join(data.data_dir, staging.DATASET_NAME, name)
+  if os.path.isdir(built) and any(
+    os.path.exists(os.path.join(built, v, 'dataset_info.json')) for v in os.listdir(built)
+  ):
+    return
+  sheet = os.path.join(data.manual_dir, 'egd-cxr', '1.0.0', 'master_sheet.csv')
+  if not os.path.exists(sheet):
+    raise FileNotFoundError(
+      f'config.data.data_dir={data.data_dir!r} holds no build of {staging.DATASET_NAME}/{name}, '
+      f'and config.data.manual_dir={data.manual_dir!r} has no egd-cxr/1.0.0/master_sheet.csv to '
+      'build it from (docs/dataset.md says how to lay out the PhysioNet download)'
+    )
 
 
 def decoy_dirs(data: ml_collections.ConfigDict) -> tuple[str, str]:
@@ -51,11 +66,21 @@ def decoy_dirs(data: ml_collections.ConfigDict) -> tuple[str, str]:
 def _build(
   data: ml_collections.ConfigDict, manual_dir: str, data_dir: str
 ) -> tfds.core.DatasetBuilder:
-  builder = prepare.make_builder(
-    manual_dir, data_dir, config=data.builder_config, gaze_sigma=data.get('gaze_sigma')
-  )
+  builder = _builder(data, manual_dir, data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
+
+
+def _builder(
+  data: ml_collections.ConfigDict, manual_dir: str, data_dir: str
+) -> tfds.core.DatasetBuilder:
+  return prepare.make_builder(
+    manual_dir,
+    data_dir,
+    config=data.builder_config,
+    gaze_sigma=data.get('gaze_sigma'),
+    skip_invalid_rows=data.get('skip_invalid_rows', False),
+  )
 
 
 def _write_synthetic_tree(syn: ml_collections.ConfigDict, manual_dir: str, decoy: bool) -> None:

@@ -29,7 +29,9 @@ def is_remote(path: str) -> bool:
 
 def build_name(data: ml_collections.ConfigDict) -> str:
   """The builder config's folder name under ``<data_dir>/mimic_cxr_egd/``."""
-  return prepare.config_name(data.builder_config, data.get('gaze_sigma'))
+  return prepare.config_name(
+    data.builder_config, data.get('gaze_sigma'), data.get('skip_invalid_rows', False)
+  )
 
 
 def local_data_dir(data: ml_collections.ConfigDict) -> str:

@@ -78,7 +78,8 @@ def markdown_report(results: dict) -> str:
       f'Accuracy on test {sc["test_accuracy"]:.4f}, on the decoy split {sc["accuracy"]:.4f} '
       "(every corner marker in a wrong class's corner); shortcut reliance (the difference) "
       f'{sc["shortcut_reliance"]:+.4f}, 0 for a model that ignores the marker. Mass of each '
-      "map in its image's marker corner (1.44% of the image; a uniform map puts 0.0144 there):",
+      "map in its image's marker corner (the marker and a margin, 3.8% of the image: a uniform "
+      'map puts 0.038 there):',
       '',
       '| explainer | test | decoy |',
       '|---|---|---|',

@@ -19,9 +19,8 @@ import numpy as np
 
 from data_builders.synthetic_egd import anatomy
 
-# Half the side of the square around a marker's centre that counts as its corner, in image
-# fractions: 0.12 x 0.12 of the image (1.44% of its area) around a 0.06 x 0.05 marker.
-CORNER_HALF_SIDE = 0.06
+# The corner of a marker: its rectangle and a margin of this much (image fractions) around it.
+MARGIN = 0.02
 
 
 def marker_corners(manual_dir: str | os.PathLike, dicom_ids: Sequence[str]) -> np.ndarray:
@@ -37,11 +36,12 @@ def marker_corners(manual_dir: str | os.PathLike, dicom_ids: Sequence[str]) -> n
 
 
 def corner_mask(size: int, corner: int) -> np.ndarray:
-  """``(size, size)`` bool: the pixels of ``corner``'s square (pixel centres inside it)."""
+  """``(size, size)`` bool: the pixels of ``corner``'s marker rectangle and its margin (pixel
+  centres inside)."""
   u = (np.arange(size) + 0.5) / size
-  cu, cv = anatomy.CORNERS[corner]
-  cols = np.abs(u - cu) <= CORNER_HALF_SIDE
-  rows = np.abs(u - cv) <= CORNER_HALF_SIDE
+  (cu, cv), (hu, hv) = anatomy.CORNERS[corner], anatomy.MARKER_HALF_SIDES
+  cols = np.abs(u - cu) <= hu + MARGIN
+  rows = np.abs(u - cv) <= hv + MARGIN
   return rows[:, None] & cols[None, :]
 
 

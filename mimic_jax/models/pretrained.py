@@ -7,7 +7,7 @@
 - :func:`convert` maps it to Flax variables ``{'params', 'batch_stats'}`` of one model:
   convolution kernels ``(O, I, kh, kw) -> (kh, kw, I, O)``, linear ``(O, I) -> (I, O)``,
   BatchNorm weight/bias -> scale/bias and running mean/var -> batch statistics. It names the
-  first tensor whose name or shape does not match and lists the unused ones.
+  first tensor whose name or shape does not match, or that the architecture does not have.
 - :func:`save_converted` / :func:`load` keep converted variables as safetensors (keys
   ``params/conv0/kernel``; metadata ``format=mimic_jax``, ``arch``).
 - :func:`init_backbone` puts them into freshly initialised variables: a classifier with
@@ -165,7 +165,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   if path.endswith('.safetensors'):
     from safetensors.numpy import load_file
 
-    tensors = load_file(path)
+    try:
+      tensors = load_file(path)
+    except Exception as e:  # safetensors raises its own error types for a bad file
+      raise ConversionError(f'{path} is not a readable safetensors file ({e})') from None
   elif path.endswith(('.pth', '.pt', '.bin')):
     try:
       import torch
@@ -207,9 +210,11 @@ def _take(
   return value
 
 
-def convert(sd: dict[str, np.ndarray], arch: str) -> tuple[dict, list[str]]:
-  """Flax variables ``{'params', 'batch_stats'}`` of ``arch`` from a PyTorch state dict, and
-  the names of the checkpoint's unused tensors. The classifier keeps the checkpoint's size."""
+def convert(sd: dict[str, np.ndarray], arch: str) -> dict:
+  """Flax variables ``{'params', 'batch_stats'}`` of ``arch`` from a PyTorch state dict. The
+  classifier keeps the checkpoint's size. The architecture must match exactly: a missing or
+  misshapen tensor, or one ``arch`` does not have (a deeper network's extra layers), is a
+  ``ConversionError`` naming it."""
   if arch not in _LAYERS:
     raise ConversionError(f'no converter for arch {arch!r}; supported: {ARCHES}')
   params, stats, used = {}, {}, set()
@@ -231,13 +236,16 @@ def convert(sd: dict[str, np.ndarray], arch: str) -> tuple[dict, list[str]]:
       stats[f + ('mean',)] = _take(sd, f'{t}.running_mean', arch, used, shape=w.shape)
       stats[f + ('var',)] = _take(sd, f'{t}.running_var', arch, used, shape=w.shape)
   unused = sorted(k for k in sd if k not in used and not k.endswith(_IGNORED_SUFFIXES))
-  return (
-    {
-      'params': traverse_util.unflatten_dict(params),
-      'batch_stats': traverse_util.unflatten_dict(stats),
-    },
-    unused,
-  )
+  if unused:
+    more = f' and {len(unused) - 1} more' if len(unused) > 1 else ''
+    raise ConversionError(
+      f'{arch}: the checkpoint has tensors {arch} does not, e.g. {unused[0]!r}{more} (another '
+      'architecture, or a deeper or wider variant?)'
+    )
+  return {
+    'params': traverse_util.unflatten_dict(params),
+    'batch_stats': traverse_util.unflatten_dict(stats),
+  }
 
 
 def save_converted(variables: dict, arch: str, path: str | os.PathLike) -> None:
@@ -252,9 +260,8 @@ def save_converted(variables: dict, arch: str, path: str | os.PathLike) -> None:
   )
 
 
-def load(path: str | os.PathLike, arch: str) -> tuple[dict, list[str]]:
-  """Flax variables of ``arch`` from a converted file or a PyTorch checkpoint, and the
-  unused tensor names."""
+def load(path: str | os.PathLike, arch: str) -> dict:
+  """Flax variables of ``arch`` from a converted file or a PyTorch checkpoint."""
   path = os.fspath(path)
   if path.endswith('.safetensors'):
     from safetensors import safe_open
@@ -268,7 +275,7 @@ def load(path: str | os.PathLike, arch: str) -> tuple[dict, list[str]]:
         )
       from safetensors.numpy import load_file
 
-      return traverse_util.unflatten_dict(load_file(path), sep='/'), []
+      return traverse_util.unflatten_dict(load_file(path), sep='/')
   return convert(read_state_dict(path), arch)
 
 

@@ -63,7 +63,7 @@ def graft_pretrained(
 ) -> state_lib.TrainState:
   """``state`` with every sub-model's backbone from ``model.pretrained`` (see
   ``mimic_jax.models.pretrained``); new classifier heads stay as initialised."""
-  weights, _ = pretrained.load(model.pretrained, model.arch)
+  weights = pretrained.load(model.pretrained, model.arch)
   fresh = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
   stacked = pretrained.ensemble_from_pretrained(
     fresh, weights, model.arch, model.member_init, model.perturb_scale, seed=seed

@@ -106,6 +106,7 @@ def _train(
   if restored is not None:
     state, start = restored
     writer.log(f'Resumed from checkpoint step {start}')
+  writer.resume_at(start)  # what an interrupted attempt logged after it is replayed
 
   step_fns = {
     phase: tuning.jit(
@@ -125,7 +126,7 @@ def _train(
   writer.log(
     f'Training {config.method} ({method.num_members} x {config.model.arch}) for '
     f'{total_steps} steps, {info.steps_per_epoch} per epoch, global batch '
-    f'{config.batch_size} on {mesh.size} device(s); workdir {workdir}'
+    f'{config.batch_size} on {mesh.size} device(s)'
   )
   it = pipeline.iterate_from(
     train_ds, start, threads=config.data.threads, prefetch=config.data.prefetch

@@ -4,6 +4,11 @@ Only process 0 writes. ``metrics.jsonl`` holds one JSON object per write; ``log.
 human-readable progress lines; ``tensorboard/`` the event files (``tensorboard --logdir``).
 Object storage (``gs://``) cannot append: there the two text files are kept in memory
 (starting from what a previous run left) and rewritten whole at each write.
+
+A resumed run replays the steps after its checkpoint: :meth:`MetricWriter.resume_at` drops
+their rows from ``metrics.jsonl`` and writes TensorBoard's session-start marker at the step,
+with which TensorBoard discards the replayed steps' earlier events, so every step is shown
+once.
 """
 
 from __future__ import annotations
@@ -42,6 +47,27 @@ class MetricWriter:
     if self._tb is not None:
       for k, v in scalars.items():
         self._tb.add_scalar(k, v, step)
+      self._tb.flush()  # on disk now: a killed run keeps what it logged, like metrics.jsonl
+
+  def resume_at(self, step: int) -> None:
+    """Forgets what was logged for steps after ``step`` (the checkpoint a run resumes from)."""
+    if not self._active:
+      return
+    path = self._dir / 'metrics.jsonl'
+    if path.exists():
+      rows = [r for r in path.read_text().splitlines() if r.strip()]
+      kept = [r for r in rows if json.loads(r)['step'] <= step]
+      if len(kept) != len(rows):
+        path.write_text(''.join(r + '\n' for r in kept))
+        self._text.pop('metrics.jsonl', None)
+    if self._tb is not None:
+      from tensorboardX.proto import event_pb2
+
+      start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+      self._tb._get_file_writer().add_event(
+        event_pb2.Event(step=step, wall_time=time.time(), session_log=start)
+      )
+      self._tb.flush()
 
   def log(self, line: str) -> None:
     if not self._active:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import json
+import os
 import time
 from typing import Any
 
@@ -69,44 +70,67 @@ def resumable(key: str) -> bool:
   return any(key == r or (r.endswith('.') and key.startswith(r)) for r in RESUMABLE)
 
 
+def stored_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict | None:
+  """The config a workdir's run was started with (its ``config.json``), or ``None``."""
+  path = epath.Path(workdir) / 'config.json'
+  if not path.exists():
+    return None
+  try:
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path} is not valid JSON ({e})') from e
+
+
+def check(
+  workdir: str | os.PathLike, config: ml_collections.ConfigDict, new_run: bool = False
+) -> dict[str, tuple[Any, Any]]:
+  """Raises :class:`WorkdirConflictError` if ``workdir`` holds another run and ``new_run`` is
+  not set; returns the differences to the stored config (nothing is written)."""
+  workdir = epath.Path(workdir)
+  stored = stored_config(workdir)
+  if stored is None:
+    ckpt = workdir / 'checkpoints'
+    if ckpt.exists() and any(ckpt.iterdir()) and not new_run:
+      raise WorkdirConflictError(
+        f'{ckpt} holds checkpoints but {workdir}/config.json is missing, so nothing says which '
+        'run they belong to. Use another --workdir, or pass --new_run to move them aside.'
+      )
+    return {}
+  diff = differences(stored.to_dict(), config)
+  defining = {k: v for k, v in diff.items() if not resumable(k)}
+  if defining and not new_run:
+    lines = '\n'.join(
+      f'  config.{k}: {old!r} there, {new!r} now' for k, (old, new) in defining.items()
+    )
+    raise WorkdirConflictError(
+      f'{workdir} holds another run: its config.json differs in keys that define a run:\n'
+      f'{lines}\nUse another --workdir, or pass --new_run to move that run aside (to '
+      f'{workdir}/previous_runs/) and start a new one here.'
+    )
+  return diff
+
+
 def claim(
   workdir: epath.Path,
   config: ml_collections.ConfigDict,
   log: Callable[[str], None],
   new_run: bool = False,
 ) -> None:
-  """Checks that ``workdir`` holds no other run than ``config``'s (see the module docstring),
-  moves an old run aside with ``new_run``, and writes ``config.json`` (process 0)."""
+  """Checks that ``workdir`` holds no other run than ``config``'s (:func:`check`), moves an
+  old run aside with ``new_run``, and writes ``config.json`` (process 0)."""
+  diff = check(workdir, config, new_run)
   stored_path = workdir / 'config.json'
-  if stored_path.exists():
-    stored = json.loads(stored_path.read_text())
-    diff = differences(stored, config)
-    defining = {k: v for k, v in diff.items() if not resumable(k)}
-    if defining and not new_run:
-      lines = '\n'.join(
-        f'  config.{k}: {old!r} there, {new!r} now' for k, (old, new) in defining.items()
-      )
-      raise WorkdirConflictError(
-        f'{workdir} holds another run: its config.json differs in keys that define a run:\n'
-        f'{lines}\nUse another --workdir, or pass --new_run to move that run aside (to '
-        f'{workdir}/previous_runs/) and start a new one here.'
-      )
-    if defining:
-      moved = _move_aside(workdir)
-      log(f'--new_run: the previous run in {workdir} was moved to {moved}')
-    elif diff:
-      log(
-        'Resuming with changed settings: '
-        + ', '.join(f'config.{k} {old!r} -> {new!r}' for k, (old, new) in diff.items())
-      )
-  elif (workdir / 'checkpoints').exists() and any((workdir / 'checkpoints').iterdir()):
-    if not new_run:
-      raise WorkdirConflictError(
-        f'{workdir}/checkpoints holds checkpoints but {stored_path} is missing, so nothing says '
-        'which run they belong to. Use another --workdir, or pass --new_run to move them aside.'
-      )
+  needs_move = any(not resumable(k) for k in diff) or (
+    not stored_path.exists() and (workdir / 'checkpoints').exists()
+  )
+  if new_run and needs_move:
     moved = _move_aside(workdir)
-    log(f'--new_run: the checkpoints in {workdir} were moved to {moved}')
+    log(f'--new_run: the previous run in {workdir} was moved to {moved}')
+  elif diff:
+    log(
+      'Resuming with changed settings: '
+      + ', '.join(f'config.{k} {old!r} -> {new!r}' for k, (old, new) in diff.items())
+    )
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     stored_path.write_text(config.to_json_best_effort(indent=1))
