@@ -18,13 +18,17 @@ from mimic_jax import methods
 from mimic_jax import models
 from mimic_jax import tuning
 from mimic_jax.evaluation import report
+from mimic_jax.evaluation import validation
 from mimic_jax.models import pretrained
+from mimic_jax.training import checkpoints
 
 CHOICES = {
   **methods.CHOICES,
   **models.CHOICES,
   **tuning.CHOICES,
   **report.CHOICES,
+  'select_checkpoint': checkpoints.SELECTIONS,
+  'best_metric': tuple(validation.BEST_MODES),
   'model.member_init': pretrained.MEMBER_INITS,
   'data.builder_config': tuple(c.name for c in egd_builder.MimicCxrEgd.BUILDER_CONFIGS),
 }

@@ -83,3 +83,41 @@ def test_dicom_tree_builds_like_the_jpg_tree(synthetic_tree, tmp_path):
     np.testing.assert_allclose(x['gaze'], y['gaze'], atol=1e-7)
     # Same pixels up to the min-max stretch of the DICOM path and JPEG draft decoding.
     assert np.corrcoef(x['image'].ravel(), y['image'].ravel())[0, 1] > 0.98
+
+
+def test_user_images_are_prepared_as_the_dataset_images(tmp_path):
+  """``load_any`` (``python -m mimic_jax.explain``): a grey JPEG and a DICOM exactly as the
+  builder reads them; a 16-bit PNG min-max scaled and an RGB PNG turned to ITU-R 601-2 luma,
+  each checked by hand and said in the notes; unusable files named in the error."""
+  rng = np.random.default_rng(0)
+  grey = rng.integers(0, 256, (48, 40), dtype=np.uint8)
+  Image.fromarray(grey).save(tmp_path / 'grey.jpg', quality=95)
+  jpg, shape, notes = images.load_any(tmp_path / 'grey.jpg', 32)
+  np.testing.assert_array_equal(jpg, images.load_jpg(tmp_path / 'grey.jpg', 32)[0])
+  assert shape == (48, 40) and notes == []
+
+  pixels = rng.integers(100, 4000, (30, 30)).astype(np.uint16)
+  write_dicom(tmp_path / 'x.dcm', pixels)
+  dcm, shape, notes = images.load_any(tmp_path / 'x.dcm', 16)
+  np.testing.assert_array_equal(dcm, images.load_dicom(tmp_path / 'x.dcm', 16)[0])
+  assert shape == (30, 30) and notes == []
+
+  deep = rng.integers(1000, 60000, (24, 24)).astype(np.uint16)
+  Image.fromarray(deep).save(tmp_path / 'deep.png')
+  png, shape, notes = images.load_any(tmp_path / 'deep.png', 24)  # same size: no resampling
+  lo, hi = float(deep.min()), float(deep.max())
+  np.testing.assert_array_equal(png, np.round((deep - lo) / (hi - lo) * 255).astype(np.uint8))
+  assert 'scaled to 8 bits' in notes[0]
+
+  rgb = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+  Image.fromarray(rgb).save(tmp_path / 'colour.png')
+  luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+  got, _, notes = images.load_any(tmp_path / 'colour.png', 20)
+  assert np.abs(got.astype(np.float64) - luma).max() <= 0.51 and 'converted to grey' in notes[0]
+
+  write_dicom(tmp_path / 'rgb.dcm', pixels, photometric='PALETTE COLOR')
+  with pytest.raises(ValueError, match=r'rgb\.dcm.*not a grey radiograph'):
+    images.load_any(tmp_path / 'rgb.dcm', 16)
+  (tmp_path / 'notes.txt').write_text('not an image')
+  with pytest.raises(ValueError, match=r'notes\.txt: cannot use it as a chest X-ray'):
+    images.load_any(tmp_path / 'notes.txt', 16)

@@ -9,9 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 from mimic_jax.evaluation import evaluate
 from mimic_jax.evaluation import shortcut
+from mimic_jax.evaluation import validation
 from mimic_jax.methods import base
 
 EPS = np.finfo(np.float64).eps
@@ -104,3 +106,19 @@ def test_corner_mass_hand_worked(tmp_path):
   assert shortcut.marker_corners(tmp_path, ['b', 'a']).tolist() == [-1, 2]
   with pytest.raises(KeyError, match='synthetic_truth.csv has no row'):
     shortcut.marker_corners(tmp_path, ['c'])
+
+
+def test_validation_nss_is_the_mit_definition():
+  """``batch_nss`` (jnp, batched) against a hand computation with scipy's z-score (N - 1)."""
+  rng = np.random.default_rng(0)
+  maps = rng.random((3, 6, 5))
+  fixations = np.zeros((3, 6, 5))
+  fixations[0, 1, 2] = fixations[0, 4, 4] = 1
+  fixations[1, 0, 0] = 2  # a pixel fixated twice counts once, as in the MIT code
+  maps[2] = 0.5  # a constant map has no NSS
+  fixations[2, 3, 3] = 1
+  got = np.asarray(validation.batch_nss(jnp.asarray(maps), jnp.asarray(fixations)))
+  z = scipy.stats.zscore(maps[0].ravel(), ddof=1).reshape(6, 5)
+  assert got[0] == pytest.approx((z[1, 2] + z[4, 4]) / 2, rel=1e-5)
+  assert got[1] == pytest.approx(scipy.stats.zscore(maps[1].ravel(), ddof=1)[0], rel=1e-5)
+  assert np.isnan(got[2])

@@ -3,11 +3,14 @@
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
 
+import browser
 import numpy as np
+from PIL import Image
 import pytest
 
 from configs import mimic
@@ -251,3 +254,90 @@ def test_a_second_identical_run_compiles_nothing_new(tiny_dataset, tmp_path):
     listings.append(sorted(p.name for p in cache.iterdir()))
   assert len(listings[0]) >= 4  # init, the step, validation, evaluation's programs
   assert listings[1] == listings[0]
+
+
+def test_explain_new_images(evaluated_runs, tiny_dataset, tmp_path):
+  """``python -m mimic_jax.explain``: a JPEG exactly as the dataset holds it, a 16-bit PNG, an
+  RGB PNG and a MONOCHROME1 DICOM; probabilities, per sub-model too; overlays; conversions
+  said; an unusable image (another DICOM kind, a broken file) named in one error."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  from data_builders.mimic_cxr_egd import images  # noqa: PLC0415
+  from tests.test_dicom import write_dicom  # noqa: PLC0415
+
+  data_dir, manual_dir = tiny_dataset
+  run = evaluated_runs / 'mimic'
+  source = tfds.data_source('mimic_cxr_egd/64_sigma75', split='test', data_dir=data_dir)
+  example = source[0]
+  jpg = next(pathlib.Path(manual_dir).rglob(f'{example["dicom_id"].decode()}.jpg'))
+  # The same preprocessing as the dataset's: the builder's pixels exactly.
+  np.testing.assert_array_equal(images.load_any(jpg, 64)[0], example['image'][..., 0])
+  rng = np.random.default_rng(0)
+  Image.fromarray((rng.random((90, 80)) * 60000).astype(np.uint16)).save(tmp_path / 'deep.png')
+  Image.fromarray((rng.random((70, 70, 3)) * 255).astype(np.uint8)).save(tmp_path / 'rgb.png')
+  write_dicom(tmp_path / 'dicoms' / 'inverted.dcm', rng.integers(0, 4000, (60, 50)), 'MONOCHROME1')
+  out = _run(
+    [
+      '-m',
+      'mimic_jax.explain',
+      f'--workdir={run}',
+      f'--out={tmp_path}/out',
+      str(jpg),
+      str(tmp_path / '*.png'),
+      str(tmp_path / 'dicoms'),
+    ]
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+  assert [pathlib.Path(s['image']).name for s in summary] == [
+    jpg.name,
+    'deep.png',
+    'rgb.png',
+    'inverted.dcm',
+  ]
+  for s in summary:
+    probs = np.array(list(s['probabilities'].values()))
+    members = np.array([list(p.values()) for p in s['sub_model_probabilities']])
+    assert members.shape == (3, 3) and np.allclose(members.sum(1), 1)
+    geometric = np.exp(np.log(members).mean(0))
+    np.testing.assert_allclose(probs, geometric / geometric.sum(), rtol=1e-5)
+    assert s['predicted'] == max(s['probabilities'], key=s['probabilities'].get)
+    for name in s['overlays'].values():
+      assert Image.open(tmp_path / 'out' / name).size == (256, 256)
+    assert f'{s["predicted"]} ({s["probabilities"][s["predicted"]]:.3f})' in out.stdout
+  assert summary[0]['conversions'] == [] and summary[3]['conversions'] == []
+  assert 'scaled to 8 bits' in summary[1]['conversions'][0]
+  assert 'converted to grey' in summary[2]['conversions'][0]
+
+  write_dicom(tmp_path / 'bad' / 'colour.dcm', rng.integers(0, 4000, (20, 20)), 'PALETTE COLOR')
+  (tmp_path / 'bad' / 'broken.jpg').write_bytes(b'\xff\xd8 not really')
+  bad = _run(['-m', 'mimic_jax.explain', f'--workdir={run}', str(tmp_path / 'bad')])
+  assert bad.returncode == 1
+  assert '2 image(s) cannot be used' in bad.stderr
+  assert 'PhotometricInterpretation PALETTE COLOR is not a grey radiograph' in bad.stderr
+  assert 'broken.jpg' in bad.stderr and 'Traceback' not in bad.stderr
+  empty = _run(['-m', 'mimic_jax.explain', f'--workdir={tmp_path}', str(jpg)])
+  assert empty.returncode == 1 and 'config.json not found' in empty.stderr
+
+
+def test_report_html_renders_in_a_headless_browser(evaluated_runs, tmp_path):
+  """The evaluation's report.html, copied alone (no PNGs beside it), opened in Chromium: the
+  report's sections and tables, the training curves and every gallery image decode."""
+  ev = evaluated_runs / 'mimic' / 'eval' / 'test'
+  markdown = (ev / 'report.md').read_text()
+  linked = [line[line.index('(') + 1 : -1] for line in markdown.splitlines() if line[:2] == '![']
+  assert linked[0] == 'training_curves.png' and all((ev / name).exists() for name in linked)
+  assert sorted(linked[1:]) == sorted(p.name for p in ev.glob('gallery_*.png'))
+  page = tmp_path / 'report.html'
+  shutil.copy(ev / 'report.html', page)
+  found, console = browser.render(page)
+  assert console == []
+  assert found['title'].startswith('Evaluation of')
+  assert {'Classification', 'Explanations against radiologist gaze', 'Figures'} <= set(
+    found['headings']
+  )
+  assert found['tables'] == markdown.count('\n|---|')
+  assert [i['alt'] for i in found['images']] == linked
+  for image, name in zip(found['images'], linked):
+    with Image.open(ev / name) as png:
+      assert image['data'] and image['complete'] and (image['width'], image['height']) == png.size

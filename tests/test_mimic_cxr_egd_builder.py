@@ -246,3 +246,19 @@ def test_missing_egd_folder_names_the_file(tmp_path):
   (tmp_path / 'mimic-cxr-jpg/2.0.0').mkdir(parents=True)
   with pytest.raises(FileNotFoundError, match='master_sheet.csv not found'):
     egd_reader.read_tree(tmp_path)
+
+
+def test_citation_names_every_source(tmp_path):
+  """EGD, MIMIC-CXR, MIMIC-CXR-JPG (papers and PhysioNet records) and PhysioNet itself."""
+  citation = MimicCxrEgd(data_dir=str(tmp_path)).info.citation
+  entries = [e.split(',')[0] for e in citation.split('@')[1:]]
+  assert len(entries) == 7 and len(set(entries)) == 7
+  for doi in (
+    '10.1038/s41597-021-00863-5',  # EGD paper
+    '10.13026/qfdz-zr67',  # EGD on PhysioNet
+    '10.1038/s41597-019-0322-0',  # MIMIC-CXR paper
+    '10.13026/C2JT1Q',  # MIMIC-CXR on PhysioNet
+    '10.13026/8360-t248',  # MIMIC-CXR-JPG on PhysioNet
+    '10.1161/01.CIR.101.23.e215',  # PhysioNet
+  ):
+    assert f'doi={{{doi}}}' in citation

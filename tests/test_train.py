@@ -1,8 +1,14 @@
 """Training end to end: every method, 1 vs 8 devices, resume, non-finite loss, config checks."""
 
+import io
+import json
+import struct
+
 import jax
 import numpy as np
+from PIL import Image
 import pytest
+from tensorboardX.proto import event_pb2
 
 from configs import mimic as mimic_config
 from configs import test as test_config
@@ -117,3 +123,43 @@ def test_config_variants():
     config_check.validate(mimic_config.get_config(v), num_devices=1)
   with pytest.raises(ValueError, match='unknown config variant'):
     mimic_config.get_config('baseline,gaze')
+
+
+def _events(workdir):
+  """``(tag, step, kind, value)`` of every summary in a run's TensorBoard event files, read as
+  TFRecords (length, CRC, Event proto, CRC) without TensorBoard."""
+  found = []
+  for path in sorted((workdir / 'tensorboard').glob('events.out.tfevents.*')):
+    data, pos = path.read_bytes(), 0
+    while pos < len(data):
+      (length,) = struct.unpack('<Q', data[pos : pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+      pos += 12 + length + 4
+      for v in event.summary.value:
+        kind = v.WhichOneof('value')
+        found.append((v.tag, event.step, kind, v.simple_value if kind == 'simple_value' else v))
+  return found
+
+
+def test_tensorboard_shows_validation_gaze_metrics_and_explanations(tiny_dataset, tmp_path):
+  config = _config(tiny_dataset, 'mimic')
+  loop.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  events = _events(tmp_path)
+  logged = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  validation = [r for r in logged if 'validation/kld' in r]
+  assert [r['step'] for r in validation] == [4]
+  for key in ('validation/accuracy', 'validation/ce', 'validation/kld', 'validation/nss'):
+    scalars = [v for tag, step, kind, v in events if tag == key and kind == 'simple_value']
+    assert scalars == [pytest.approx(validation[0][key], rel=1e-6)], key
+  # KLD of a map against a distribution is >= 0; NSS of a map is a z-score mean.
+  assert validation[0]['validation/kld'] > 0 and np.isfinite(validation[0]['validation/nss'])
+  images = [v for tag, step, kind, v in events if tag == 'validation/explanations']
+  assert len(images) == 1 and images[0].image.height > 100
+  picture = np.asarray(Image.open(io.BytesIO(images[0].image.encoded_image_string)))
+  # One row per shown example: the panels are not blank.
+  assert picture.shape[:2] == (images[0].image.height, images[0].image.width)
+  assert picture.std() > 10
+  # The run's settings are in the hyperparameters tab.
+  assert any(tag == '_hparams_/experiment' for tag, *_ in events)
+  # The best checkpoint by validation accuracy is kept beside the latest ones.
+  assert (tmp_path / 'checkpoints_best' / '4').exists()

@@ -69,6 +69,44 @@ def load_image(path: epath.Path, size: int) -> tuple[np.ndarray, tuple[int, int]
     raise ValueError(f'cannot decode image {path}: {type(e).__name__}: {e}') from e
 
 
+def load_any(path: epath.Path, size: int) -> tuple[np.ndarray, tuple[int, int], list[str]]:
+  """``(uint8 (size, size) image, original (H, W), notes)`` of a user's image file, prepared as
+  the dataset's images are: a MIMIC-CXR-JPG JPEG or a MIMIC-CXR DICOM exactly as the builder
+  reads them; other kinds converted to 8-bit grey first, each conversion said in ``notes``.
+
+  Raises ``ValueError`` naming the file for an unreadable image or a DICOM that is not a grey
+  radiograph (a PhotometricInterpretation other than MONOCHROME1/2).
+  """
+  path = epath.Path(path)
+  try:
+    if path.suffix.lower() == '.dcm':
+      import pydicom
+
+      ds = pydicom.dcmread(io.BytesIO(path.read_bytes()))
+      kind = getattr(ds, 'PhotometricInterpretation', 'MONOCHROME2')
+      if kind not in ('MONOCHROME1', 'MONOCHROME2'):
+        raise ValueError(f'a DICOM with PhotometricInterpretation {kind} is not a grey radiograph')
+      full = dicom_to_uint8(ds)
+      return _resize(Image.fromarray(full, mode='L'), size), full.shape, []
+    img = Image.open(io.BytesIO(path.read_bytes()))
+    width, height = img.size
+    notes = []
+    if img.format == 'JPEG' and img.mode == 'L':
+      return (*load_jpg(path, size), notes)
+    if img.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
+      notes.append(f'{img.mode} image scaled to 8 bits by its minimum and maximum')
+      arr = np.asarray(img, np.float64)
+      lo, hi = arr.min(), arr.max()
+      arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+      img = Image.fromarray(np.round(arr * 255).astype(np.uint8), mode='L')
+    elif img.mode != 'L':
+      notes.append(f'{img.mode} image converted to grey (ITU-R 601-2 luma)')
+      img = img.convert('L')
+    return _resize(img, size), (height, width), notes
+  except Exception as e:
+    raise ValueError(f'{path}: cannot use it as a chest X-ray: {type(e).__name__}: {e}') from None
+
+
 def encode_png(image: np.ndarray) -> bytes:
   """PNG bytes of a uint8 ``(S, S)`` or ``(S, S, 1)`` image (TFDS stores them as is)."""
   buf = io.BytesIO()

@@ -40,6 +40,7 @@ import dataclasses
 import functools
 import logging
 import os
+import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -51,15 +52,8 @@ from data_builders.mimic_cxr_egd import images
 
 _DESCRIPTION = __doc__
 
-_CITATION = """\
-@article{karargyris2021creation,
-  title={Creation and validation of a chest X-ray dataset with eye-tracking and report
-         dictation for AI development},
-  author={Karargyris, Alexandros and Kashyap, Satyananda and Lourentzou, Ismini and
-          Wu, Joy T and Sharma, Arjun and Tong, Matthew and Abedin, Shafiq and Beymer, David
-          and Mukherjee, Vandana and Krupinski, Elizabeth A and Moradi, Mehdi},
-  journal={Scientific Data}, volume={8}, number={1}, pages={92}, year={2021}}
-"""
+# EGD, MIMIC-CXR, MIMIC-CXR-JPG (papers and PhysioNet records) and PhysioNet itself.
+_CITATION = (pathlib.Path(__file__).parent / 'CITATIONS.bib').read_text()
 
 
 @dataclasses.dataclass

@@ -35,50 +35,13 @@ from mimic_jax.data import prepare
 from mimic_jax.evaluation import bootstrap
 from mimic_jax.evaluation import classification_metrics
 from mimic_jax.evaluation import consistency
+from mimic_jax.evaluation import maps as maps_lib
 from mimic_jax.evaluation import report
 from mimic_jax.evaluation import saliency_metrics as sm
 from mimic_jax.evaluation import shortcut
 from mimic_jax.methods import base
 from mimic_jax.training import checkpoints
 from mimic_jax.training import state as state_lib
-
-
-def _member_maps(
-  state: state_lib.TrainState,
-  x: jax.Array,
-  y: jax.Array,
-  rng: jax.Array,
-  *,
-  explainer: str,
-  size: int,
-  layer: str,
-  gradcam_target: str,
-  execution: str,
-) -> jax.Array:
-  """``(M, B, size, size)`` non-negative maps of every sub-model, on the gaze grid."""
-  variables = base.eval_variables(state.params, state.batch_stats)
-  if explainer == 'grad_cam':
-    target = 'log_softmax' if gradcam_target == 'ensemble_log_softmax' else 'logit'
-    maps = base.member_grad_cams(
-      state.apply_fn, variables, x, y, layer=layer, target=target, execution=execution
-    )
-  else:
-    kwargs = {'samples': 8} if explainer == 'gradient_shap' else {}
-    maps = base.member_explanations(
-      state.apply_fn,
-      variables,
-      x,
-      y,
-      rng,
-      explainer=explainer,
-      explainer_kwargs=kwargs,
-      post={'sign': 'abs', 'channels': 'sum', 'normalize': 'none'},
-      execution=execution,
-    )
-  if maps.shape[-1] != size:
-    m, b = maps.shape[:2]
-    maps = jax.image.resize(maps, (m, b, size, size), 'linear')
-  return maps
 
 
 def _score_maps(
@@ -122,7 +85,7 @@ def _jitted_functions(config: ml_collections.ConfigDict, tuning: tuning_lib.Tuni
   for e in report.EXPLAINERS:
     fns[e] = tuning.jit(
       functools.partial(
-        _member_maps,
+        maps_lib.member_maps,
         explainer=e,
         size=pipeline.image_shape(config)[0],
         layer=models.gradcam_layer(config.model.arch),
@@ -228,6 +191,7 @@ def _shortcut_results(config: ml_collections.ConfigDict, data: dict, decoy: dict
     'test_accuracy': test_accuracy,
     'shortcut_reliance': test_accuracy - decoy_accuracy,
     'corner_mass': summary,
+    'uniform_corner_mass': float(shortcut.corner_mask(data['gaze'].shape[-1], 0).mean()),
     'per_image': {
       'dicom_id': decoy['dicom_id'],
       'correct': (np.argmax(decoy['scores'], 1) == decoy['label']).astype(int).tolist(),
@@ -244,7 +208,9 @@ def evaluate_run(
   tuning: tuning_lib.Tuning | None = None,
   devices: Sequence[jax.Device] | None = None,
 ) -> dict:
-  """Evaluates the latest checkpoint of ``workdir``; returns and writes the results.
+  """Evaluates ``workdir``'s checkpoint chosen by ``config.select_checkpoint``; returns and
+  writes the results (``eval/<split>/``: ``metrics.json``, ``report.md``, ``report.html`` and
+  the figures they show).
 
   ``devices`` default to this process's own: in a multi-process run every process evaluates
   the whole split by itself (EGD's test split is small) and process 0 writes the results.
@@ -299,11 +265,24 @@ def evaluate_run(
   out = epath.Path(workdir) / 'eval' / split
   out.mkdir(parents=True, exist_ok=True)
   (out / 'metrics.json').write_text(json.dumps(results, indent=1))
-  (out / 'report.md').write_text(report.markdown_report(results))
   from mimic_jax.evaluation import figures  # matplotlib only when writing
 
-  figures.gallery(data, class_names, out)
+  shown = [p.name for p in figures.gallery(data, class_names, out)]
+  curves = figures.training_curves(_logged(workdir), out / 'training_curves.png')
+  if curves is not None:
+    shown.insert(0, curves.name)
+  markdown = report.markdown_report(results, shown)
+  (out / 'report.md').write_text(markdown)
+  (out / 'report.html').write_text(report.html_report(markdown, out))
   return results
+
+
+def _logged(workdir: str | os.PathLike) -> list[dict]:
+  """The rows of the run's ``metrics.jsonl`` (none for a run trained elsewhere)."""
+  path = epath.Path(workdir) / 'metrics.jsonl'
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _mean_train_gaze(config: ml_collections.ConfigDict) -> np.ndarray:

@@ -56,6 +56,68 @@ def gallery(
   return paths
 
 
+# Panels of the training-curves figure: (title, metrics.jsonl keys drawn in it).
+CURVES = (
+  ('loss', ('train/loss', 'train/ce', 'train/penalty')),
+  ('accuracy', ('train/accuracy', 'validation/accuracy')),
+  ('validation Grad-CAM KLD to gaze (lower is better)', ('validation/kld',)),
+  ('validation Grad-CAM NSS (higher is better)', ('validation/nss',)),
+)
+
+
+def training_curves(records: Sequence[dict], path: str | os.PathLike) -> epath.Path | None:
+  """A PNG of the run's logged scalars against step (``records``: the rows of its
+  ``metrics.jsonl``); ``None`` if nothing was logged."""
+  if not records:
+    return None
+  fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.2), squeeze=False)
+  for ax, (title, keys) in zip(axes[0], CURVES):
+    for key in keys:
+      points = [(r['step'], r[key]) for r in records if key in r]
+      if points:
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker='o' if len(points) < 30 else None, ms=3, label=key)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel('step')
+    if ax.lines:
+      ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = epath.Path(path)
+  _save(fig, path, dpi=90)
+  return path
+
+
+def validation_panel(
+  images: np.ndarray, gaze: np.ndarray, maps: dict[str, np.ndarray]
+) -> np.ndarray:
+  """An RGB uint8 ``(H, W, 3)`` picture for TensorBoard: one row per image, the image, the
+  gaze heatmap over it, then for each sub-model each of ``maps`` (name -> ``(M, B, h, w)``)
+  over the image."""
+  n, m = len(images), next(iter(maps.values())).shape[0]
+  cols = 2 + m * len(maps)
+  fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n), squeeze=False)
+  for r in range(n):
+    img = _grey(images[r])
+    panels = [('image', None), ('gaze', gaze[r])]
+    panels += [(f'{name} {k + 1}', v[k, r]) for k in range(m) for name, v in maps.items()]
+    for c, (title, heat) in enumerate(panels):
+      ax = axes[r, c]
+      ax.imshow(img, cmap='gray', vmin=0, vmax=1)
+      if heat is not None:
+        ax.imshow(
+          heat, cmap='jet', alpha=0.5, extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5)
+        )
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(title, fontsize=7)
+  fig.tight_layout()
+  fig.canvas.draw()
+  rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+  plt.close(fig)
+  return rgb
+
+
 def _save(fig: matplotlib.figure.Figure, path: epath.Path, dpi: int) -> None:
   """PNG through epath, so that gs:// works."""
   with path.open('wb') as f:

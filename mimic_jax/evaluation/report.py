@@ -3,6 +3,12 @@ Python: ``mimic_jax.compare`` reads results without the training stack)."""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Sequence
+import html
+import os
+import re
+
 # Explainers every evaluation scores, per sub-model and averaged over the ensemble.
 EXPLAINERS = ('grad_cam', 'input_gradients', 'gradient_shap')
 # MIT saliency metrics per image (``saliency_metrics.py``); KLD is lower-is-better.
@@ -30,8 +36,9 @@ def _count(entry: dict) -> str:
   return f'{entry["n"]}' + (f' ({entry["nan"]} NaN)' if entry.get('nan') else '')
 
 
-def markdown_report(results: dict) -> str:
-  """The human-readable report of :func:`evaluate_run`'s results."""
+def markdown_report(results: dict, figures: Sequence[str] = ()) -> str:
+  """The human-readable report of :func:`evaluate_run`'s results, showing ``figures`` (PNG file
+  names beside the report)."""
   c = results['classification']
   lines = [
     f'# Evaluation of `{results["workdir"]}` ({results["split"]} split)',
@@ -78,8 +85,8 @@ def markdown_report(results: dict) -> str:
       f'Accuracy on test {sc["test_accuracy"]:.4f}, on the decoy split {sc["accuracy"]:.4f} '
       "(every corner marker in a wrong class's corner); shortcut reliance (the difference) "
       f'{sc["shortcut_reliance"]:+.4f}, 0 for a model that ignores the marker. Mass of each '
-      "map in its image's marker corner (the marker and a margin, 3.8% of the image: a uniform "
-      'map puts 0.038 there):',
+      "map in its image's marker corner (the marker and a margin: a uniform map puts "
+      f'{sc.get("uniform_corner_mass", float("nan")):.3f} there):',
       '',
       '| explainer | test | decoy |',
       '|---|---|---|',
@@ -106,5 +113,41 @@ def markdown_report(results: dict) -> str:
           f'| {e} | {klds} | {nsss} | {cons["mean_pairwise_correlation"]:.4f} | '
           f'{cons["cv_consistency"]:.2f} |'
         )
-  lines += ['', 'Gallery: `gallery_<class>.png` beside this file.', '']
-  return '\n'.join(lines)
+  if figures:
+    lines += ['', '## Figures', '']
+    for name in figures:
+      lines += [f'![{name}]({name})', '']
+  return '\n'.join(lines) + '\n'
+
+
+def html_report(markdown_text: str, folder: str | os.PathLike) -> str:
+  """A self-contained HTML page of a Markdown report: its images (files in ``folder``) are
+  embedded as base64 data, so that the page opens in a browser with no server and no files
+  beside it. Raises ``FileNotFoundError`` naming an image the report links that is missing."""
+  import markdown  # only when writing a report
+
+  body = markdown.markdown(markdown_text, extensions=['tables'])
+
+  def embed(match: re.Match) -> str:
+    path = os.path.join(folder, html.unescape(match.group(1)))
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'the report links {path}, which does not exist')
+    with open(path, 'rb') as f:
+      data = base64.b64encode(f.read()).decode('ascii')
+    return f'src="data:image/png;base64,{data}"'
+
+  body = re.sub(r'src="([^":]+\.png)"', embed, body)
+  title = html.escape(markdown_text.splitlines()[0].lstrip('# ').replace('`', ''))
+  return (
+    '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    f'<title>{title}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n'
+    '</html>\n'
+  )
+
+
+_STYLE = (
+  'body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.4}'
+  'table{border-collapse:collapse;font-size:0.85em;margin:1em 0}'
+  'th,td{border:1px solid #ccc;padding:0.25em 0.5em;text-align:right}'
+  'th:first-child,td:first-child{text-align:left}img{max-width:100%}'
+)

@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from mimic_jax import methods
 from mimic_jax import tuning as tuning_lib
 from mimic_jax.data import pipeline
+from mimic_jax.evaluation import validation as validation_lib
 from mimic_jax.methods import base
 from mimic_jax.models import pretrained
 from mimic_jax.runtime import mesh as mesh_lib
@@ -93,23 +94,44 @@ def root_cause(error: BaseException) -> str:
   return f'{type(error).__name__}: {message[0][:300] if message else ""}'
 
 
-class Checkpoints:
-  """The orbax ``CheckpointManager`` of ``<workdir>/checkpoints`` (async saves).
+# Which checkpoint evaluation and explanation use (``config.select_checkpoint``).
+SELECTIONS = ('latest', 'best')
 
-  ``keep``: how many to keep (``None``: all, and nothing is created: for reading).
+
+class Checkpoints:
+  """An orbax ``CheckpointManager`` of a run (async saves).
+
+  ``kind='latest'``: ``<workdir>/checkpoints``, the newest ``keep`` (what a run resumes from).
+  ``kind='best'``: ``<workdir>/checkpoints_best``, the one whose validation ``best_metric``
+  (``'accuracy'``, ``'ce'``, ``'kld'`` or ``'nss'``; saved with it) is best, kept by orbax's
+  own best-checkpoint rule. ``keep=None``: for reading (nothing is created or deleted).
   """
 
-  def __init__(self, workdir: str | os.PathLike, keep: int | None = None):
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    keep: int | None = None,
+    kind: str = 'latest',
+    best_metric: str = 'accuracy',
+  ):
     self.workdir = absolute(workdir)
-    self.directory = self.workdir / 'checkpoints'
-    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=keep is not None)
-    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+    self.kind = kind
+    self.directory = self.workdir / ('checkpoints' if kind == 'latest' else 'checkpoints_best')
+    best = {}
+    if kind == 'best':
+      best = {
+        'best_fn': lambda metrics: metrics[best_metric],
+        'best_mode': validation_lib.BEST_MODES[best_metric],
+      }
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=keep is not None, **best)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: state_lib.TrainState) -> None:
-    self.manager.save(step, args=ocp.args.StandardSave(state))
+  def save(self, step: int, state: state_lib.TrainState, metrics: dict | None = None) -> None:
+    """Saves ``state`` as ``step`` (with ``metrics`` for the best checkpoint's rule)."""
+    self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
 
   def restore_newest_good(
     self, like: state_lib.TrainState, log: Callable[[str], None], quarantine: bool = False
@@ -160,11 +182,14 @@ def load_state(
   *,
   tuning: tuning_lib.Tuning | None = None,
   devices: Sequence[jax.Device] | None = None,
+  select: str | None = None,
   log: Callable[[str], None] = print,
 ) -> state_lib.TrainState:
-  """The newest checkpointed state of the run in ``workdir`` (trained with ``config``) that
-  reads back, replicated over ``devices`` (default: all). Raises ``FileNotFoundError`` without
-  checkpoints and :class:`CheckpointRestoreError` if none reads back."""
+  """The state of the run in ``workdir`` (trained with ``config``), replicated over ``devices``
+  (default: all): ``select`` (default ``config.select_checkpoint``) ``'latest'``, the newest
+  checkpoint that reads back, or ``'best'``, the best by validation ``config.best_metric``
+  (falling back likewise). Raises ``FileNotFoundError`` without checkpoints and
+  :class:`CheckpointRestoreError` if none reads back."""
   tuning = tuning or tuning_lib.resolve(config.xla)
   method = methods.build(config, tuning.conv, tuning.ensemble_execution)
   like = initial_state(
@@ -174,7 +199,7 @@ def load_state(
     jit=tuning.jit,
     load_pretrained=False,
   )
-  checkpoints = Checkpoints(workdir)
+  checkpoints = Checkpoints(workdir, kind=select or config.get('select_checkpoint', 'latest'))
   try:
     restored = checkpoints.restore_newest_good(like, log)
     if restored is None:

@@ -20,8 +20,10 @@ import ml_collections
 import numpy as np
 
 from mimic_jax import methods
+from mimic_jax import models
 from mimic_jax import tuning as tuning_lib
 from mimic_jax.data import pipeline
+from mimic_jax.evaluation import figures
 from mimic_jax.evaluation import validation
 from mimic_jax.runtime import mesh as mesh_lib
 from mimic_jax.runtime import preemption
@@ -40,6 +42,47 @@ def _fmt_time(seconds: float) -> str:
   m, s = divmod(int(seconds), 60)
   h, m = divmod(m, 60)
   return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+class _StepClock:
+  """Training speed and ETA from steady steps: a window between log lines in which a phase ran
+  for the first time (its program compiling) or that contains validation is not counted."""
+
+  def __init__(self):
+    self._phases: set[str] = set()
+    self._since: tuple[float, int] | None = None  # (time, step) the window started at
+    self._steady = True
+    self.steps, self.seconds = 0, 0.0
+
+  def phase(self, phase: str) -> None:
+    if phase not in self._phases:
+      self._phases.add(phase)
+      self._steady = False
+
+  def pause(self) -> None:
+    self._steady = False
+
+  def tick(self, step: int) -> None:
+    now = time.time()
+    if self._since is not None and self._steady:
+      self.seconds += now - self._since[0]
+      self.steps += step - self._since[1]
+    self._since, self._steady = (now, step), True
+
+  def describe(self, step: int, total_steps: int, batch_size: int) -> str:
+    if not self.steps:
+      return 'ETA after compilation'
+    per_step = self.seconds / self.steps
+    return f'{batch_size / per_step:.1f} ex/s | ETA {_fmt_time((total_steps - step) * per_step)}'
+
+
+def _shown_examples(
+  source: Sequence[dict], input_channels: int, sharding: jax.sharding.Sharding
+) -> dict:
+  """The first (up to 4) validation examples, whose explanations TensorBoard shows."""
+  examples = [pipeline.preprocess(source[i], input_channels) for i in range(min(4, len(source)))]
+  batch = {k: np.stack([e[k] for e in examples]) for k in ('image', 'label', 'gaze')}
+  return jax.device_put(batch, sharding)
 
 
 def train_and_evaluate(
@@ -116,11 +159,23 @@ def _train(
     )
     for phase in method.phases
   }
+  weights = jax.device_put(steps.loss_weights(method), repl)
+  layer = models.gradcam_layer(config.model.arch)
   sums_fn = tuning.jit(
-    functools.partial(validation.batch_sums, execution=tuning.ensemble_execution),
+    functools.partial(
+      validation.batch_sums,
+      layer=layer,
+      gradcam_target=config.evaluation.gradcam_target,
+      execution=tuning.ensemble_execution,
+    ),
     out_shardings=repl,
   )
   val_source = pipeline.data_source(config.data, 'validation')
+  shown = _shown_examples(val_source, config.model.input_channels, repl)
+  display_fn = tuning.jit(
+    functools.partial(validation.display_maps, method, layer=layer), out_shardings=repl
+  )
+  best = checkpoints_lib.Checkpoints(workdir, keep=1, kind='best', best_metric=config.best_metric)
 
   writer.log(f'Tuning: {tuning.describe()}')
   writer.log(
@@ -128,17 +183,22 @@ def _train(
     f'{total_steps} steps, {info.steps_per_epoch} per epoch, global batch '
     f'{config.batch_size} on {mesh.size} device(s)'
   )
+  writer.write_hparams(
+    workdir_lib.flat_config(config), [f'validation/{k}' for k in validation.BEST_MODES]
+  )
   it = pipeline.iterate_from(
     train_ds, start, threads=config.data.threads, prefetch=config.data.prefetch
   )
   acc = None
-  t0, done_at_t0 = time.time(), start
   end = total_steps if stop_after is None else min(total_steps, stop_after)
   step = start
+  clock = _StepClock()
   with jax.set_mesh(mesh), preemption.SigtermFlag() as sigterm:
     while step < end:
       batch = mesh_lib.to_global(next(it), data_sharding)
-      state, m = step_fns[method.phase(step, info.steps_per_epoch)](state, batch)
+      phase = method.phase(step, info.steps_per_epoch)
+      clock.phase(phase)
+      state, m = step_fns[phase](state, batch, weights)
       acc = m if acc is None else acc.merge(m)
       step += 1
       last = step == end
@@ -153,12 +213,11 @@ def _train(
             'config.learning_rate or check the inputs.'
           )
         writer.write_scalars(step, scalars, prefix='train/')
-        rate = (step - done_at_t0) * config.batch_size / max(time.time() - t0, 1e-9)
-        eta = (total_steps - step) * config.batch_size / max(rate, 1e-9)
+        clock.tick(step)
         writer.log(
           f'step {step}/{total_steps} epoch {step / info.steps_per_epoch:.2f} | '
           + ' '.join(f'{k} {v:.4f}' for k, v in scalars.items())
-          + f' | {rate:.1f} ex/s | ETA {_fmt_time(eta)}'
+          + f' | {clock.describe(step, total_steps, config.batch_size)}'
         )
       if (
         step % info.steps_per_epoch == 0
@@ -177,17 +236,29 @@ def _train(
         writer.log(
           f'validation at step {step}: ' + ' '.join(f'{k} {v:.4f}' for k, v in val.items())
         )
+        maps = jax.device_get(display_fn(state, shown, jax.random.key(step)))
+        writer.write_image(
+          step,
+          'validation/explanations',
+          figures.validation_panel(np.asarray(shown['image']), np.asarray(shown['gaze']), maps),
+        )
+        if np.isfinite(val[config.best_metric]):
+          best.save(step, state, metrics=val)
+        clock.pause()  # validation is not a training step
       if step % config.checkpoint_every_steps == 0 or last:
         ckpt.save(step, state)
       if not last and sigterm.any_process():
         if ckpt.latest_step() != step:
           ckpt.save(step, state)
         ckpt.wait()
+        best.wait()
         writer.log(
           f'SIGTERM: checkpoint at step {step} written; exiting with code '
           f'{preemption.EXIT_CODE}. Rerun the same command to resume.'
         )
         raise preemption.Preempted(step)
+  best.wait()
+  best.close()
   ckpt.wait()
   ckpt.close()
   return state

@@ -13,12 +13,15 @@ once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
 import time
+from typing import Any
 
 from absl import logging
 from etils import epath
 import jax
+import numpy as np
 
 
 class MetricWriter:
@@ -48,6 +51,26 @@ class MetricWriter:
       for k, v in scalars.items():
         self._tb.add_scalar(k, v, step)
       self._tb.flush()  # on disk now: a killed run keeps what it logged, like metrics.jsonl
+
+  def write_image(self, step: int, tag: str, image: np.ndarray) -> None:
+    """An RGB uint8 ``(H, W, 3)`` image for TensorBoard's images tab."""
+    if self._active and self._tb is not None:
+      self._tb.add_image(tag, image, step, dataformats='HWC')
+      self._tb.flush()
+
+  def write_hparams(self, hparams: dict[str, Any], metric_tags: Sequence[str]) -> None:
+    """The run's settings for TensorBoard's hyperparameters tab, with the scalar tags it should
+    show beside them (written to this run's own event file)."""
+    if not (self._active and self._tb is not None):
+      return
+    from tensorboardX.summary import hparams as hparams_summary
+
+    values = {
+      k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()
+    }
+    for summary in hparams_summary(values, dict.fromkeys(metric_tags, 0.0)):
+      self._tb._get_file_writer().add_summary(summary)
+    self._tb.flush()
 
   def resume_at(self, step: int) -> None:
     """Forgets what was logged for steps after ``step`` (the checkpoint a run resumes from)."""

@@ -56,6 +56,11 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
+def flat_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """``{dotted key: value}`` of every setting of ``config`` (as stored in ``config.json``)."""
+  return _flatten(json.loads(config.to_json_best_effort()))
+
+
 def differences(stored: dict, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
   """``{dotted key: (stored value, new value)}`` where ``config`` differs from ``stored`` (the
   JSON of ``config.json``), compared as JSON."""
