@@ -35,6 +35,7 @@ from mimic_jax import config_check
 from mimic_jax import tuning as tuning_lib
 from mimic_jax.data import prepare as prepare_data
 from mimic_jax.evaluation import evaluate
+from mimic_jax.runtime import compilation_cache
 from mimic_jax.runtime import distributed
 from mimic_jax.runtime import preemption
 from mimic_jax.training import checkpoints
@@ -128,12 +129,14 @@ def main(argv: Sequence[str]) -> None:
       workdir_lib.check(_WORKDIR.value, config, new_run=_NEW_RUN.value)
   except (ValueError, KeyError) as e:
     sys.exit(f'main.py: {e}')
+  cache = compilation_cache.enable()
   logging.info(
-    'JAX process %d/%d, %d local devices; %s',
+    'JAX process %d/%d, %d local devices; %s; compilation cache %s',
     jax.process_index(),
     jax.process_count(),
     jax.local_device_count(),
     tuning.describe(),
+    cache or 'off',
   )
   try:
     builder = _prepare_dataset(config)

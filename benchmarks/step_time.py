@@ -69,7 +69,7 @@ _THREADS = flags.DEFINE_integer('threads', os.cpu_count(), 'PyTorch CPU threads.
 _EXECUTION = flags.DEFINE_enum(
   'execution',
   'auto',
-  ['auto', 'vmap', 'unrolled'],
+  ['auto', 'vmap', 'unrolled', 'scan'],
   'config.xla.ensemble_execution of the JAX ensembles.',
 )
 _CONV_GRADIENTS = flags.DEFINE_enum(
@@ -162,7 +162,8 @@ def compile_jax(config, batch) -> dict:
   phase = 'adversarial' if 'adversarial' in method.phases else 'train'
   step = t.jit(functools.partial(steps.train_step, method, phase), donate_argnums=(0,))
   t0 = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  weights = steps.loss_weights(method)
+  compiled = step.lower(state, batch, weights).compile()
   compile_s = time.perf_counter() - t0
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -174,7 +175,7 @@ def compile_jax(config, batch) -> dict:
     else None
   )
   return {
-    'step': compiled,
+    'step': lambda state, batch: compiled(state, batch, weights),
     'state': state,
     'stats': {
       'compile_s': compile_s,

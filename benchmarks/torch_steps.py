@@ -176,7 +176,9 @@ def _sync():
     torch.cuda.synchronize()
 
 
-def time_step(step, steps, dtype):
+def time_step(step, steps, dtype, first_done=None):
+  """Seconds per step over ``steps`` calls after two warm-up calls; ``first_done(wall time)``
+  is called when the first warm-up call has finished."""
   if torch.cuda.is_available() and dtype == 'bfloat16':
     plain = step
 
@@ -184,8 +186,11 @@ def time_step(step, steps, dtype):
       with torch.autocast('cuda', dtype=torch.bfloat16):
         return plain()
 
-  for _ in range(2):  # warm-up (allocator, thread pool; compilation)
+  for i in range(2):  # warm-up (allocator, thread pool; compilation)
     step()
+    if i == 0 and first_done is not None:
+      _sync()
+      first_done(time.time())
   _sync()
   if torch.cuda.is_available():
     torch.cuda.reset_peak_memory_stats()
@@ -221,6 +226,8 @@ def main():
     'eager': {},
     'compiled': {},
     'peak_bytes': {},
+    # time.time() at the end of each method's first step (end_to_end.py: time to first step).
+    'first_step_wall': {},
   }
   for method in spec['methods']:
     m = spec['num_models'] if method in ('ensemble', 'mimic_ig', 'mimic_gshap') else 1
@@ -232,7 +239,12 @@ def main():
       nn.Linear(side * side, spec['disc_hidden']), nn.ReLU(), nn.Linear(spec['disc_hidden'], m)
     )
     step = make_step(spec, method, nets, opt, disc, (x, y, gaze))
-    out['eager'][method] = time_step(step, spec['steps'], spec.get('dtype', 'float32'))
+    out['eager'][method] = time_step(
+      step,
+      spec['steps'],
+      spec.get('dtype', 'float32'),
+      first_done=lambda t, method=method: out['first_step_wall'].__setitem__(method, t),
+    )
     if dev == 'cuda':
       out['peak_bytes'][method] = torch.cuda.max_memory_allocated()
     print('torch eager', method, out['eager'][method], flush=True)

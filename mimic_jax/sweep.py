@@ -10,8 +10,8 @@ Each run is ``main.py --config=CONFIG:VARIANT[,synthetic] --config.seed=K
 initialisation, the data order and the explainers' noise; the dataset stays the same, so runs
 of different variants with one seed form a pair. A run whose evaluation is written is skipped,
 and an interrupted one resumes from its checkpoint, so rerunning the command continues the
-sweep. All runs share one persistent compilation cache (``OUT/.xla_cache`` unless
-``JAX_COMPILATION_CACHE_DIR`` is set): runs that differ only in the seed compile once.
+sweep. All runs share the persistent compilation cache (``mimic_jax.runtime.compilation_cache``):
+runs that differ only in the seed, or in a learning rate or loss weight, compile once.
 
 At the end it writes ``OUT/comparison/comparison.md`` (``mimic_jax.compare``): across seeds
 when the variants have two or more, else over the test images of the one seed.
@@ -81,7 +81,6 @@ def main(argv: Sequence[str]) -> None:
   seeds = parse_seeds(_SEEDS.value)
   runs = [(v, s) for v in _VARIANTS.value for s in seeds]
   env = dict(os.environ)
-  env.setdefault('JAX_COMPILATION_CACHE_DIR', str((out / '.xla_cache').resolve()))
   t0, done_now = time.time(), 0
   for i, (variant, seed) in enumerate(runs, start=1):
     workdir = out / variant / f'seed_{seed}'

@@ -11,7 +11,6 @@ bash scripts/setup_env.sh
 # shellcheck source=scripts/xla_cpu_env.sh
 source scripts/xla_cpu_env.sh
 RUNS=${RUNS:-runs/synthetic}
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$PWD/runs/.xla_cache}
 start=$(date +%s)
 .venv/bin/python -m mimic_jax.sweep --variants=baseline,ensemble,mimic,mimic_stop,gaze \
   --seeds="${SEEDS:-0}" --references=baseline,ensemble --out="$RUNS" -- "$@"

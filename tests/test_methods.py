@@ -60,7 +60,10 @@ def test_stacked_ensemble_equals_a_python_loop(setup):
   np.testing.assert_allclose(pred, ref_pred, rtol=1e-5, atol=1e-6)
 
 
-def test_unrolled_execution_equals_vmap(setup):
+@pytest.mark.parametrize('execution', ['vmap', 'scan'])
+def test_every_execution_equals_unrolled(setup, execution):
+  """The sub-models' predictions, explanations and the gradient of a loss of the explanations
+  (double backprop through the loop for ``scan``) are the same computed every way."""
   model, x, y, variables = setup
   kw = dict(
     explainer='gradient_shap',
@@ -68,21 +71,25 @@ def test_unrolled_execution_equals_vmap(setup):
     post={'sign': 'abs', 'normalize': 'minmax', 'pool': 2},
   )
   np.testing.assert_allclose(
+    base.ensemble_log_probs(model.apply, variables, x, execution=execution),
     base.ensemble_log_probs(model.apply, variables, x, execution='unrolled'),
-    base.ensemble_log_probs(model.apply, variables, x, execution='vmap'),
     rtol=1e-5,
     atol=1e-6,
   )
-  np.testing.assert_allclose(
-    base.member_explanations(
-      model.apply, variables, x, y, jax.random.key(0), execution='unrolled', **kw
-    ),
-    base.member_explanations(
-      model.apply, variables, x, y, jax.random.key(0), execution='vmap', **kw
-    ),
-    rtol=1e-4,
-    atol=1e-5,
+
+  def maps(v, how):
+    return base.member_explanations(model.apply, v, x, y, jax.random.key(0), execution=how, **kw)
+
+  np.testing.assert_allclose(maps(variables, execution), maps(variables, 'unrolled'), 1e-4, 1e-5)
+  weights = jnp.linspace(0.0, 1.0, maps(variables, 'unrolled')[0].size).reshape(
+    maps(variables, 'unrolled')[0].shape
   )
+  grads = {
+    how: jax.grad(lambda v, how=how: jnp.sum(maps(v, how) * weights))(variables)
+    for how in (execution, 'unrolled')
+  }
+  for a, b in zip(jax.tree.leaves(grads[execution]), jax.tree.leaves(grads['unrolled'])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_only_unrolled_members_split_the_batch_over_devices(setup):

@@ -39,11 +39,14 @@ def map_members(fn: Callable, *stacked: Any, execution: str = 'unrolled') -> Any
 
   ``execution='vmap'``: one batched computation (``jax.vmap``; convolutions over stacked
   parameters become grouped convolutions). ``'unrolled'``: M separate computations in one
-  program. Both give the same numbers; which is faster depends on the backend
-  (``mimic_jax.tuning`` chooses).
+  program. ``'scan'``: one copy of ``fn`` run M times in a loop (``jax.lax.map``), a program
+  about M times smaller to compile. All give the same numbers; which is faster depends on the
+  backend (``mimic_jax.tuning`` chooses).
   """
   if execution == 'vmap':
     return jax.vmap(fn)(*stacked)
+  if execution == 'scan':
+    return jax.lax.map(lambda args: fn(*args), stacked)
   m = jax.tree.leaves(stacked[0])[0].shape[0]
   outs = [fn(*jax.tree.map(lambda t, i=i: t[i], stacked)) for i in range(m)]
   return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
@@ -187,15 +190,44 @@ class Method:
     del params, batch_stats, batch, rng, phase
     return method_state, {}
 
+  def loss_weights(self) -> dict[str, float]:
+    """The weights of the loss's terms in the config (``mimic``: ``beta``; ``gaze``:
+    ``weight``). The training step takes them as array arguments, not compiled constants, so
+    that runs differing only in them share their compiled programs."""
+    return {}
+
   def member_loss(
-    self, params: Any, batch_stats: Any, method_state: Any, batch: dict, rng: jax.Array, phase: str
+    self,
+    params: Any,
+    batch_stats: Any,
+    method_state: Any,
+    batch: dict,
+    rng: jax.Array,
+    phase: str,
+    weights: dict[str, jax.Array] | None = None,
   ) -> tuple[jax.Array, tuple[Aux, Any]]:
     """The sub-models' loss in ``phase`` and ``(scalars, new batch statistics)``;
-    differentiated with respect to ``params``."""
-    del method_state, rng, phase
+    differentiated with respect to ``params``. ``weights``: :meth:`loss_weights` as arrays
+    (``None``: the config's values)."""
+    del method_state, rng, phase, weights
     logits, new_bs = self.train_forward(params, batch_stats, batch['image'])
     ce = ensemble_ce(logits, batch['label'])
     return ce, (self.scalars(ce, ce, logits, batch['label']), new_bs)
+
+  def display_explanations(
+    self,
+    params: Any,
+    batch_stats: Any,
+    method_state: Any,
+    x: jax.Array,
+    y: jax.Array,
+    rng: jax.Array,
+  ) -> jax.Array:
+    """``(M, B, h, w)`` the explanation this method trains with (for TensorBoard); methods
+    that train none show |input gradients| of the true class."""
+    del method_state
+    post = {'sign': 'abs', 'channels': 'sum', 'normalize': 'none'}
+    return self.explanations(params, batch_stats, x, y, rng, 'input_gradients', {}, post)
 
   # ---- helpers for subclasses ------------------------------------------------------------
 
@@ -268,5 +300,7 @@ class Method:
 
 
 def optimizer(learning_rate: float) -> optax.GradientTransformation:
-  """The optimiser of the sub-models and of any extra model: Adam."""
-  return optax.adam(learning_rate)
+  """The optimiser of the sub-models and of any extra model: Adam, its learning rate held in
+  the optimiser state as an array (``optax.inject_hyperparams``), not compiled into the step,
+  so that runs differing only in it share their compiled programs."""
+  return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)

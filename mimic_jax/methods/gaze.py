@@ -3,8 +3,11 @@ explanation toward the radiologist's gaze (``jax.grad`` inside the loss, so its 
 double backprop).
 
 The explanation (``config.gaze.explanation``): ``'input_gradients'``, |d logit_y / dx| summed
-over channels and average-pooled to the gaze grid; or ``'grad_cam'``, the true class's Grad-CAM
-at the evaluation layer, with the gaze average-pooled to its grid. ``gaze.pool`` pools both
+over channels and average-pooled to the gaze grid; ``'gradient_shap'``, |GradientSHAP| of the
+true logit (``gaze.samples`` points per example on the path from a zero baseline) likewise,
+which, unlike a gradient at one point, a model cannot shrink where it uses the pixels without
+also shrinking their effect on the logit; or ``'grad_cam'``, the true class's Grad-CAM at the
+evaluation layer, with the gaze average-pooled to its grid. ``gaze.pool`` pools both
 further. Penalties (``config.gaze.penalty``), each a mean over the batch:
 
 - ``'kld'``: MIT KLD(gaze || saliency), the saliency sum-normalised and mixed with a uniform map
@@ -37,7 +40,7 @@ from mimic_jax.methods import base
 # Allowed values, gathered by ``mimic_jax.config_check``.
 CHOICES = {
   'gaze.penalty': ('kld', 'energy', 'rrr'),
-  'gaze.explanation': ('input_gradients', 'grad_cam'),
+  'gaze.explanation': ('input_gradients', 'gradient_shap', 'grad_cam'),
 }
 
 
@@ -111,13 +114,50 @@ class Gaze(base.Method):
 
   def shares_forward(self, batch_stats: Any) -> bool:
     """Whether the penalty's input gradient reuses the cross-entropy's forward pass."""
-    return not batch_stats and (
-      self.config.gaze.penalty == 'rrr' or self.config.gaze.explanation == 'input_gradients'
-    )
+    gc = self.config.gaze
+    return not batch_stats and (gc.penalty == 'rrr' or gc.explanation == 'input_gradients')
+
+  def display_explanations(
+    self,
+    params: Any,
+    batch_stats: Any,
+    method_state: Any,
+    x: jax.Array,
+    y: jax.Array,
+    rng: jax.Array,
+  ) -> jax.Array:
+    """The explanation the penalty compares with the gaze (attributions as magnitudes summed
+    over channels; for ``rrr``: |d sum_k log p_k / dx|)."""
+    del method_state
+    return self._explanations(base.eval_variables(params, batch_stats), x, y, rng, absolute=True)
+
+  def _explanations(
+    self, variables: base.Variables, x: jax.Array, y: jax.Array, rng: jax.Array, absolute: bool
+  ) -> jax.Array:
+    """``(M, ...)`` each sub-model's explanation in eval mode: Grad-CAM ``(M, B, h, w)`` or an
+    attribution ``(M, B, H, W, C)`` (``absolute``: its magnitude summed over channels)."""
+    gc = self.config.gaze
+    if gc.penalty != 'rrr' and gc.explanation == 'grad_cam':
+      return base.member_grad_cams(
+        self.model.apply, variables, x, y, layer=self.layer, execution=self.execution
+      )
+    cotangent = _summed_log_probs if gc.penalty == 'rrr' else _true_logit(y)
+
+    def one(v: base.Variables) -> jax.Array:
+      logit_fn = lambda z: self.model.apply(v, z, train=False)
+      if gc.penalty != 'rrr' and gc.explanation == 'gradient_shap':
+        attribution = explainers.gradient_shap(logit_fn, x, y, rng, samples=gc.samples)[1]
+      else:
+        out, vjp = jax.vjp(logit_fn, x)
+        attribution = vjp(cotangent(out))[0]
+      return jnp.abs(attribution).sum(axis=-1) if absolute else attribution
+
+    return base.map_members(one, variables, execution=self.execution)
 
   def _penalty(self, explanation: jax.Array, gaze: jax.Array) -> jax.Array:
-    """One sub-model's penalty from its explanation: input gradients ``(B, H, W, C)`` of the
-    true logit (or, for ``rrr``, of the summed log-probabilities) or a Grad-CAM ``(B, h, w)``."""
+    """One sub-model's penalty from its explanation: an attribution ``(B, H, W, C)`` of the
+    true logit (or, for ``rrr``, the input gradient of the summed log-probabilities) or a
+    Grad-CAM ``(B, h, w)``."""
     gc = self.config.gaze
     if gc.penalty == 'rrr':
       factor = explanation.shape[1] // gaze.shape[1]
@@ -136,8 +176,18 @@ class Gaze(base.Method):
       return kld_penalty(saliency, gaze, gc.floor)
     return energy_penalty(saliency, gazed_region(gaze, gc.region_mass))
 
+  def loss_weights(self) -> dict[str, float]:
+    return {'weight': self.config.gaze.weight}
+
   def member_loss(
-    self, params: Any, batch_stats: Any, method_state: Any, batch: dict, rng: jax.Array, phase: str
+    self,
+    params: Any,
+    batch_stats: Any,
+    method_state: Any,
+    batch: dict,
+    rng: jax.Array,
+    phase: str,
+    weights: dict[str, jax.Array] | None = None,
   ) -> tuple[jax.Array, tuple[base.Aux, Any]]:
     if phase == 'cross_entropy':
       return super().member_loss(params, batch_stats, method_state, batch, rng, phase)
@@ -150,21 +200,11 @@ class Gaze(base.Method):
     else:
       logits, new_bs = self.train_forward(params, batch_stats, x)
       variables = base.eval_variables(params, batch_stats)
-      if gc.penalty != 'rrr' and gc.explanation == 'grad_cam':
-        explanations = base.member_grad_cams(
-          self.model.apply, variables, x, y, layer=self.layer, execution=self.execution
-        )
-      else:
-
-        def one(v: base.Variables) -> jax.Array:
-          out, vjp = jax.vjp(lambda z: self.model.apply(v, z, train=False), x)
-          return vjp(cotangent(out))[0]
-
-        explanations = base.map_members(one, variables, execution=self.execution)
+      explanations = self._explanations(variables, x, y, rng, absolute=False)
     penalties = base.map_members(
       lambda e: self._penalty(e, gaze), explanations, execution=self.execution
     )
     ce = base.ensemble_ce(logits, y)
     penalty = penalties.sum()
-    loss = ce + gc.weight * penalty
+    loss = ce + (weights or self.loss_weights())['weight'] * penalty
     return loss, (self.scalars(loss, ce, logits, y, penalty=penalty), new_bs)

@@ -133,6 +133,18 @@ class Mimic(base.Method):
       params, batch_stats, x, y, rng, mc.explainer, mc.explainer_kwargs.to_dict(), mc.post.to_dict()
     )
 
+  def display_explanations(
+    self,
+    params: Any,
+    batch_stats: Any,
+    method_state: Any,
+    x: jax.Array,
+    y: jax.Array,
+    rng: jax.Array,
+  ) -> jax.Array:
+    del method_state
+    return self.training_explanations(params, batch_stats, x, y, rng)
+
   def update_method_state(
     self, params: Any, batch_stats: Any, method_state: Any, batch: dict, rng: jax.Array, phase: str
   ) -> tuple[Any, base.Aux]:
@@ -151,11 +163,22 @@ class Mimic(base.Method):
     """Whether the training explanation reuses the cross-entropy's forward pass."""
     return not batch_stats and self.config.mimic.explainer in _AT_INPUT
 
+  def loss_weights(self) -> dict[str, float]:
+    return {'beta': self.config.mimic.beta}
+
   def member_loss(
-    self, params: Any, batch_stats: Any, method_state: Any, batch: dict, rng: jax.Array, phase: str
+    self,
+    params: Any,
+    batch_stats: Any,
+    method_state: Any,
+    batch: dict,
+    rng: jax.Array,
+    phase: str,
+    weights: dict[str, jax.Array] | None = None,
   ) -> tuple[jax.Array, tuple[base.Aux, Any]]:
     if phase != 'adversarial':  # the discriminator or cross_entropy phase: CE only
       return super().member_loss(params, batch_stats, method_state, batch, rng, phase)
+    beta = (weights or self.loss_weights())['beta']
     mc, disc = self.config.mimic, method_state
     x, y = batch['image'], batch['label']
     if self.shares_forward(batch_stats):
@@ -174,5 +197,5 @@ class Mimic(base.Method):
       maps = jax.lax.stop_gradient(maps)
     ce = base.ensemble_ce(logits, y)
     adversarial, d_ce = adversarial_term(disc.apply_fn, disc.params, maps, mc.objective)
-    loss = ce + mc.beta * adversarial
+    loss = ce + beta * adversarial
     return loss, (self.scalars(loss, ce, logits, y, disc_ce=d_ce), new_bs)

@@ -1,6 +1,6 @@
 """The jit-compiled training step: one update of a method's phase.
 
-``train_step(method, phase, state, batch)`` is a pure function written for one device with
+``train_step(method, phase, state, batch, weights)`` is a pure function written for one device with
 global-batch semantics; ``mimic_jax.training.loop`` jits one program per phase over a device
 mesh. It knows nothing about any particular method: the method updates its own state (for
 ``mimic``, the discriminator) and gives the sub-models' loss, whose gradient updates them.
@@ -13,6 +13,7 @@ from typing import Any
 
 from clu import metrics as clu_metrics
 import jax
+import jax.numpy as jnp
 
 from mimic_jax.methods import base
 from mimic_jax.training import state as state_lib
@@ -31,10 +32,12 @@ def train_step(
   phase: str,
   state: state_lib.TrainState,
   batch: dict,
+  weights: dict[str, jax.Array] | None = None,
 ) -> tuple[state_lib.TrainState, clu_metrics.Collection]:
   """The method's state update, then one Adam step of the sub-models on its loss.
 
-  ``batch``: ``image`` ``(B, H, W, C)``, ``label`` ``(B,)``, ``gaze`` ``(B, S, S)``. The step
+  ``batch``: ``image`` ``(B, H, W, C)``, ``label`` ``(B,)``, ``gaze`` ``(B, S, S)``.
+  ``weights``: :func:`loss_weights` (``None``: compiled in as constants). The step
   key splits into the next state's key and this step's; the method's state update draws from
   the step's key folded with 1. Returns the new state and the step's metrics
   (``method.metric_names``).
@@ -46,7 +49,9 @@ def train_step(
   )
 
   def loss_fn(params: Any):
-    return method.member_loss(params, state.batch_stats, method_state, batch, step_key, phase)
+    return method.member_loss(
+      params, state.batch_stats, method_state, batch, step_key, phase, weights
+    )
 
   (_, (scalars, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(
@@ -59,3 +64,8 @@ def train_step(
     **{**scalars, **method_scalars}
   )
   return new_state, metrics
+
+
+def loss_weights(method: base.Method) -> dict[str, jax.Array]:
+  """The method's loss weights as float32 arrays, the step's ``weights`` argument."""
+  return {k: jnp.float32(v) for k, v in method.loss_weights().items()}

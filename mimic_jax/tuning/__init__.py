@@ -41,7 +41,7 @@ from mimic_jax.tuning import cpu_convs
 CHOICES = {
   'xla.conv_gradients': ('auto', 'lax', 'custom'),
   'xla.cpu_conv_library': compiler_options.LIBRARIES,
-  'xla.ensemble_execution': ('auto', 'vmap', 'unrolled'),
+  'xla.ensemble_execution': ('auto', 'vmap', 'unrolled', 'scan'),
 }
 
 
@@ -52,7 +52,7 @@ class Tuning:
   backend: str
   conv_gradients: str  # 'lax' | 'custom'
   cpu_conv_library: str  # 'xla_default' | 'eigen' ('xla_default' off CPU)
-  ensemble_execution: str  # 'vmap' | 'unrolled'
+  ensemble_execution: str  # 'vmap' | 'unrolled' | 'scan'
 
   @property
   def conv(self) -> Any:

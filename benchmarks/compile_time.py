@@ -1,0 +1,266 @@
+r"""Compile time of every program of a paper-configuration run, and which XLA passes take it.
+
+  .venv/bin/python benchmarks/compile_time.py [--archs densenet121,efficientnet_b0] \
+      [--variant mimic] [--explainer gradient_shap|input_gradients] [--batch 8] \
+      [--executions unrolled,scan] [--programs all] [--step_repeats 2] \
+      [--out benchmarks/out/compile_cpu.json]
+
+Programs: the member step of each phase of the method (``mimic``: ``discriminator``,
+``adversarial``, ``cross_entropy``), validation (accuracy, CE and Grad-CAM KLD/NSS against the
+gaze), and evaluation's prediction and explainers. Each program is compiled in a fresh
+process with the persistent cache off and XLA's pass timers on
+(``TF_CPP_VMODULE=hlo_pass_pipeline=1,cpu_compiler=1``, read from its log), and reports:
+trace + lowering seconds, compile seconds, HLO size (StableHLO ops lowered; instructions after
+optimisation), time in HLO passes vs. backend code generation, the five slowest passes, and
+for the member steps the steady step time (the fastest of ``--step_repeats`` calls after one
+warm-up call). Random inputs at 224 x 224 RGB; ``--executions`` compares
+``config.xla.ensemble_execution`` values side by side. Prints a Markdown table.
+"""
+
+import collections
+import functools
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+_ARCHS = flags.DEFINE_list('archs', ['densenet121', 'efficientnet_b0'], 'Architectures.')
+_VARIANT = flags.DEFINE_string('variant', 'mimic', 'A variant of configs/mimic.py.')
+_EXPLAINER = flags.DEFINE_string(
+  'explainer', 'gradient_shap', "mimic's training explainer (input_gradients: 'mimic_ig')."
+)
+_BATCH = flags.DEFINE_integer('batch', 8, 'Global batch (compile time barely depends on it).')
+_EXECUTIONS = flags.DEFINE_list('executions', ['unrolled'], 'config.xla.ensemble_execution.')
+_PROGRAMS = flags.DEFINE_list('programs', ['all'], 'Program names, or all.')
+_STEP_REPEATS = flags.DEFINE_integer('step_repeats', 2, 'Timed calls of a member step.')
+_OUT = flags.DEFINE_string('out', None, 'JSON output file.')
+_CHILD = flags.DEFINE_string('child', None, 'Internal: measure one program (arch:execution:name).')
+
+_UNITS = {'us': 1e-6, 'ms': 1e-3, 's': 1.0, 'min': 60.0, 'h': 3600.0}
+
+
+def _config(arch: str, execution: str):
+  from configs import mimic
+
+  c = mimic.get_config(_VARIANT.value)
+  c.model.arch = arch
+  c.batch_size = _BATCH.value
+  c.xla.ensemble_execution = execution
+  if _EXPLAINER.value == 'input_gradients':
+    c.mimic.explainer = 'input_gradients'
+    c.mimic.explainer_kwargs = {}
+  return c
+
+
+def _programs(config) -> dict:
+  """name -> (jitted function, example arguments, whether it is a member step)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from mimic_jax import methods
+  from mimic_jax import models
+  from mimic_jax import tuning as tuning_lib
+  from mimic_jax.evaluation import evaluate
+  from mimic_jax.evaluation import validation
+  from mimic_jax.training import state as state_lib
+  from mimic_jax.training import steps
+
+  tuning = tuning_lib.resolve(config.xla)
+  method = methods.build(config, tuning.conv, tuning.ensemble_execution)
+  shape = (224, 224, 3)
+  state = tuning.jit(functools.partial(state_lib.create_state, method, shape))(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  b = config.batch_size
+  gaze = rng.random((b, 224, 224)).astype(np.float32)
+  batch = {
+    'image': jnp.asarray(rng.normal(size=(b, *shape)), jnp.float32),
+    'label': jnp.asarray(np.arange(b) % 3, jnp.int32),
+    'gaze': jnp.asarray(gaze / gaze.sum(axis=(1, 2), keepdims=True)),
+    'fixation_map': jnp.asarray(rng.random((b, 224, 224)) < 0.01, jnp.uint8),
+    'mask': jnp.ones((b,), bool),
+  }
+  out = {}
+  for phase in method.phases:
+    step = tuning.jit(functools.partial(steps.train_step, method, phase))
+    out[f'step:{phase}'] = (step, (state, batch, steps.loss_weights(method)), True)
+  sums = tuning.jit(
+    functools.partial(
+      validation.batch_sums,
+      layer=models.gradcam_layer(config.model.arch),
+      gradcam_target=config.evaluation.gradcam_target,
+      execution=tuning.ensemble_execution,
+    )
+  )
+  out['validation'] = (sums, (state, batch), False)
+  fns = evaluate._jitted_functions(config, tuning)
+  out['eval:predict'] = (fns['predict'], (state, batch['image']), False)
+  for name, fn in fns.items():
+    if name != 'predict':
+      args = (state, batch['image'], batch['label'], jax.random.key(1))
+      out[f'eval:{name}'] = (fn, args, False)
+  return out
+
+
+def _measure(spec: str) -> dict:
+  """In this (child) process: one program's trace, lowering and compile times, HLO sizes and,
+  for a member step, the steady step time."""
+  import jax
+
+  arch, execution, name = spec.split(':', 2)
+  config = _config(arch, execution)
+  fn, args, is_step = _programs(config)[name]
+  t0 = time.perf_counter()
+  lowered = fn.trace(*args).lower()
+  t1 = time.perf_counter()
+  compiled = lowered.compile()
+  t2 = time.perf_counter()
+  result = {
+    'program': name,
+    'arch': arch,
+    'execution': execution,
+    'lower_s': t1 - t0,
+    'compile_s': t2 - t1,
+    'hlo_ops_lowered': sum(
+      1 for line in lowered.as_text().splitlines() if re.search(r'= "?stablehlo\.', line)
+    ),
+    'hlo_instructions_optimised': sum(
+      1 for line in compiled.as_text().splitlines() if re.match(r'\s+(ROOT )?%?\S+ = ', line)
+    ),
+    'module': compiled.as_text().split('\n', 1)[0].split()[1].rstrip(','),
+  }
+  if is_step:
+    jax.block_until_ready(compiled(*args))  # warm-up
+    best = float('inf')
+    for _ in range(_STEP_REPEATS.value):
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled(*args))
+      best = min(best, time.perf_counter() - t0)
+    result['step_s'] = best
+  return result
+
+
+def _seconds(text: str) -> float:
+  value, unit = text.split()
+  return float(value) * _UNITS[unit]
+
+
+def _pass_times(log: str, module: str) -> dict:
+  """From XLA's timer lines for ``module``: seconds in HLO passes, in backend code generation
+  and per pass (summed over its runs)."""
+  passes, current = collections.Counter(), None
+  hlo_s = backend_s = 0.0
+  for line in log.splitlines():
+    if m := re.search(r'Running HLO pass pipeline on module (\S+): ', line):
+      current = m.group(1)
+    elif current == module and (m := re.search(r'HLO pass: (\S+) time: ([\d.]+ \w+) \(', line)):
+      passes[m.group(1)] += _seconds(m.group(2))
+    if m := re.search(
+      rf'Running HLO passes on \[{re.escape(module)}\] .* time: ([\d.]+ \w+) \(', line
+    ):
+      hlo_s += _seconds(m.group(1))
+    if m := re.search(
+      rf'Compiling \[{re.escape(module)}\] for CPU using JIT time: ([\d.]+ \w+) \(', line
+    ):
+      backend_s += _seconds(m.group(1))
+  return {
+    'hlo_passes_s': hlo_s,
+    'backend_codegen_s': backend_s,
+    'top_passes': [(k, round(v, 2)) for k, v in passes.most_common(5)],
+  }
+
+
+def _run_child(spec: str) -> dict:
+  env = {k: v for k, v in os.environ.items() if k not in ('JAX_COMPILATION_CACHE_DIR',)}
+  env.update(
+    JAX_ENABLE_COMPILATION_CACHE='false',
+    TF_CPP_MIN_LOG_LEVEL='0',
+    TF_CPP_VMODULE='hlo_pass_pipeline=1,cpu_compiler=1',
+    PYTHONPATH=str(ROOT),
+  )
+  args = [f'--{f.name}={f.value}' for f in (_VARIANT, _EXPLAINER, _BATCH, _STEP_REPEATS)]
+  out = subprocess.run(
+    [sys.executable, __file__, f'--child={spec}', *args],
+    capture_output=True,
+    text=True,
+    env=env,
+    check=False,
+  )
+  lines = [line for line in out.stdout.splitlines() if line.startswith('{')]
+  if out.returncode or not lines:
+    raise RuntimeError(f'{spec} failed:\n{out.stderr[-3000:]}')
+  result = json.loads(lines[-1])
+  result.update(_pass_times(out.stderr, result['module']))
+  return result
+
+
+def table(results: list[dict]) -> str:
+  rows = [
+    '| arch | execution | program | lower s | compile s | HLO passes s | codegen s | ops lowered '
+    '| instructions optimised | step s | slowest passes (s) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+  ]
+  for r in results:
+    step = f'{r["step_s"]:.2f}' if 'step_s' in r else ''
+    passes = ', '.join(f'{k} {v}' for k, v in r['top_passes'][:3])
+    rows.append(
+      f'| {r["arch"]} | {r["execution"]} | {r["program"]} | {r["lower_s"]:.1f} | '
+      f'{r["compile_s"]:.1f} | {r["hlo_passes_s"]:.1f} | {r["backend_codegen_s"]:.1f} | '
+      f'{r["hlo_ops_lowered"]} | {r["hlo_instructions_optimised"]} | {step} | {passes} |'
+    )
+  return '\n'.join(rows)
+
+
+def main(argv):
+  del argv
+  if _CHILD.value:
+    print(json.dumps(_measure(_CHILD.value)), flush=True)
+    return
+  import jax
+
+  results = []
+  for arch in _ARCHS.value:
+    for execution in _EXECUTIONS.value:
+      names = _PROGRAMS.value
+      if names == ['all']:
+        names = list(_programs_names(arch, execution))
+      for name in names:
+        r = _run_child(f'{arch}:{execution}:{name}')
+        print(
+          f'{arch} {execution} {name}: compile {r["compile_s"]:.1f} s '
+          f'(HLO passes {r["hlo_passes_s"]:.1f} s, codegen {r["backend_codegen_s"]:.1f} s)',
+          flush=True,
+        )
+        results.append(r)
+  print(table(results))
+  if _OUT.value:
+    path = pathlib.Path(_OUT.value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {'jax': jax.__version__, 'backend': jax.default_backend(), 'batch': _BATCH.value}
+    path.write_text(json.dumps({'meta': meta, 'results': results}, indent=1))
+
+
+def _programs_names(arch: str, execution: str) -> list[str]:
+  """The program names of a run, without building anything."""
+  from mimic_jax import methods
+  from mimic_jax.evaluation import report
+
+  config = _config(arch, execution)
+  phases = methods.METHODS[config.method].phases
+  return (
+    [f'step:{p}' for p in phases]
+    + ['validation', 'eval:predict']
+    + [f'eval:{e}' for e in report.EXPLAINERS]
+  )
+
+
+if __name__ == '__main__':
+  sys.path.insert(0, str(ROOT))
+  app.run(main)
