@@ -100,6 +100,7 @@ def _base() -> ml_collections.ConfigDict:
   c.gaze.penalty = 'kld'  # kld | energy | rrr (see mimic_jax/methods/gaze.py)
   c.gaze.explanation = 'input_gradients'  # input_gradients | gradient_shap | grad_cam
   c.gaze.samples = 4  # gradient_shap: path points per example
+  c.gaze.grad_cam_weight = 0.0  # > 0: also align Grad-CAM, with this weight (kld, energy)
   c.gaze.pool = 1  # average-pool explanation and gaze by this factor before comparing
   c.gaze.floor = 0.0  # kld: weight of a uniform map mixed into the saliency
   c.gaze.region_mass = 0.9  # energy, rrr: the gazed region holds this share of the gaze

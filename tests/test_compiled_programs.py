@@ -87,7 +87,8 @@ def test_the_step_uses_the_weights_it_is_given(variant, phase, key, value):
   state = state_lib.create_state(default, SHAPE, jax.random.key(0))
   batch, name = _batch(), key.split('.')[1]
   traced = jax.jit(functools.partial(steps.train_step, default, phase))
-  given = traced(state, batch, {name: jnp.float32(value)})[0].params
+  given = traced(state, batch, {**steps.loss_weights(default), name: jnp.float32(value)})
+  given = given[0].params
   expected = jax.jit(functools.partial(steps.train_step, changed, phase))(state, batch)[0].params
   ignored = traced(state, batch, steps.loss_weights(default))[0].params
   for a, b in zip(jax.tree.leaves(given), jax.tree.leaves(expected)):

@@ -193,6 +193,8 @@ def _gaze_method(model, **overrides):
     {'penalty': 'energy'},
     {'penalty': 'energy', 'explanation': 'grad_cam'},
     {'penalty': 'rrr'},
+    {'penalty': 'energy', 'explanation': 'gradient_shap', 'samples': 2},
+    {'penalty': 'kld', 'floor': 0.1, 'grad_cam_weight': 2.0},
   ],
 )
 def test_gaze_penalty_is_finite_and_differentiable(setup, overrides):
@@ -208,6 +210,23 @@ def test_gaze_penalty_is_finite_and_differentiable(setup, overrides):
   value, grads = jax.value_and_grad(penalty)(single)
   assert np.isfinite(float(value)) and float(value) > 0
   assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) > 0
+
+
+def test_grad_cam_term_adds_its_weight_times_the_grad_cam_penalty(setup):
+  model, x, y, variables = setup
+  single = jax.tree.map(lambda v: v[:1], variables['params'])
+  gaze = jnp.asarray(np.random.default_rng(3).random((4, 16, 16)), jnp.float32) ** 4
+  batch = {'image': x, 'label': y, 'gaze': gaze / gaze.sum(axis=(1, 2), keepdims=True)}
+
+  def penalty(**overrides):
+    method = _gaze_method(model, penalty='kld', floor=0.1, **overrides)
+    scalars = method.member_loss(single, {}, None, batch, jax.random.key(0), 'train')[1][0]
+    return float(scalars['penalty'])
+
+  both = penalty(grad_cam_weight=2.0)
+  alone = penalty(), penalty(explanation='grad_cam')
+  assert both == pytest.approx(alone[0] + 2.0 * alone[1], rel=1e-5)
+  assert alone[1] > 0
 
 
 def test_gazed_region_holds_the_asked_mass():

@@ -20,7 +20,9 @@ further. Penalties (``config.gaze.penalty``), each a mean over the batch:
   gradient of the summed log-probabilities outside the gazed region (a binary mask, upsampled
   to the image), summed over pixels; ``explanation`` and ``pool`` do not apply.
 
-``gaze.warmup_epochs``: cross-entropy only for this many epochs first (phase
+``gaze.grad_cam_weight`` > 0 adds that many times the same penalty of the sub-models' Grad-CAM
+(with ``kld`` or ``energy``): the explanation of the evaluation, aligned beside the input
+attribution. ``gaze.warmup_epochs``: cross-entropy only for this many epochs first (phase
 ``cross_entropy``).
 """
 
@@ -176,8 +178,15 @@ class Gaze(base.Method):
       return kld_penalty(saliency, gaze, gc.floor)
     return energy_penalty(saliency, gazed_region(gaze, gc.region_mass))
 
+  def _penalties(self, explanations: jax.Array, gaze: jax.Array) -> jax.Array:
+    """``(M,)`` each sub-model's penalty."""
+    return base.map_members(
+      lambda e: self._penalty(e, gaze), explanations, execution=self.execution
+    )
+
   def loss_weights(self) -> dict[str, float]:
-    return {'weight': self.config.gaze.weight}
+    gc = self.config.gaze
+    return {'weight': gc.weight, 'grad_cam_weight': gc.grad_cam_weight}
 
   def member_loss(
     self,
@@ -201,10 +210,18 @@ class Gaze(base.Method):
       logits, new_bs = self.train_forward(params, batch_stats, x)
       variables = base.eval_variables(params, batch_stats)
       explanations = self._explanations(variables, x, y, rng, absolute=False)
-    penalties = base.map_members(
-      lambda e: self._penalty(e, gaze), explanations, execution=self.execution
-    )
+    weights = weights or self.loss_weights()
+    penalty = self._penalties(explanations, gaze).sum()
+    if gc.grad_cam_weight and gc.explanation != 'grad_cam' and gc.penalty != 'rrr':
+      cams = base.member_grad_cams(
+        self.model.apply,
+        base.eval_variables(params, batch_stats),
+        x,
+        y,
+        layer=self.layer,
+        execution=self.execution,
+      )
+      penalty = penalty + weights['grad_cam_weight'] * self._penalties(cams, gaze).sum()
     ce = base.ensemble_ce(logits, y)
-    penalty = penalties.sum()
-    loss = ce + (weights or self.loss_weights())['weight'] * penalty
+    loss = ce + weights['weight'] * penalty
     return loss, (self.scalars(loss, ce, logits, y, penalty=penalty), new_bs)
