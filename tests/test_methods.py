@@ -179,7 +179,9 @@ def test_kld_loss_is_the_mit_formula_in_float64():
 
 
 def _gaze_method(model, **overrides):
+  """A ``gaze`` method with one explanation term, the input gradient's, unless overridden."""
   config = test_config.get_config('gaze')
+  config.gaze.explanation, config.gaze.grad_cam_weight = 'input_gradients', 0.0
   for key, value in overrides.items():
     config.gaze[key] = value
   return methods.create(config, model)
@@ -299,6 +301,7 @@ def test_shared_forward_gives_the_two_forward_loss_and_gradients(method_name, ex
   (train mode for the CE, eval mode for the explanation)."""
   config = test_config.get_config(method_name)
   config.ensemble.num_models = 2
+  config.gaze.explanation, config.gaze.grad_cam_weight = 'input_gradients', 0.0
   if explainer:
     config.mimic.explainer = explainer
     config.mimic.explainer_kwargs = {}

@@ -14,8 +14,9 @@ that a single TPU device runs the sub-models of an ensemble vmapped.
 - ``cpu_conv_library``: ``'eigen'`` (XLA's own convolutions instead of YNNPACK's,
   ``compiler_options.py``), ``'xla_default'``, or ``'auto'``: eigen on CPU where this jaxlib
   has the option.
-- ``ensemble_execution``: ``'vmap'`` or ``'unrolled'`` sub-models
-  (``mimic_jax.methods.base.map_members``); ``'auto'``: vmap on a single TPU device, else
+- ``ensemble_execution``: ``'vmap'``, ``'unrolled'`` or ``'scan'`` sub-models
+  (``mimic_jax.methods.base.map_members``; ``scan`` compiles one copy of the network, for
+  compile time, never chosen by ``auto``); ``'auto'``: vmap on a single TPU device, else
   unrolled (XLA:CPU's second-order gradients of vmap's grouped convolutions are slow, XLA:GPU
   did not compile them for DenseNet-121 in minutes, and on a mesh of several devices XLA
   replicates them instead of splitting the batch, openxla/xla#47945).
