@@ -239,12 +239,12 @@ def main(argv):
           flush=True,
         )
         results.append(r)
+        if _OUT.value:  # after every program: a long run that stops keeps what it measured
+          path = pathlib.Path(_OUT.value)
+          path.parent.mkdir(parents=True, exist_ok=True)
+          meta = {'jax': jax.__version__, 'backend': jax.default_backend(), 'batch': _BATCH.value}
+          path.write_text(json.dumps({'meta': meta, 'results': results}, indent=1))
   print(table(results))
-  if _OUT.value:
-    path = pathlib.Path(_OUT.value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {'jax': jax.__version__, 'backend': jax.default_backend(), 'batch': _BATCH.value}
-    path.write_text(json.dumps({'meta': meta, 'results': results}, indent=1))
 
 
 def _programs_names(arch: str, execution: str) -> list[str]:

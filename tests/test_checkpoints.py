@@ -1,6 +1,8 @@
 """Which checkpoints a run keeps: the newest ones to resume from, and the best one by a
 validation metric in the direction that metric improves."""
 
+import sys
+
 import jax.numpy as jnp
 import pytest
 
@@ -26,3 +28,17 @@ def test_the_best_checkpoint_is_kept_by_its_metric(tmp_path, metric, values, kep
   assert (tmp_path / 'checkpoints_best' / str(kept)).exists()
   assert not (tmp_path / 'checkpoints').exists()  # the latest checkpoints live apart
   best.close()
+
+
+def test_only_the_closed_event_loop_noise_of_failed_reads_is_dropped(monkeypatch):
+  """The unraisable-exception filter drops asyncio's 'Event loop is closed' (late reads of a
+  failed restore) and passes everything else, once installed however often it is asked."""
+  import types
+
+  seen = []
+  monkeypatch.setattr(sys, 'unraisablehook', lambda u: seen.append(u.exc_value))
+  checkpoints._drop_late_callbacks_of_failed_reads()
+  checkpoints._drop_late_callbacks_of_failed_reads()
+  for error in (RuntimeError('Event loop is closed'), RuntimeError('other'), ValueError('x')):
+    sys.unraisablehook(types.SimpleNamespace(exc_value=error))
+  assert [str(e) for e in seen] == ['other', 'x']

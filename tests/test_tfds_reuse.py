@@ -95,3 +95,35 @@ def test_tfds_build_command_line(synthetic_tree, tmp_path, form):
   )
   assert out.returncode == 0, out.stderr[-3000:]
   assert _built(tmp_path / 'tfds') == len(specs)
+
+
+_PREPARE_SCRIPT = """
+from configs import test as test_config
+from mimic_jax.data import prepare
+
+data = test_config.get_config().data
+data.data_dir, data.manual_dir = {data_dir!r}, {manual!r}
+data.synthetic.num_images = 12
+data.synthetic.decoy = False
+prepare.prepare_dataset(data)
+print('jpgs', len(list(__import__('pathlib').Path({manual!r}).rglob('*.jpg'))))
+"""
+
+
+def test_the_synthetic_data_from_a_plain_script_without_a_main_guard(tmp_path):
+  """The one-call data setup (the synthetic tree rendered by parallel workers, then the
+  builder) from an unguarded script: no worker re-imports the script."""
+  manual = tmp_path / 'manual'
+  code = _PREPARE_SCRIPT.format(data_dir=str(tmp_path / 'tfds'), manual=str(manual))
+  (tmp_path / 'setup_data.py').write_text(textwrap.dedent(code))
+  out = subprocess.run(
+    [sys.executable, str(tmp_path / 'setup_data.py')],
+    capture_output=True,
+    text=True,
+    cwd=tmp_path,
+    env={**os.environ, 'PYTHONPATH': str(ROOT)},
+    timeout=600,
+    check=False,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'jpgs 12' in out.stdout

@@ -17,7 +17,6 @@ import dataclasses
 import io
 import json
 import math
-import multiprocessing
 import os
 import pathlib
 
@@ -313,7 +312,7 @@ def write_tree(
       marker sits in the corner of the image's class (else a random corner); ``None`` or a
       missing split draws no marker.
     raw_gaze: also write the 60 Hz ``eye_gaze.csv``.
-    num_workers: processes rendering images (default: all cores).
+    num_workers: threads rendering images (default: all cores); 0: none.
     progress: optional callable ``(done, total)`` called as images are written.
     decoy: the decoy tree: the same images, fixations and rows as without it (same
       arguments), except that every image's corner marker sits in the corner of a *wrong*
@@ -336,8 +335,8 @@ def write_tree(
   workers = os.cpu_count() if num_workers is None else num_workers
   results = [None] * len(specs)
   if workers:
-    ctx = multiprocessing.get_context('spawn')
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    # Threads: NumPy and Pillow release the GIL, and no process re-imports the caller's script.
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
       futs = {
         pool.submit(_write_image, s, jpg_root / _relpath(s, 'jpg')): i for i, s in enumerate(specs)
       }

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 import functools
 import os
+import sys
 import time
 
 from etils import epath
@@ -94,6 +95,24 @@ def root_cause(error: BaseException) -> str:
   return f'{type(error).__name__}: {message[0][:300] if message else ""}'
 
 
+def _drop_late_callbacks_of_failed_reads() -> None:
+  """Filters ``sys.unraisablehook`` (once per process) to drop exactly asyncio's
+  ``RuntimeError('Event loop is closed')``: when one array of a checkpoint fails to read,
+  orbax closes its event loop while tensorstore still delivers the other arrays' reads to it,
+  and each delivery would print a traceback that buries the one real cause."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'mimic_jax_filter', False):
+    return
+
+  def hook(unraisable: sys.UnraisableHookArgs) -> None:
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.mimic_jax_filter = True
+  sys.unraisablehook = hook
+
+
 # Which checkpoint evaluation and explanation use (``config.select_checkpoint``).
 SELECTIONS = ('latest', 'best')
 
@@ -141,6 +160,7 @@ class Checkpoints:
     and, with ``quarantine``, moved to ``<workdir>/quarantine/`` so that a later save of that
     step is written. Raises :class:`CheckpointRestoreError` if none reads back."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    _drop_late_callbacks_of_failed_reads()
     failures = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       path = self.directory / str(step)
