@@ -2,7 +2,7 @@ r"""Compile time of every program of a paper-configuration run, and which XLA pa
 
   .venv/bin/python benchmarks/compile_time.py [--archs densenet121,efficientnet_b0] \
       [--variant mimic] [--explainer gradient_shap|input_gradients] [--batch 8] \
-      [--executions unrolled,scan] [--programs all] [--step_repeats 2] \
+      [--executions unrolled,scan] [--programs all] [--step_repeats 2] [--timeout 900] \
       [--out benchmarks/out/compile_cpu.json]
 
 Programs: the member step of each phase of the method (``mimic``: ``discriminator``,
@@ -13,7 +13,8 @@ process with the persistent cache off and XLA's pass timers on
 trace + lowering seconds, compile seconds, HLO size (StableHLO ops lowered; instructions after
 optimisation), time in HLO passes vs. backend code generation, the five slowest passes, and
 for the member steps the steady step time (the fastest of ``--step_repeats`` calls after one
-warm-up call). Random inputs at 224 x 224 RGB; ``--executions`` compares
+warm-up call; a step still running after ``--timeout`` seconds of its program is reported as
+"> N" with its compile figures). Random inputs at 224 x 224 RGB; ``--executions`` compares
 ``config.xla.ensemble_execution`` values side by side. Prints a Markdown table.
 """
 
@@ -40,6 +41,9 @@ _BATCH = flags.DEFINE_integer('batch', 8, 'Global batch (compile time barely dep
 _EXECUTIONS = flags.DEFINE_list('executions', ['unrolled'], 'config.xla.ensemble_execution.')
 _PROGRAMS = flags.DEFINE_list('programs', ['all'], 'Program names, or all.')
 _STEP_REPEATS = flags.DEFINE_integer('step_repeats', 2, 'Timed calls of a member step.')
+_TIMEOUT = flags.DEFINE_integer(
+  'timeout', 900, 'Seconds per program; a step still running then is reported as timed out.'
+)
 _OUT = flags.DEFINE_string('out', None, 'JSON output file.')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: measure one program (arch:execution:name).')
 
@@ -126,6 +130,7 @@ def _measure(spec: str) -> dict:
     'program': name,
     'arch': arch,
     'execution': execution,
+    'batch': config.batch_size,
     'lower_s': t1 - t0,
     'compile_s': t2 - t1,
     'hlo_ops_lowered': sum(
@@ -137,6 +142,7 @@ def _measure(spec: str) -> dict:
     'module': compiled.as_text().split('\n', 1)[0].split()[1].rstrip(','),
   }
   if is_step:
+    print(json.dumps(result), flush=True)  # the compile figures survive a step that times out
     jax.block_until_ready(compiled(*args))  # warm-up
     best = float('inf')
     for _ in range(_STEP_REPEATS.value):
@@ -186,32 +192,43 @@ def _run_child(spec: str) -> dict:
     PYTHONPATH=str(ROOT),
   )
   args = [f'--{f.name}={f.value}' for f in (_VARIANT, _EXPLAINER, _BATCH, _STEP_REPEATS)]
-  out = subprocess.run(
-    [sys.executable, __file__, f'--child={spec}', *args],
-    capture_output=True,
-    text=True,
-    env=env,
-    check=False,
-  )
-  lines = [line for line in out.stdout.splitlines() if line.startswith('{')]
-  if out.returncode or not lines:
-    raise RuntimeError(f'{spec} failed:\n{out.stderr[-3000:]}')
+  try:
+    out = subprocess.run(
+      [sys.executable, __file__, f'--child={spec}', *args],
+      capture_output=True,
+      text=True,
+      env=env,
+      check=False,
+      timeout=_TIMEOUT.value,
+    )
+    stdout, stderr, failed = out.stdout, out.stderr, out.returncode != 0
+  except subprocess.TimeoutExpired as e:  # keep what it measured before the limit
+    text = lambda b: b.decode() if isinstance(b, bytes) else (b or '')  # noqa: E731
+    stdout, stderr, failed = text(e.stdout), text(e.stderr), False
+  lines = [line for line in stdout.splitlines() if line.startswith('{')]
+  if failed or not lines:
+    raise RuntimeError(f'{spec} failed:\n{stderr[-3000:]}')
   result = json.loads(lines[-1])
-  result.update(_pass_times(out.stderr, result['module']))
+  if 'step_s' not in result and result['program'].startswith('step:'):
+    result['step_timed_out_after_s'] = _TIMEOUT.value
+  result.update(_pass_times(stderr, result['module']))
   return result
 
 
 def table(results: list[dict]) -> str:
   rows = [
-    '| arch | execution | program | lower s | compile s | HLO passes s | codegen s | ops lowered '
-    '| instructions optimised | step s | slowest passes (s) |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| arch | execution | program | batch | lower s | compile s | HLO passes s | codegen s '
+    '| ops lowered | instructions optimised | step s | slowest passes (s) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for r in results:
     step = f'{r["step_s"]:.2f}' if 'step_s' in r else ''
+    if 'step_timed_out_after_s' in r:
+      step = f'> {r["step_timed_out_after_s"] - r["lower_s"] - r["compile_s"]:.0f}'
     passes = ', '.join(f'{k} {v}' for k, v in r['top_passes'][:3])
     rows.append(
-      f'| {r["arch"]} | {r["execution"]} | {r["program"]} | {r["lower_s"]:.1f} | '
+      f'| {r["arch"]} | {r["execution"]} | {r["program"]} | {r.get("batch", "")} | '
+      f'{r["lower_s"]:.1f} | '
       f'{r["compile_s"]:.1f} | {r["hlo_passes_s"]:.1f} | {r["backend_codegen_s"]:.1f} | '
       f'{r["hlo_ops_lowered"]} | {r["hlo_instructions_optimised"]} | {step} | {passes} |'
     )

@@ -16,10 +16,11 @@ that a single TPU device runs the sub-models of an ensemble vmapped.
   has the option.
 - ``ensemble_execution``: ``'vmap'``, ``'unrolled'`` or ``'scan'`` sub-models
   (``mimic_jax.methods.base.map_members``; ``scan`` compiles one copy of the network, for
-  compile time, never chosen by ``auto``); ``'auto'``: vmap on a single TPU device, else
-  unrolled (XLA:CPU's second-order gradients of vmap's grouped convolutions are slow, XLA:GPU
-  did not compile them for DenseNet-121 in minutes, and on a mesh of several devices XLA
-  replicates them instead of splitting the batch, openxla/xla#47945).
+  compile time, never chosen by ``auto``: XLA:CPU runs its steps over 20 x slower);
+  ``'auto'``: vmap on a single TPU device, else unrolled (XLA:CPU's second-order gradients of
+  vmap's grouped convolutions are slow, XLA:GPU did not compile them for DenseNet-121 in
+  minutes, and on a mesh of several devices XLA replicates them instead of splitting the
+  batch, openxla/xla#47945).
 
 The process's malloc matters too on CPU, but only through the environment at start-up:
 ``scripts/xla_cpu_env.sh`` (see ``docs/performance.md``).
