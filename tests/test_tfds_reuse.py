@@ -127,3 +127,28 @@ def test_the_synthetic_data_from_a_plain_script_without_a_main_guard(tmp_path):
   )
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'jpgs 12' in out.stdout
+
+
+def test_a_synthetic_tree_of_other_settings_or_an_older_generator_is_not_reused(tmp_path):
+  """The synthetic tree records what wrote it; a run asking for other settings, or finding a
+  tree without that record (an older generator), stops with the folder to delete instead of
+  silently training on other data."""
+  from configs import test as test_config
+  from mimic_jax.data import prepare
+
+  data = test_config.get_config().data
+  data.data_dir, data.manual_dir = str(tmp_path / 'tfds'), str(tmp_path / 'manual')
+  data.synthetic.num_images = 12
+  data.synthetic.decoy = False
+  prepare.prepare_dataset(data)
+  stamp = json.loads((tmp_path / 'manual' / prepare.STAMP).read_text())
+  assert stamp['num_images'] == 12 and stamp['scale'] == data.synthetic.scale
+  prepare.prepare_dataset(data)  # the same settings: reused
+
+  data.synthetic.scale = data.synthetic.scale / 2
+  with pytest.raises(prepare.StaleSyntheticTreeError, match=str(tmp_path / 'manual')):
+    prepare.prepare_dataset(data)
+  data.synthetic.scale = stamp['scale']
+  (tmp_path / 'manual' / prepare.STAMP).unlink()
+  with pytest.raises(prepare.StaleSyntheticTreeError, match='older generator'):
+    prepare.prepare_dataset(data)

@@ -27,6 +27,9 @@ from data_builders.mimic_cxr_egd import egd_format as fmt
 from data_builders.mimic_cxr_egd import egd_reader
 from data_builders.synthetic_egd import anatomy
 
+# Raise whenever the same arguments would write different files: a tree on disk records the
+# version that wrote it, and mimic_jax.data.prepare refuses to reuse one of another version.
+GENERATOR_VERSION = 2
 SESSION_SIZE = 30
 CALIBRATION_EVERY = 20
 GAZE_HZ = 60.0

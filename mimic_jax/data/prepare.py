@@ -4,6 +4,7 @@ build to the local cache."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -83,9 +84,39 @@ def _builder(
   )
 
 
+# What a synthetic tree was written with, kept beside it (``manual_dir/synthetic.json``).
+STAMP = 'synthetic.json'
+
+
+class StaleSyntheticTreeError(ValueError):
+  """The synthetic tree on disk is not the one the config asks for."""
+
+
 def _write_synthetic_tree(syn: ml_collections.ConfigDict, manual_dir: str, decoy: bool) -> None:
-  """Writes the synthetic tree ``syn`` describes to ``manual_dir`` unless it is there."""
+  """Writes the synthetic tree ``syn`` describes to ``manual_dir`` unless it is there. Raises
+  ``ValueError`` if the tree there was written by another generator version or with other
+  settings (its TFDS build would silently hold other data)."""
+  stamp = {
+    'generator_version': generate.GENERATOR_VERSION,
+    'num_images': syn.num_images,
+    'seed': syn.seed,
+    'scale': syn.scale,
+    'shortcut': dict(syn.shortcut),
+    'decoy': decoy,
+  }
+  stamp_path = os.path.join(manual_dir, STAMP)
   if os.path.exists(os.path.join(manual_dir, 'egd-cxr', '1.0.0', 'fixations.csv')):
+    found = None
+    if os.path.exists(stamp_path):
+      with open(stamp_path) as f:
+        found = json.load(f)
+    if found != stamp:
+      raise StaleSyntheticTreeError(
+        f'{manual_dir} holds a synthetic tree written '
+        + (f'with {found}' if found else f'by an older generator (no {STAMP})')
+        + f', but this run asks for {stamp}. Delete that folder and the dataset built from it '
+        '(config.data.data_dir; for the decoy tree its _decoy twin) to write and build both anew.'
+      )
     return
   t0 = time.time()
   name = 'decoy' if decoy else 'synthetic'
@@ -109,3 +140,5 @@ def _write_synthetic_tree(syn: ml_collections.ConfigDict, manual_dir: str, decoy
     progress=progress,
     decoy=decoy,
   )
+  with open(stamp_path, 'w') as f:
+    json.dump(stamp, f, indent=1)
