@@ -2,8 +2,8 @@ r"""Compile time of every program of a paper-configuration run, and which XLA pa
 
   .venv/bin/python benchmarks/compile_time.py [--archs densenet121,efficientnet_b0] \
       [--variant mimic] [--explainer gradient_shap|input_gradients] [--batch 8] \
-      [--executions unrolled,scan] [--programs all] [--step_repeats 2] [--timeout 900] \
-      [--out benchmarks/out/compile_cpu.json]
+      [--executions unrolled,per_member] [--programs all] [--step_repeats 2] [--timeout 900] \
+      [--aot_threads 1,2] [--out benchmarks/out/compile_cpu.json]
 
 Programs: the member step of each phase of the method (``mimic``: ``discriminator``,
 ``adversarial``, ``cross_entropy``), validation (accuracy, CE and Grad-CAM KLD/NSS against the
@@ -15,7 +15,10 @@ optimisation), time in HLO passes vs. backend code generation, the five slowest 
 for the member steps the steady step time (the fastest of ``--step_repeats`` calls after one
 warm-up call; a step still running after ``--timeout`` seconds of its program is reported as
 "> N" with its compile figures). Random inputs at 224 x 224 RGB; ``--executions`` compares
-``config.xla.ensemble_execution`` values side by side. Prints a Markdown table.
+``config.xla.ensemble_execution`` values side by side (``per_member``: a step's three programs,
+their seconds and sizes summed). Prints a Markdown table. ``--aot_threads 1,2`` measures
+instead whether compiling a run's programs ahead of time in parallel pays: in a fresh process
+per thread count, every ``--programs`` program lowered, then all compiled by that many threads.
 """
 
 import collections
@@ -45,7 +48,16 @@ _TIMEOUT = flags.DEFINE_integer(
   'timeout', 900, 'Seconds per program; a step still running then is reported as timed out.'
 )
 _OUT = flags.DEFINE_string('out', None, 'JSON output file.')
+_AOT_THREADS = flags.DEFINE_list(
+  'aot_threads',
+  [],
+  'Instead of one program per process: every --programs program of each run lowered, then '
+  'compiled ahead of time by this many threads at once (e.g. 1,2), each count in a fresh process.',
+)
 _CHILD = flags.DEFINE_string('child', None, 'Internal: measure one program (arch:execution:name).')
+_CHILD_AOT = flags.DEFINE_string(
+  'child_aot', None, 'Internal: compile programs in threads (arch:execution:threads:names).'
+)
 
 _UNITS = {'us': 1e-6, 'ms': 1e-3, 's': 1.0, 'min': 60.0, 'h': 3600.0}
 
@@ -92,8 +104,9 @@ def _programs(config) -> dict:
     'mask': jnp.ones((b,), bool),
   }
   out = {}
-  for phase in method.phases:
-    step = tuning.jit(functools.partial(steps.train_step, method, phase))
+  keep = lambda f, **kw: tuning.jit(f, **{k: v for k, v in kw.items() if k != 'donate_argnums'})  # noqa: E731
+  for phase in method.phases:  # without donation: the timed calls reuse one state
+    step = steps.compile_step(method, phase, keep, per_member=tuning.per_member_steps)
     out[f'step:{phase}'] = (step, (state, batch, steps.loss_weights(method)), True)
   sums = tuning.jit(
     functools.partial(
@@ -118,14 +131,24 @@ def _measure(spec: str) -> dict:
   for a member step, the steady step time."""
   import jax
 
+  from mimic_jax.training import steps
+
   arch, execution, name = spec.split(':', 2)
   config = _config(arch, execution)
   fn, args, is_step = _programs(config)[name]
   t0 = time.perf_counter()
-  lowered = fn.trace(*args).lower()
+  if isinstance(fn, steps.PerMemberStep):  # three programs, the gradient's called M times
+    lowered = fn.lower(*args)
+  else:
+    lowered = {'': fn.trace(*args).lower()}
   t1 = time.perf_counter()
-  compiled = lowered.compile()
+  compiled = {k: v.compile() for k, v in lowered.items()}
   t2 = time.perf_counter()
+  if isinstance(fn, steps.PerMemberStep):
+    call = functools.partial(fn.run, compiled)
+  else:
+    call = compiled['']
+  texts = [c.as_text() for c in compiled.values()]
   result = {
     'program': name,
     'arch': arch,
@@ -134,20 +157,23 @@ def _measure(spec: str) -> dict:
     'lower_s': t1 - t0,
     'compile_s': t2 - t1,
     'hlo_ops_lowered': sum(
-      1 for line in lowered.as_text().splitlines() if re.search(r'= "?stablehlo\.', line)
+      1
+      for low in lowered.values()
+      for line in low.as_text().splitlines()
+      if re.search(r'= "?stablehlo\.', line)
     ),
     'hlo_instructions_optimised': sum(
-      1 for line in compiled.as_text().splitlines() if re.match(r'\s+(ROOT )?%?\S+ = ', line)
+      1 for text in texts for line in text.splitlines() if re.match(r'\s+(ROOT )?%?\S+ = ', line)
     ),
-    'module': compiled.as_text().split('\n', 1)[0].split()[1].rstrip(','),
+    'modules': [text.split('\n', 1)[0].split()[1].rstrip(',') for text in texts],
   }
   if is_step:
     print(json.dumps(result), flush=True)  # the compile figures survive a step that times out
-    jax.block_until_ready(compiled(*args))  # warm-up
+    jax.block_until_ready(call(*args))  # warm-up
     best = float('inf')
     for _ in range(_STEP_REPEATS.value):
       t0 = time.perf_counter()
-      jax.block_until_ready(compiled(*args))
+      jax.block_until_ready(call(*args))
       best = min(best, time.perf_counter() - t0)
     result['step_s'] = best
   return result
@@ -158,28 +184,58 @@ def _seconds(text: str) -> float:
   return float(value) * _UNITS[unit]
 
 
-def _pass_times(log: str, module: str) -> dict:
-  """From XLA's timer lines for ``module``: seconds in HLO passes, in backend code generation
-  and per pass (summed over its runs)."""
+def _pass_times(log: str, modules: list[str]) -> dict:
+  """From XLA's timer lines for ``modules``: seconds in HLO passes, in backend code generation
+  and per pass (summed over its runs and the modules)."""
   passes, current = collections.Counter(), None
   hlo_s = backend_s = 0.0
+  names = '|'.join(re.escape(m) for m in modules)
   for line in log.splitlines():
     if m := re.search(r'Running HLO pass pipeline on module (\S+): ', line):
       current = m.group(1)
-    elif current == module and (m := re.search(r'HLO pass: (\S+) time: ([\d.]+ \w+) \(', line)):
+    elif current in modules and (m := re.search(r'HLO pass: (\S+) time: ([\d.]+ \w+) \(', line)):
       passes[m.group(1)] += _seconds(m.group(2))
-    if m := re.search(
-      rf'Running HLO passes on \[{re.escape(module)}\] .* time: ([\d.]+ \w+) \(', line
-    ):
+    if m := re.search(rf'Running HLO passes on \[(?:{names})\] .* time: ([\d.]+ \w+) \(', line):
       hlo_s += _seconds(m.group(1))
-    if m := re.search(
-      rf'Compiling \[{re.escape(module)}\] for CPU using JIT time: ([\d.]+ \w+) \(', line
-    ):
+    if m := re.search(rf'Compiling \[(?:{names})\] for CPU using JIT time: ([\d.]+ \w+) \(', line):
       backend_s += _seconds(m.group(1))
   return {
     'hlo_passes_s': hlo_s,
     'backend_codegen_s': backend_s,
     'top_passes': [(k, round(v, 2)) for k, v in passes.most_common(5)],
+  }
+
+
+def _measure_aot(spec: str) -> dict:
+  """In this (child) process: the named programs lowered one after another, then compiled by
+  ``threads`` threads at once (XLA releases the GIL while it compiles)."""
+  from concurrent import futures
+
+  from mimic_jax.training import steps
+
+  arch, execution, threads, names = spec.split(':', 3)
+  config = _config(arch, execution)
+  programs = _programs(config)
+  t0 = time.perf_counter()
+  lowered = []
+  for name in names.split(','):
+    fn, args, _ = programs[name]
+    if isinstance(fn, steps.PerMemberStep):
+      lowered += list(fn.lower(*args).values())
+    else:
+      lowered.append(fn.trace(*args).lower())
+  t1 = time.perf_counter()
+  with futures.ThreadPoolExecutor(int(threads)) as pool:
+    list(pool.map(lambda low: low.compile(), lowered))
+  t2 = time.perf_counter()
+  return {
+    'arch': arch,
+    'execution': execution,
+    'threads': int(threads),
+    'programs': names,
+    'lowered_modules': len(lowered),
+    'lower_s': t1 - t0,
+    'compile_wall_s': t2 - t1,
   }
 
 
@@ -211,8 +267,25 @@ def _run_child(spec: str) -> dict:
   result = json.loads(lines[-1])
   if 'step_s' not in result and result['program'].startswith('step:'):
     result['step_timed_out_after_s'] = _TIMEOUT.value
-  result.update(_pass_times(stderr, result['module']))
+  result.update(_pass_times(stderr, result['modules']))
   return result
+
+
+def _run_aot_child(spec: str) -> dict:
+  env = {k: v for k, v in os.environ.items() if k not in ('JAX_COMPILATION_CACHE_DIR',)}
+  env.update(JAX_ENABLE_COMPILATION_CACHE='false', PYTHONPATH=str(ROOT))
+  args = [f'--{f.name}={f.value}' for f in (_VARIANT, _EXPLAINER, _BATCH)]
+  out = subprocess.run(
+    [sys.executable, __file__, f'--child_aot={spec}', *args],
+    capture_output=True,
+    text=True,
+    env=env,
+    check=False,
+  )
+  lines = [line for line in out.stdout.splitlines() if line.startswith('{')]
+  if out.returncode or not lines:
+    raise RuntimeError(f'{spec} failed:\n{out.stderr[-3000:]}')
+  return json.loads(lines[-1])
 
 
 def table(results: list[dict]) -> str:
@@ -240,7 +313,30 @@ def main(argv):
   if _CHILD.value:
     print(json.dumps(_measure(_CHILD.value)), flush=True)
     return
+  if _CHILD_AOT.value:
+    print(json.dumps(_measure_aot(_CHILD_AOT.value)), flush=True)
+    return
   import jax
+
+  if _AOT_THREADS.value:
+    rows = [
+      '| arch | execution | threads | modules | lower s | compile wall s |',
+      '|---|---|---|---|---|---|',
+    ]
+    for arch in _ARCHS.value:
+      for execution in _EXECUTIONS.value:
+        names = _PROGRAMS.value
+        if names == ['all']:
+          names = list(_programs_names(arch, execution))
+        for threads in _AOT_THREADS.value:
+          r = _run_aot_child(f'{arch}:{execution}:{threads}:{",".join(names)}')
+          print(json.dumps(r), flush=True)
+          rows.append(
+            f'| {arch} | {execution} | {threads} | {r["lowered_modules"]} | '
+            f'{r["lower_s"]:.1f} | {r["compile_wall_s"]:.1f} |'
+          )
+    print('\n'.join(rows))
+    return
 
   results = []
   for arch in _ARCHS.value:

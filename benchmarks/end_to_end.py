@@ -4,14 +4,15 @@ PyTorch eager, with a cold and a warm compilation cache, in one command.
   .venv/bin/python benchmarks/end_to_end.py [--arch densenet121] [--batch 32] \
       [--steps 0] [--epochs 30] [--alternation epoch|step] \
       [--torch_python .venv-torch/bin/python] [--dtype float32|bfloat16] \
-      [--work /tmp/mimic_jax_e2e] [--out benchmarks/out/e2e.json]
+      [--executions auto] [--work /tmp/mimic_jax_e2e] [--out benchmarks/out/e2e.json]
 
 The data: ``configs/mimic.py:mimic,synthetic_224``, the synthetic look-alike at EGD's size
 (866 training images), built once at 224 px in ``data/synthetic_224`` before anything is
 timed. JAX: ``main.py --mode=train`` of
 ``configs/mimic.py`` (``mimic``: M = 3, GradientSHAP, the paper's 224 px) for ``--epochs`` (or
-``--steps``), logging every step, run twice in fresh workdirs: first with an empty
-compilation cache (cold), then with the cache the first run filled (warm). Time to first
+``--steps``), logging every step, run twice in fresh workdirs for each ``--executions`` value
+(``config.xla.ensemble_execution``): first with an empty compilation cache (cold), then with
+the cache the first run filled (warm). Time to first
 step: from launching the process to the end of the first training step (imports, reading the
 data, initialising, compiling); steady step: the median interval between steps once every
 phase's program has run; wall: launch to exit (including JAX's validation passes, which the
@@ -45,6 +46,9 @@ _ALTERNATION = flags.DEFINE_enum(
   'alternation', 'epoch', ['epoch', 'step'], 'config.mimic.alternation (step: both phases early).'
 )
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Computation dtype.')
+_EXECUTIONS = flags.DEFINE_list(
+  'executions', ['auto'], 'config.xla.ensemble_execution values, each run cold and warm.'
+)
 _TORCH_PYTHON = flags.DEFINE_string(
   'torch_python', str(ROOT / '.venv-torch/bin/python'), 'Python with torch; empty: skip it.'
 )
@@ -71,14 +75,14 @@ def _config_flags() -> list[str]:
   ]
 
 
-def jax_run(work: pathlib.Path, name: str, cache: pathlib.Path) -> dict:
+def jax_run(work: pathlib.Path, name: str, cache: pathlib.Path, execution: str) -> dict:
   """One ``main.py --mode=train`` run in a fresh workdir with the compilation cache ``cache``."""
   workdir = work / 'runs' / name
   shutil.rmtree(workdir, ignore_errors=True)
   env = {k: v for k, v in os.environ.items() if not k.startswith('JAX_COMPILATION_CACHE')}
   env['JAX_COMPILATION_CACHE_DIR'] = str(cache)
   args = [sys.executable, 'main.py', f'--workdir={workdir}', '--mode=train']
-  args += _config_flags()
+  args += _config_flags() + [f'--config.xla.ensemble_execution={execution}']
   launched = time.time()
   proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
   wall = time.time() - launched
@@ -175,12 +179,14 @@ def main(argv):
   steps_per_epoch = builder.info.splits['train'].num_examples // _BATCH.value
   total = _STEPS.value or _EPOCHS.value * steps_per_epoch
   result = {'arch': _ARCH.value, 'batch': _BATCH.value, 'steps': total, 'dtype': _DTYPE.value}
-  cache = pathlib.Path(tempfile.mkdtemp(prefix='xla_cache_', dir=work))
-  for name in ('cold', 'warm'):
-    print(f'[e2e] JAX, {name} cache', flush=True)
-    result[f'jax_{name}'] = jax_run(work, name, cache)
-    print(f'[e2e] {result[f"jax_{name}"]}', flush=True)
-  shutil.rmtree(cache, ignore_errors=True)
+  for execution in _EXECUTIONS.value:
+    cache = pathlib.Path(tempfile.mkdtemp(prefix='xla_cache_', dir=work))
+    for name in ('cold', 'warm'):
+      print(f'[e2e] JAX {execution}, {name} cache', flush=True)
+      key = f'jax_{execution}_{name}'
+      result[key] = jax_run(work, name, cache, execution)
+      print(f'[e2e] {result[key]}', flush=True)
+    shutil.rmtree(cache, ignore_errors=True)
   if _TORCH_PYTHON.value:
     print('[e2e] PyTorch eager', flush=True)
     result['torch_eager'] = torch_run(work, _phase_counts(steps_per_epoch, total))
@@ -199,10 +205,9 @@ def table(result: dict) -> str:
     '|---|---|---|---|---|',
   ]
   torch_wall = result.get('torch_eager', {}).get('wall_s')
-  for name in ('jax_cold', 'jax_warm', 'torch_eager'):
-    if name not in result:
+  for name, r in result.items():
+    if not name.startswith(('jax_', 'torch_')):
       continue
-    r = result[name]
     step = r['steady_step_s']
     step = ', '.join(f'{k} {v:.2f}' for k, v in step.items()) if isinstance(step, dict) else step
     step = step if isinstance(step, str) else f'{step:.2f}'

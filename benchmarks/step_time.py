@@ -69,7 +69,7 @@ _THREADS = flags.DEFINE_integer('threads', os.cpu_count(), 'PyTorch CPU threads.
 _EXECUTION = flags.DEFINE_enum(
   'execution',
   'auto',
-  ['auto', 'vmap', 'unrolled', 'scan'],
+  ['auto', 'vmap', 'unrolled', 'scan', 'per_member'],
   'config.xla.ensemble_execution of the JAX ensembles.',
 )
 _CONV_GRADIENTS = flags.DEFINE_enum(
@@ -160,27 +160,34 @@ def compile_jax(config, batch) -> dict:
   shape = batch['image'].shape[1:]
   state = t.jit(functools.partial(state_lib.create_state, method, shape))(jax.random.PRNGKey(0))
   phase = 'adversarial' if 'adversarial' in method.phases else 'train'
-  step = t.jit(functools.partial(steps.train_step, method, phase), donate_argnums=(0,))
+  step = steps.compile_step(method, phase, t.jit, per_member=t.per_member_steps)
   t0 = time.perf_counter()
   weights = steps.loss_weights(method)
-  compiled = step.lower(state, batch, weights).compile()
+  if isinstance(step, steps.PerMemberStep):  # FLOPs: the gradient's program counts M times
+    programs = {k: v.compile() for k, v in step.lower(state, batch, weights).items()}
+    run = functools.partial(step.run, programs)
+    counts = {'gradients': len(step.indices)}
+  else:
+    programs = {'step': step.lower(state, batch, weights).compile()}
+    run = programs['step']
+    counts = {}
   compile_s = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
-  mem = compiled.memory_analysis()
-  mem_bytes = (
-    mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-    if mem is not None
-    else None
-  )
+  flops, mem_bytes = 0.0, 0
+  for name, compiled in programs.items():
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops += counts.get(name, 1) * float(cost.get('flops', float('nan')) if cost else float('nan'))
+    mem = compiled.memory_analysis()
+    if mem is not None:  # the largest program's buffers
+      used = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+      mem_bytes = max(mem_bytes, used)
   return {
-    'step': lambda state, batch: compiled(state, batch, weights),
+    'step': lambda state, batch: run(state, batch, weights),
     'state': state,
     'stats': {
       'compile_s': compile_s,
       'gflop': flops / 1e9,
-      'xla_buffer_bytes': mem_bytes,
+      'xla_buffer_bytes': mem_bytes or None,
       'tuning': t.describe(),
     },
   }

@@ -58,7 +58,8 @@ def _base() -> ml_collections.ConfigDict:
   c.xla = ml_collections.ConfigDict()
   c.xla.conv_gradients = 'auto'  # auto | lax | custom (cpu_convs; auto: on CPU)
   c.xla.cpu_conv_library = 'auto'  # auto | xla_default | eigen (auto: eigen on CPU)
-  c.xla.ensemble_execution = 'auto'  # auto | vmap | unrolled | scan (auto: vmap on 1 TPU device)
+  # auto | vmap | unrolled | scan | per_member (auto: per_member on CPU, vmap on 1 TPU device)
+  c.xla.ensemble_execution = 'auto'
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = 'densenet121'  # densenet121 | efficientnet_b0 | resnet18 | resnet50 | tiny_resnet

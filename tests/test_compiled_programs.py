@@ -44,33 +44,46 @@ def _batch():
   }
 
 
-def _program(method, phase, with_weights=True):
+def _program(method, phase, with_weights=True, per_member=False):
   """The StableHLO text of the method's step, lowered with its weights as arguments (or, for
-  the control, as compiled constants)."""
+  the control, as compiled constants); ``per_member``: its programs' texts joined."""
   state = state_lib.create_state(method, SHAPE, jax.random.key(0))
-  step = jax.jit(functools.partial(steps.train_step, method, phase))
   args = (state, _batch(), steps.loss_weights(method)) if with_weights else (state, _batch())
+  if per_member:
+    lowered = steps.compile_step(method, phase, per_member=True).lower(*args)
+    return '\n'.join(low.as_text() for low in lowered.values())
+  step = jax.jit(functools.partial(steps.train_step, method, phase))
   return step.lower(*args).as_text()
 
 
 @pytest.mark.parametrize(
-  'variant,phase,key,values',
+  'variant,phase,key,values,per_member',
   [
-    ('mimic', 'adversarial', 'mimic.beta', (1.0, 0.25)),
-    ('gaze', 'train', 'gaze.weight', (0.3, 3.0)),
-    ('baseline', 'train', 'learning_rate', (1e-4, 3e-3)),
-    ('mimic', 'discriminator', 'mimic.disc_learning_rate', (1e-4, 1e-3)),
+    ('mimic', 'adversarial', 'mimic.beta', (1.0, 0.25), False),
+    ('mimic', 'adversarial', 'mimic.beta', (1.0, 0.25), True),
+    ('gaze', 'train', 'gaze.weight', (0.3, 3.0), False),
+    ('baseline', 'train', 'learning_rate', (1e-4, 3e-3), False),
+    ('mimic', 'discriminator', 'mimic.disc_learning_rate', (1e-4, 1e-3), False),
+    ('mimic', 'discriminator', 'mimic.disc_learning_rate', (1e-4, 1e-3), True),
   ],
 )
-def test_a_swept_value_does_not_change_the_program(variant, phase, key, values):
-  first, second = (_program(_method(variant, **{key: v}), phase) for v in values)
+def test_a_swept_value_does_not_change_the_program(variant, phase, key, values, per_member):
+  first, second = (
+    _program(_method(variant, **{key: v}), phase, per_member=per_member) for v in values
+  )
   assert first == second
 
 
-def test_compiled_constants_would_change_it():
+@pytest.mark.parametrize('per_member', [False, True])
+def test_compiled_constants_would_change_it(per_member):
   """The control: with beta compiled in as a constant, two betas are two programs."""
   first, second = (
-    _program(_method('mimic', **{'mimic.beta': b}), 'adversarial', with_weights=False)
+    _program(
+      _method('mimic', **{'mimic.beta': b}),
+      'adversarial',
+      with_weights=False,
+      per_member=per_member,
+    )
     for b in (1.0, 0.25)
   )
   assert first != second

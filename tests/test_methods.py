@@ -275,7 +275,7 @@ def test_rrr_penalty_of_a_linear_model_by_hand():
   method = methods.create(config, Linear())
   with jax.enable_x64(True):
     batch = {'image': jnp.asarray(x), 'label': jnp.asarray([0, 1]), 'gaze': jnp.asarray(gaze)}
-    (_, (scalars, _)) = method.member_loss(
+    (_, (scalars, _, _)) = method.member_loss(
       {'p': jnp.zeros((1,))}, {}, None, batch, jax.random.key(0), 'train'
     )
   expected = []

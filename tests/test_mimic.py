@@ -159,3 +159,33 @@ def test_discriminator_sees_one_map_per_sub_model_and_image(mimic_setup):
   assert maps.shape == (3, 6, 8, 8)
   assert float(maps.min()) >= 0 and np.allclose(maps.max(axis=(2, 3)), 1.0)  # min-max
   assert logits.shape == (18, 3)
+
+
+@pytest.mark.parametrize('explainer', ['input_gradients', 'gradient_shap'])
+@pytest.mark.parametrize('objective', ['neg_ce', 'confusion'])
+def test_one_program_per_sub_model_takes_the_same_step(mimic_setup, explainer, objective):
+  """``ensemble_execution='per_member'``: each sub-model's share of the loss in its own call
+  of one program, the shares' gradients stacked, then Adam. Every phase gives the state and
+  metrics of the one-program step (float64; GradientSHAP draws each sub-model's key from the
+  step's key as the one program does)."""
+  method, state, batch = mimic_setup
+  config = method.config.copy_and_resolve_references()
+  config.mimic.objective = objective
+  config.mimic.explainer = explainer
+  config.mimic.explainer_kwargs = {'samples': 2} if explainer == 'gradient_shap' else {}
+  method = methods.create(config, method.model)
+  weights = steps.loss_weights(method)
+  for phase in method.phases:
+    with jax.enable_x64(True):
+      one = steps.compile_step(method, phase)
+      per_member = steps.compile_step(method, phase, per_member=True)
+      assert isinstance(per_member, steps.PerMemberStep)
+      copy = lambda s: jax.tree.map(jnp.array, s)  # noqa: E731 (steps donate their state)
+      new_one, metrics_one = one(copy(state), batch, weights)
+      new_per, metrics_per = per_member(copy(state), batch, weights)
+      computed_one, computed_per = metrics_one.compute(), metrics_per.compute()
+    assert _max_difference(new_per, new_one) < 1e-12, phase
+    assert _max_difference(new_per, state) > 1e-4, phase  # it did take a step
+    assert computed_per.keys() == computed_one.keys() == set(method.metric_names)
+    for name, value in computed_one.items():
+      assert float(computed_per[name]) == pytest.approx(float(value), rel=1e-12, abs=1e-14), name

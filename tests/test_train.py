@@ -66,6 +66,18 @@ def test_one_and_eight_devices_give_the_same_parameters(tiny_dataset, tmp_path):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
 
 
+def test_one_program_per_sub_model_trains_like_one_program(tiny_dataset, tmp_path):
+  """``ensemble_execution='per_member'`` on the 8-device mesh, both ``mimic`` phases, against
+  the one-program step on one device (the tolerance of the test above)."""
+  config = _config(tiny_dataset, 'mimic', **{'mimic.alternation': 'step'})
+  one = loop.train_and_evaluate(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
+  config.xla.ensemble_execution = 'per_member'
+  per = loop.train_and_evaluate(config, str(tmp_path / 'per'), devices=jax.devices())
+  assert 'ensemble_execution=per_member' in (tmp_path / 'per' / 'log.txt').read_text()
+  for a, b in zip(_leaves(one), _leaves(per)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
+
+
 def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
   config = _config(
     tiny_dataset,

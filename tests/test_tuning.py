@@ -43,19 +43,28 @@ def _xla(**overrides):
 @pytest.mark.parametrize(
   'backend,devices,expected',
   [
-    ('cpu', 1, ('custom', 'eigen', 'unrolled')),
-    ('cpu', 8, ('custom', 'eigen', 'unrolled')),
-    ('gpu', 1, ('lax', 'xla_default', 'unrolled')),
-    ('tpu', 1, ('lax', 'xla_default', 'vmap')),
-    ('tpu', 8, ('lax', 'xla_default', 'unrolled')),
+    ('cpu', 1, ('custom', 'eigen', 'unrolled', True)),
+    ('cpu', 8, ('custom', 'eigen', 'unrolled', True)),
+    ('gpu', 1, ('lax', 'xla_default', 'unrolled', False)),
+    ('tpu', 1, ('lax', 'xla_default', 'vmap', False)),
+    ('tpu', 8, ('lax', 'xla_default', 'unrolled', False)),
   ],
 )
 def test_auto_resolves_per_backend(backend, devices, expected):
   t = tuning.resolve(_xla(), backend=backend, device_count=devices)
-  assert (t.conv_gradients, t.cpu_conv_library, t.ensemble_execution) == expected
+  got = (t.conv_gradients, t.cpu_conv_library, t.ensemble_execution, t.per_member_steps)
+  assert got == expected
   assert t.conv is (cpu_convs.Conv if expected[0] == 'custom' else nn.Conv)
   assert bool(t.compiler_options) == (expected[1] == 'eigen')
   assert backend in t.describe() and 'auto' not in t.describe()
+
+
+def test_per_member_runs_every_other_program_unrolled():
+  t = tuning.resolve(_xla(ensemble_execution='per_member'), backend='gpu', device_count=1)
+  assert (t.ensemble_execution, t.per_member_steps) == ('unrolled', True)
+  assert 'ensemble_execution=per_member' in t.describe()
+  unrolled = tuning.resolve(_xla(ensemble_execution='unrolled'), backend='cpu', device_count=1)
+  assert (unrolled.ensemble_execution, unrolled.per_member_steps) == ('unrolled', False)
 
 
 def test_explicit_values_are_kept():

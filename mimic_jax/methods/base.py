@@ -7,9 +7,11 @@ stacked tree is M independent optimisers. The cross-entropy forward pass runs in
 example's map depends on that example alone.
 
 A method owns its member count, its extra state (``mimic``'s discriminator), its phases and
-its losses. ``mimic_jax.training.steps`` runs one phase of any method through this interface
-and never asks which method it is; adding a method is a module in this package registered in
-``mimic_jax.methods.METHODS``.
+its losses. Its loss is a sum of the sub-models' shares, so that the training step can also
+run one sub-model per program (``member``: that sub-model's index, its parameters a stack of
+one) and add the shares. ``mimic_jax.training.steps`` runs one phase of any method through
+this interface and never asks which method it is; adding a method is a module in this package
+registered in ``mimic_jax.methods.METHODS``.
 
 Shapes: images ``x`` float ``(B, H, W, C)``, labels ``y`` int ``(B,)``, gaze float
 ``(B, S, S)`` summing to 1 per example, member logits ``(M, B, K)``.
@@ -108,11 +110,14 @@ def member_explanations(
   """``(M, B, h, w)`` post-processed true-class explanations of every sub-model.
 
   Sub-models run in eval mode inside the explanation (BatchNorm running averages), so each
-  example's map depends on that example alone; gradients flow to the parameters.
+  example's map depends on that example alone; gradients flow to the parameters. ``rng``: one
+  key, split into one per sub-model, or those ``(M,)`` typed keys.
   """
   fn = explainers.ATTRIBUTION_EXPLAINERS[explainer]
   post = post or {'sign': 'abs', 'normalize': 'minmax'}
-  rngs = jax.random.split(rng, jax.tree.leaves(variables)[0].shape[0])
+  rngs = rng
+  if not (jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) and rng.ndim == 1):
+    rngs = jax.random.split(rng, jax.tree.leaves(variables)[0].shape[0])
 
   def one(v: Variables, k: jax.Array):
     _, attr = fn(lambda z: apply_fn(v, z, train=False), x, y, k, **(explainer_kwargs or {}))
@@ -205,14 +210,17 @@ class Method:
     rng: jax.Array,
     phase: str,
     weights: dict[str, jax.Array] | None = None,
-  ) -> tuple[jax.Array, tuple[Aux, Any]]:
-    """The sub-models' loss in ``phase`` and ``(scalars, new batch statistics)``;
-    differentiated with respect to ``params``. ``weights``: :meth:`loss_weights` as arrays
-    (``None``: the config's values)."""
-    del method_state, rng, phase, weights
+    member: jax.Array | None = None,
+  ) -> tuple[jax.Array, tuple[Aux, jax.Array, Any]]:
+    """The sub-models' loss in ``phase`` and ``(scalars, (M, B, K) train-mode logits, new
+    batch statistics)``; differentiated with respect to ``params``. ``weights``:
+    :meth:`loss_weights` as arrays (``None``: the config's values). ``member``: the index of
+    the one sub-model that ``params`` hold (a stack of one); the loss and the scalars are then
+    its shares, which summed over the sub-models give the loss and scalars of all."""
+    del method_state, rng, phase, weights, member
     logits, new_bs = self.train_forward(params, batch_stats, batch['image'])
     ce = ensemble_ce(logits, batch['label'])
-    return ce, (self.scalars(ce, ce, logits, batch['label']), new_bs)
+    return ce, (self.scalars(ce, ce), logits, new_bs)
 
   def display_explanations(
     self,
@@ -277,8 +285,12 @@ class Method:
     explainer: str,
     explainer_kwargs: dict,
     post: dict,
+    member: jax.Array | None = None,
   ) -> jax.Array:
-    """:func:`member_explanations` of this method's sub-models."""
+    """:func:`member_explanations` of this method's sub-models (``member``: of the one
+    sub-model ``params`` hold, with the key it has among all)."""
+    if member is not None:
+      rng = jax.lax.dynamic_slice_in_dim(jax.random.split(rng, self.num_members), member, 1)
     return member_explanations(
       self.model.apply,
       eval_variables(params, batch_stats),
@@ -291,12 +303,12 @@ class Method:
       execution=self.execution,
     )
 
-  def scalars(
-    self, loss: jax.Array, ce: jax.Array, member_logits: jax.Array, y: jax.Array, **extra: jax.Array
-  ) -> Aux:
-    """The step's scalars: every name of ``metric_names``, zero where not given."""
-    given = {'loss': loss, 'ce': ce, 'accuracy': ensemble_accuracy(member_logits, y), **extra}
-    return {k: given.get(k, jnp.zeros(())) for k in self.metric_names}
+  def scalars(self, loss: jax.Array, ce: jax.Array, **extra: jax.Array) -> Aux:
+    """The loss's scalars, each a sum of the sub-models' shares: every name of
+    ``metric_names`` but ``accuracy`` (the step's, from all the logits), zero where not
+    given."""
+    given = {'loss': loss, 'ce': ce, **extra}
+    return {k: given.get(k, jnp.zeros(())) for k in self.metric_names if k != 'accuracy'}
 
 
 def optimizer(learning_rate: float) -> optax.GradientTransformation:

@@ -197,7 +197,9 @@ class Gaze(base.Method):
     rng: jax.Array,
     phase: str,
     weights: dict[str, jax.Array] | None = None,
-  ) -> tuple[jax.Array, tuple[base.Aux, Any]]:
+    member: jax.Array | None = None,
+  ) -> tuple[jax.Array, tuple[base.Aux, jax.Array, Any]]:
+    del member  # every sub-model's penalty is its own, with the same key
     if phase == 'cross_entropy':
       return super().member_loss(params, batch_stats, method_state, batch, rng, phase)
     gc = self.config.gaze
@@ -224,4 +226,4 @@ class Gaze(base.Method):
       penalty = penalty + weights['grad_cam_weight'] * self._penalties(cams, gaze).sum()
     ce = base.ensemble_ce(logits, y)
     loss = ce + weights['weight'] * penalty
-    return loss, (self.scalars(loss, ce, logits, y, penalty=penalty), new_bs)
+    return loss, (self.scalars(loss, ce, penalty=penalty), logits, new_bs)

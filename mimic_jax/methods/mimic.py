@@ -71,26 +71,41 @@ def discriminator_logits(disc_apply: Any, disc_params: Any, maps: jax.Array) -> 
   return disc_apply({'params': disc_params}, maps.reshape(m * b, *maps.shape[2:]))
 
 
-def discriminator_ce(disc_apply: Any, disc_params: Any, maps: jax.Array) -> jax.Array:
-  """CE of the discriminator on ``(M, B, ...)`` maps, labels = sub-model index (model-major)."""
+def discriminator_ce(
+  disc_apply: Any, disc_params: Any, maps: jax.Array, member: jax.Array | None = None
+) -> jax.Array:
+  """CE of the discriminator on ``(M, B, ...)`` maps, labels = sub-model index (model-major).
+
+  ``member``: ``maps`` ``(1, B, ...)`` are sub-model ``member``'s alone, and the result is
+  their share of the CE over all ``M`` sub-models' maps (the shares sum to it).
+  """
   m, b = maps.shape[:2]
-  return base.cross_entropy(
-    discriminator_logits(disc_apply, disc_params, maps), jnp.repeat(jnp.arange(m), b)
-  )
+  logits = discriminator_logits(disc_apply, disc_params, maps)
+  if member is None:
+    return base.cross_entropy(logits, jnp.repeat(jnp.arange(m), b))
+  num_models = logits.shape[-1]
+  return base.cross_entropy(logits, jnp.full((b,), member)) / num_models
 
 
 def adversarial_term(
-  disc_apply: Any, disc_params: Any, maps: jax.Array, objective: str = 'neg_ce'
+  disc_apply: Any,
+  disc_params: Any,
+  maps: jax.Array,
+  objective: str = 'neg_ce',
+  member: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """``(adversarial term, CE_D)`` of the sub-models' maps against a fixed discriminator:
   ``-CE_D`` (``'neg_ce'``, the paper) or the CE of the discriminator's prediction against the
-  uniform distribution over sub-models (``'confusion'``)."""
-  d_ce = discriminator_ce(disc_apply, disc_params, maps)
+  uniform distribution over sub-models (``'confusion'``). ``member``: the shares of sub-model
+  ``member``'s maps alone (:func:`discriminator_ce`)."""
+  d_ce = discriminator_ce(disc_apply, disc_params, maps, member)
   if objective == 'neg_ce':
     return -d_ce, d_ce
   logits = discriminator_logits(disc_apply, disc_params, maps)
-  uniform = jnp.full_like(logits, 1.0 / maps.shape[0])
-  return optax.softmax_cross_entropy(logits, uniform).mean(), d_ce
+  num_models = logits.shape[-1]
+  uniform = jnp.full_like(logits, 1.0 / num_models)
+  confusion = optax.softmax_cross_entropy(logits, uniform).mean()
+  return (confusion if member is None else confusion / num_models), d_ce
 
 
 class Mimic(base.Method):
@@ -125,13 +140,18 @@ class Mimic(base.Method):
     )
 
   def training_explanations(
-    self, params: Any, batch_stats: Any, x: jax.Array, y: jax.Array, rng: jax.Array
+    self,
+    params: Any,
+    batch_stats: Any,
+    x: jax.Array,
+    y: jax.Array,
+    rng: jax.Array,
+    member: jax.Array | None = None,
   ) -> jax.Array:
     """``(M, B, h, w)`` post-processed training explanations, differentiable in ``params``."""
     mc = self.config.mimic
-    return self.explanations(
-      params, batch_stats, x, y, rng, mc.explainer, mc.explainer_kwargs.to_dict(), mc.post.to_dict()
-    )
+    kwargs, post = mc.explainer_kwargs.to_dict(), mc.post.to_dict()
+    return self.explanations(params, batch_stats, x, y, rng, mc.explainer, kwargs, post, member)
 
   def display_explanations(
     self,
@@ -175,7 +195,8 @@ class Mimic(base.Method):
     rng: jax.Array,
     phase: str,
     weights: dict[str, jax.Array] | None = None,
-  ) -> tuple[jax.Array, tuple[base.Aux, Any]]:
+    member: jax.Array | None = None,
+  ) -> tuple[jax.Array, tuple[base.Aux, jax.Array, Any]]:
     if phase != 'adversarial':  # the discriminator or cross_entropy phase: CE only
       return super().member_loss(params, batch_stats, method_state, batch, rng, phase)
     beta = (weights or self.loss_weights())['beta']
@@ -192,10 +213,10 @@ class Mimic(base.Method):
       )
     else:
       logits, new_bs = self.train_forward(params, batch_stats, x)
-      maps = self.training_explanations(params, batch_stats, x, y, rng)
+      maps = self.training_explanations(params, batch_stats, x, y, rng, member)
     if mc.explanation_gradient == 'stop':
       maps = jax.lax.stop_gradient(maps)
     ce = base.ensemble_ce(logits, y)
-    adversarial, d_ce = adversarial_term(disc.apply_fn, disc.params, maps, mc.objective)
+    adversarial, d_ce = adversarial_term(disc.apply_fn, disc.params, maps, mc.objective, member)
     loss = ce + beta * adversarial
-    return loss, (self.scalars(loss, ce, logits, y, disc_ce=d_ce), new_bs)
+    return loss, (self.scalars(loss, ce, disc_ce=d_ce), logits, new_bs)

@@ -152,11 +152,7 @@ def _train(
   writer.resume_at(start)  # what an interrupted attempt logged after it is replayed
 
   step_fns = {
-    phase: tuning.jit(
-      functools.partial(steps.train_step, method, phase),
-      donate_argnums=(0,),
-      out_shardings=(repl, repl),
-    )
+    phase: steps.compile_step(method, phase, tuning.jit, repl, tuning.per_member_steps)
     for phase in method.phases
   }
   weights = jax.device_put(steps.loss_weights(method), repl)
@@ -179,7 +175,7 @@ def _train(
 
   writer.log(f'Tuning: {tuning.describe()}')
   writer.log(
-    f'Training {config.method} ({method.num_members} x {config.model.arch}) for '
+    f'Training {type(method).__name__} ({method.num_members} x {config.model.arch}) for '
     f'{total_steps} steps, {info.steps_per_epoch} per epoch, global batch '
     f'{config.batch_size} on {mesh.size} device(s)'
   )

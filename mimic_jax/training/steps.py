@@ -1,13 +1,17 @@
-"""The jit-compiled training step: one update of a method's phase.
+"""The training step: one update of a method's phase.
 
-``train_step(method, phase, state, batch, weights)`` is a pure function written for one device with
-global-batch semantics; ``mimic_jax.training.loop`` jits one program per phase over a device
-mesh. It knows nothing about any particular method: the method updates its own state (for
-``mimic``, the discriminator) and gives the sub-models' loss, whose gradient updates them.
+``train_step(method, phase, state, batch, weights)`` is a pure function written for one device
+with global-batch semantics; :func:`compile_step` jits it over a device mesh, one program per
+phase, or, with ``per_member=True``, as M calls of one program that takes the gradient of one
+sub-model's share of the loss between a program that updates the method's state and one that
+applies Adam to all (the same numbers; a program with one copy of the network compiles about
+M times faster). It knows nothing about any particular method: the method updates its own state
+(for ``mimic``, the discriminator) and gives the sub-models' loss, whose gradient updates them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import functools
 from typing import Any
 
@@ -17,6 +21,8 @@ import jax.numpy as jnp
 
 from mimic_jax.methods import base
 from mimic_jax.training import state as state_lib
+
+Step = Callable[..., tuple[state_lib.TrainState, clu_metrics.Collection]]
 
 
 @functools.cache
@@ -42,28 +48,172 @@ def train_step(
   the step's key folded with 1. Returns the new state and the step's metrics
   (``method.metric_names``).
   """
+  method_state, method_scalars, next_key, step_key = _update_method_state(
+    method, phase, state, batch
+  )
+  grads, new_batch_stats, scalars, logits = _member_gradients(
+    method, phase, state.params, state.batch_stats, method_state, batch, step_key, weights
+  )
+  return _apply_gradients(
+    method,
+    state,
+    grads,
+    new_batch_stats,
+    method_state,
+    next_key,
+    batch['label'],
+    logits,
+    {**scalars, **method_scalars},
+  )
+
+
+def _update_method_state(
+  method: base.Method, phase: str, state: state_lib.TrainState, batch: dict
+) -> tuple[Any, base.Aux, jax.Array, jax.Array]:
+  """The method's new state, its scalars, and the next state's and this step's keys."""
   key = jax.random.wrap_key_data(state.rng)
   next_key, step_key = jax.random.split(key)
   method_state, method_scalars = method.update_method_state(
     state.params, state.batch_stats, state.method_state, batch, jax.random.fold_in(key, 1), phase
   )
+  return method_state, method_scalars, next_key, step_key
 
-  def loss_fn(params: Any):
-    return method.member_loss(
-      params, state.batch_stats, method_state, batch, step_key, phase, weights
-    )
 
-  (_, (scalars, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+def _member_gradients(
+  method: base.Method,
+  phase: str,
+  params: Any,
+  batch_stats: Any,
+  method_state: Any,
+  batch: dict,
+  step_key: jax.Array,
+  weights: dict[str, jax.Array] | None,
+  member: jax.Array | None = None,
+) -> tuple[Any, Any, base.Aux, jax.Array]:
+  """``(gradients, new batch statistics, scalars, (M, B, K) logits)`` of the sub-models' loss;
+  ``member``: of sub-model ``member``'s share alone (each output a stack of one)."""
+  if member is not None:
+    one = lambda t: jax.lax.dynamic_slice_in_dim(t, member, 1)  # noqa: E731
+    params, batch_stats = jax.tree.map(one, params), jax.tree.map(one, batch_stats)
+
+  def loss_fn(p: Any):
+    return method.member_loss(p, batch_stats, method_state, batch, step_key, phase, weights, member)
+
+  (_, (scalars, logits, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  return grads, new_bs, scalars, logits
+
+
+def _apply_gradients(
+  method: base.Method,
+  state: state_lib.TrainState,
+  grads: Any,
+  new_batch_stats: Any,
+  method_state: Any,
+  next_key: jax.Array,
+  labels: jax.Array,
+  logits: jax.Array,
+  scalars: base.Aux,
+) -> tuple[state_lib.TrainState, clu_metrics.Collection]:
+  """Adam on the stacked sub-models, and the step's metrics (accuracy from all logits)."""
   new_state = state.apply_gradients(
     grads=grads,
     batch_stats=new_batch_stats,
     method_state=method_state,
     rng=jax.random.key_data(next_key),
   )
-  metrics = metrics_class(method.metric_names).single_from_model_output(
-    **{**scalars, **method_scalars}
-  )
+  scalars = {**scalars, 'accuracy': base.ensemble_accuracy(logits, labels)}
+  metrics = metrics_class(method.metric_names).single_from_model_output(**scalars)
   return new_state, metrics
+
+
+def _apply_member_gradients(
+  method: base.Method,
+  state: state_lib.TrainState,
+  members: list[tuple[Any, Any, base.Aux, jax.Array]],
+  method_state: Any,
+  method_scalars: base.Aux,
+  next_key: jax.Array,
+  labels: jax.Array,
+) -> tuple[state_lib.TrainState, clu_metrics.Collection]:
+  """:func:`_apply_gradients` of the sub-models' :func:`_member_gradients`, stacked in order,
+  their scalars summed."""
+  stack = lambda *xs: jnp.concatenate(xs)  # noqa: E731
+  grads = jax.tree.map(stack, *[m[0] for m in members])
+  new_bs = jax.tree.map(stack, *[m[1] for m in members])
+  scalars = jax.tree.map(lambda *xs: sum(xs), *[m[2] for m in members])
+  logits = stack(*[m[3] for m in members])
+  return _apply_gradients(
+    method,
+    state,
+    grads,
+    new_bs,
+    method_state,
+    next_key,
+    labels,
+    logits,
+    {**scalars, **method_scalars},
+  )
+
+
+class PerMemberStep:
+  """:func:`train_step` as three programs: the method's state update, the gradient of one
+  sub-model's share of the loss (called once per sub-model, its index an argument) and Adam
+  on all of them with the step's metrics."""
+
+  def __init__(self, method: base.Method, phase: str, jit: Callable, out: dict):
+    self.programs = {
+      'update': jit(functools.partial(_update_method_state, method, phase), **out),
+      'gradients': jit(functools.partial(_member_gradients, method, phase), **out),
+      'apply': jit(functools.partial(_apply_member_gradients, method), donate_argnums=(0,), **out),
+    }
+    self.indices = [jnp.int32(m) for m in range(method.num_members)]
+
+  def __call__(
+    self, state: state_lib.TrainState, batch: dict, weights: dict | None = None
+  ) -> tuple[state_lib.TrainState, clu_metrics.Collection]:
+    return self.run(self.programs, state, batch, weights)
+
+  def run(
+    self, programs: dict[str, Callable], state: Any, batch: dict, weights: dict | None = None
+  ) -> tuple[state_lib.TrainState, clu_metrics.Collection]:
+    """One step with ``programs``: the jitted ones, or those of :meth:`lower` compiled."""
+    method_state, method_scalars, next_key, step_key = programs['update'](state, batch)
+    members = [
+      programs['gradients'](
+        state.params, state.batch_stats, method_state, batch, step_key, weights, m
+      )
+      for m in self.indices
+    ]
+    return programs['apply'](state, members, method_state, method_scalars, next_key, batch['label'])
+
+  def lower(self, state: Any, batch: dict, weights: dict | None = None) -> dict[str, Any]:
+    """The three programs lowered for these arguments (for benchmarks), by name."""
+    update = self.programs['update'].trace(state, batch)
+    method_state, method_scalars, next_key, step_key = update.out_info
+    args = (state.params, state.batch_stats, method_state, batch, step_key, weights)
+    gradients = self.programs['gradients'].trace(*args, self.indices[0])
+    members = [gradients.out_info] * len(self.indices)
+    apply = self.programs['apply'].trace(
+      state, members, method_state, method_scalars, next_key, batch['label']
+    )
+    return {'update': update.lower(), 'gradients': gradients.lower(), 'apply': apply.lower()}
+
+
+def compile_step(
+  method: base.Method,
+  phase: str,
+  jit: Callable[..., Callable] = jax.jit,
+  out_sharding: Any = None,
+  per_member: bool = False,
+) -> Step:
+  """The jit-compiled :func:`train_step` of ``phase``: ``(state, batch, weights) -> (new state,
+  metrics)``, donating ``state``. ``jit``: ``jax.jit`` or the run's (compiler options);
+  ``out_sharding``: of every output (the mesh's replicated sharding). ``per_member``: a
+  :class:`PerMemberStep` (methods of one sub-model keep one program)."""
+  out = {} if out_sharding is None else {'out_shardings': out_sharding}
+  if per_member and method.num_members > 1:
+    return PerMemberStep(method, phase, jit, out)
+  return jit(functools.partial(train_step, method, phase), donate_argnums=(0,), **out)
 
 
 def loss_weights(method: base.Method) -> dict[str, jax.Array]:

@@ -14,13 +14,17 @@ that a single TPU device runs the sub-models of an ensemble vmapped.
 - ``cpu_conv_library``: ``'eigen'`` (XLA's own convolutions instead of YNNPACK's,
   ``compiler_options.py``), ``'xla_default'``, or ``'auto'``: eigen on CPU where this jaxlib
   has the option.
-- ``ensemble_execution``: ``'vmap'``, ``'unrolled'`` or ``'scan'`` sub-models
+- ``ensemble_execution``: ``'vmap'``, ``'unrolled'`` or ``'scan'`` sub-models in one program
   (``mimic_jax.methods.base.map_members``; ``scan`` compiles one copy of the network, for
-  compile time, never chosen by ``auto``: XLA:CPU runs its steps over 20 x slower);
-  ``'auto'``: vmap on a single TPU device, else unrolled (XLA:CPU's second-order gradients of
-  vmap's grouped convolutions are slow, XLA:GPU did not compile them for DenseNet-121 in
-  minutes, and on a mesh of several devices XLA replicates them instead of splitting the
-  batch, openxla/xla#47945).
+  compile time, never chosen by ``auto``: XLA:CPU runs its steps over 20 x slower), or
+  ``'per_member'``: the training step's gradient as one program with one copy of the network,
+  called once per sub-model (``mimic_jax.training.steps.PerMemberStep``; every other program
+  unrolled); ``'auto'``: per_member on CPU, where it compiles the ``mimic`` step in a third of
+  the time and runs it no slower; vmap on a single TPU device; else unrolled (XLA:CPU's
+  second-order gradients of vmap's grouped convolutions are slow, XLA:GPU did not compile
+  them for DenseNet-121 in minutes, and on a mesh of several devices XLA replicates them
+  instead of splitting the batch, openxla/xla#47945). Whether per_member pays on a GPU or
+  TPU is not measured yet.
 
 The process's malloc matters too on CPU, but only through the environment at start-up:
 ``scripts/xla_cpu_env.sh`` (see ``docs/performance.md``).
@@ -43,7 +47,7 @@ from mimic_jax.tuning import cpu_convs
 CHOICES = {
   'xla.conv_gradients': ('auto', 'lax', 'custom'),
   'xla.cpu_conv_library': compiler_options.LIBRARIES,
-  'xla.ensemble_execution': ('auto', 'vmap', 'unrolled', 'scan'),
+  'xla.ensemble_execution': ('auto', 'vmap', 'unrolled', 'scan', 'per_member'),
 }
 
 
@@ -54,7 +58,8 @@ class Tuning:
   backend: str
   conv_gradients: str  # 'lax' | 'custom'
   cpu_conv_library: str  # 'xla_default' | 'eigen' ('xla_default' off CPU)
-  ensemble_execution: str  # 'vmap' | 'unrolled' | 'scan'
+  ensemble_execution: str  # in one program: 'vmap' | 'unrolled' | 'scan'
+  per_member_steps: bool = False  # the step's gradient as one program per sub-model
 
   @property
   def conv(self) -> Any:
@@ -75,7 +80,7 @@ class Tuning:
     return (
       f'backend {self.backend}: conv_gradients={self.conv_gradients}, '
       f'cpu_conv_library={self.cpu_conv_library}, '
-      f'ensemble_execution={self.ensemble_execution}'
+      f'ensemble_execution={"per_member" if self.per_member_steps else self.ensemble_execution}'
     )
 
 
@@ -102,10 +107,15 @@ def resolve(
     )
   execution = xla.ensemble_execution
   if execution == 'auto':
-    execution = 'vmap' if backend == 'tpu' and device_count == 1 else 'unrolled'
+    if on_cpu:
+      execution = 'per_member'
+    else:
+      execution = 'vmap' if backend == 'tpu' and device_count == 1 else 'unrolled'
+  per_member = execution == 'per_member'
   return Tuning(
     backend=backend,
     conv_gradients=conv_gradients,
     cpu_conv_library=library,
-    ensemble_execution=execution,
+    ensemble_execution='unrolled' if per_member else execution,
+    per_member_steps=per_member,
   )
