@@ -20,11 +20,11 @@ that a single TPU device runs the sub-models of an ensemble vmapped.
   ``'per_member'``: the training step's gradient as one program with one copy of the network,
   called once per sub-model (``mimic_jax.training.steps.PerMemberStep``; every other program
   unrolled); ``'auto'``: per_member on CPU, where it compiles the ``mimic`` step in a third of
-  the time and runs it no slower; vmap on a single TPU device; else unrolled (XLA:CPU's
-  second-order gradients of vmap's grouped convolutions are slow, XLA:GPU did not compile
-  them for DenseNet-121 in minutes, and on a mesh of several devices XLA replicates them
-  instead of splitting the batch, openxla/xla#47945). Whether per_member pays on a GPU or
-  TPU is not measured yet.
+  the time and runs its steps within 10% of one program's; vmap on a single TPU device; else
+  unrolled (XLA:CPU's second-order gradients of vmap's grouped convolutions are slow, XLA:GPU
+  did not compile them for DenseNet-121 in minutes, and on a mesh of several devices XLA
+  replicates them instead of splitting the batch, openxla/xla#47945). Whether per_member pays
+  on a GPU or TPU is not measured yet.
 
 The process's malloc matters too on CPU, but only through the environment at start-up:
 ``scripts/xla_cpu_env.sh`` (see ``docs/performance.md``).
