@@ -18,6 +18,7 @@ from typing import Any
 from clu import metrics as clu_metrics
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mimic_jax.methods import base
 from mimic_jax.training import state as state_lib
@@ -160,13 +161,15 @@ class PerMemberStep:
   sub-model's share of the loss (called once per sub-model, its index an argument) and Adam
   on all of them with the step's metrics."""
 
-  def __init__(self, method: base.Method, phase: str, jit: Callable, out: dict):
+  def __init__(self, method: base.Method, phase: str, jit: Callable, out_sharding: Any = None):
+    out = {} if out_sharding is None else {'out_shardings': out_sharding}
     self.programs = {
       'update': jit(functools.partial(_update_method_state, method, phase), **out),
       'gradients': jit(functools.partial(_member_gradients, method, phase), **out),
       'apply': jit(functools.partial(_apply_member_gradients, method), donate_argnums=(0,), **out),
     }
-    self.indices = [jnp.int32(m) for m in range(method.num_members)]
+    # The sub-models' indices, placed like the state (replicated over every process's devices).
+    self.indices = [jax.device_put(np.int32(m), out_sharding) for m in range(method.num_members)]
 
   def __call__(
     self, state: state_lib.TrainState, batch: dict, weights: dict | None = None
@@ -210,9 +213,9 @@ def compile_step(
   metrics)``, donating ``state``. ``jit``: ``jax.jit`` or the run's (compiler options);
   ``out_sharding``: of every output (the mesh's replicated sharding). ``per_member``: a
   :class:`PerMemberStep` (methods of one sub-model keep one program)."""
-  out = {} if out_sharding is None else {'out_shardings': out_sharding}
   if per_member and method.num_members > 1:
-    return PerMemberStep(method, phase, jit, out)
+    return PerMemberStep(method, phase, jit, out_sharding)
+  out = {} if out_sharding is None else {'out_shardings': out_sharding}
   return jit(functools.partial(train_step, method, phase), donate_argnums=(0,), **out)
 
 
