@@ -137,10 +137,7 @@ def _measure(spec: str) -> dict:
   config = _config(arch, execution)
   fn, args, is_step = _programs(config)[name]
   t0 = time.perf_counter()
-  if isinstance(fn, steps.PerMemberStep):  # three programs, the gradient's called M times
-    lowered = fn.lower(*args)
-  else:
-    lowered = {'': fn.trace(*args).lower()}
+  lowered = _lowered(fn, args)
   t1 = time.perf_counter()
   compiled = {k: v.compile() for k, v in lowered.items()}
   t2 = time.perf_counter()
@@ -206,12 +203,19 @@ def _pass_times(log: str, modules: list[str]) -> dict:
   }
 
 
+def _lowered(fn, args) -> dict:
+  """A jitted function's lowered program, or a per-member step's three, by name."""
+  from mimic_jax.training import steps
+
+  if isinstance(fn, steps.PerMemberStep):
+    return fn.lower(*args)
+  return {'': fn.trace(*args).lower()}
+
+
 def _measure_aot(spec: str) -> dict:
   """In this (child) process: the named programs lowered one after another, then compiled by
   ``threads`` threads at once (XLA releases the GIL while it compiles)."""
   from concurrent import futures
-
-  from mimic_jax.training import steps
 
   arch, execution, threads, names = spec.split(':', 3)
   config = _config(arch, execution)
@@ -220,10 +224,7 @@ def _measure_aot(spec: str) -> dict:
   lowered = []
   for name in names.split(','):
     fn, args, _ = programs[name]
-    if isinstance(fn, steps.PerMemberStep):
-      lowered += list(fn.lower(*args).values())
-    else:
-      lowered.append(fn.trace(*args).lower())
+    lowered += list(_lowered(fn, args).values())
   t1 = time.perf_counter()
   with futures.ThreadPoolExecutor(int(threads)) as pool:
     list(pool.map(lambda low: low.compile(), lowered))
