@@ -4,9 +4,12 @@
 # Chromium for Linux x86-64; needs node and npm), pinned by version and checksum.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/require_disk.sh
+source scripts/require_disk.sh
 VERSION=147.0.0
 SHA256=18fe5404ce845594cd7d592fc07f37a19514079ba4d9c27192ad8b908743f16b
 if [[ "$(cat .browser/.installed 2>/dev/null)" != "$VERSION" ]]; then
+  require_disk 1 .browser
   command -v npm >/dev/null || { echo "setup_browser: npm (Node.js) is needed" >&2; exit 1; }
   echo "[setup] fetching headless Chromium (@sparticuz/chromium $VERSION)"
   rm -rf .browser

@@ -4,6 +4,8 @@
 # Python 3.12 where present (jax 0.12 needs it), else 3.11 (pip then resolves older jax/flax).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/require_disk.sh
+source scripts/require_disk.sh
 pick_python() {
   local cand
   for cand in "${MIMIC_PYTHON:-}" python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3 \
@@ -19,6 +21,7 @@ pick_python() {
   echo "setup_env: no Python >= 3.11 found" >&2; return 1
 }
 if [[ ! -x .venv/bin/python ]]; then
+  require_disk 2 .venv
   PY=$(pick_python)
   echo "[setup] creating .venv with $("$PY" --version 2>&1) ($PY)"
   "$PY" -m venv .venv

@@ -4,6 +4,8 @@
 # never needs TensorFlow; this environment holds only what the builder imports beside the CLI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/require_disk.sh
+source scripts/require_disk.sh
 PINS=(tensorflow-cpu==2.21.0 tensorflow-datasets==4.9.10 apache-beam==2.77.0 mlcroissant==1.1.1
       importlib_resources==7.1.0 array-record==0.8.6 pillow==12.3.0 scipy==1.18.1 pydicom==3.0.2)
 pick_python() {
@@ -19,6 +21,7 @@ pick_python() {
 }
 stamp=$(printf '%s\n' "${PINS[@]}" | sha256sum | cut -d' ' -f1)
 if [[ "$(cat .venv-tfds/.installed 2>/dev/null)" != "$stamp" ]]; then
+  require_disk 3 .venv-tfds
   PY=$(pick_python)
   echo "[setup] creating .venv-tfds with $("$PY" --version 2>&1) (the tfds command line)"
   rm -rf .venv-tfds

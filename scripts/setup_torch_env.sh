@@ -5,6 +5,8 @@
 # torchvision wheels on disk (x86-64: CUDA builds, about 5.5 GB installed; they run on CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/require_disk.sh
+source scripts/require_disk.sh
 PINS=(torch==2.14.1 torchvision==0.29.1 timm==1.0.31 safetensors==0.8.0 numpy==2.4.6)
 pick_python() {
   local cand
@@ -18,6 +20,7 @@ pick_python() {
 }
 stamp=$(printf '%s\n' "${PINS[@]}" | sha256sum | cut -d' ' -f1)
 if [[ "$(cat .venv-torch/.installed 2>/dev/null)" != "$stamp" ]]; then
+  require_disk 6 .venv-torch
   PY=$(pick_python)
   echo "[setup] creating .venv-torch with $("$PY" --version 2>&1) (torch, torchvision, timm)"
   rm -rf .venv-torch
