@@ -148,8 +148,20 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: state_lib.TrainState, metrics: dict | None = None) -> None:
-    """Saves ``state`` as ``step`` (with ``metrics`` for the best checkpoint's rule)."""
+  def save(
+    self,
+    step: int,
+    state: state_lib.TrainState,
+    metrics: dict | None = None,
+    after: Checkpoints | None = None,
+  ) -> None:
+    """Saves ``state`` as ``step`` (with ``metrics`` for the best checkpoint's rule).
+
+    ``after``: the run's other manager. Over several processes its background save finishes
+    first: two managers' cross-process barriers could otherwise pair up in different orders
+    and deadlock."""
+    if after is not None and jax.process_count() > 1:
+      after.wait()
     self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
 
   def restore_newest_good(

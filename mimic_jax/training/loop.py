@@ -186,9 +186,6 @@ def _train(
     train_ds, start, threads=config.data.threads, prefetch=config.data.prefetch
   )
   acc = None
-  # Over several processes the two managers' background saves must not overlap: their
-  # cross-process barriers could then pair up in different orders and deadlock.
-  one_save_at_a_time = jax.process_count() > 1
   end = total_steps if stop_after is None else min(total_steps, stop_after)
   step = start
   clock = _StepClock()
@@ -242,19 +239,13 @@ def _train(
           figures.validation_panel(np.asarray(shown['image']), np.asarray(shown['gaze']), maps),
         )
         if np.isfinite(val[config.best_metric]):
-          if one_save_at_a_time:
-            ckpt.wait()
-          best.save(step, state, metrics=val)
+          best.save(step, state, metrics=val, after=ckpt)
         clock.pause()  # validation is not a training step
       if step % config.checkpoint_every_steps == 0 or last:
-        if one_save_at_a_time:
-          best.wait()
-        ckpt.save(step, state)
+        ckpt.save(step, state, after=best)
       if not last and sigterm.any_process():
         if ckpt.latest_step() != step:
-          if one_save_at_a_time:
-            best.wait()
-          ckpt.save(step, state)
+          ckpt.save(step, state, after=best)
         ckpt.wait()
         best.wait()
         writer.log(
