@@ -19,12 +19,14 @@ writes logs and reports.
 """
 
 from collections.abc import Sequence
+import contextlib
 import importlib.util
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 import ml_collections
 from ml_collections import config_flags
@@ -35,12 +37,16 @@ from mimic_jax import config_check
 from mimic_jax import tuning as tuning_lib
 from mimic_jax.data import prepare as prepare_data
 from mimic_jax.evaluation import evaluate
+from mimic_jax.models import pretrained
 from mimic_jax.runtime import compilation_cache
 from mimic_jax.runtime import distributed
 from mimic_jax.runtime import preemption
 from mimic_jax.training import checkpoints
+from mimic_jax.training import finite
 from mimic_jax.training import loop
+from mimic_jax.training import metric_writer
 from mimic_jax.training import workdir as workdir_lib
+from mimic_jax.training import workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (local or gs://).', required=True)
@@ -93,6 +99,8 @@ def _explicit_overrides(argv: Sequence[str]) -> list[str]:
 def _run_config() -> ml_collections.ConfigDict:
   """The config of this command: ``--config`` (with its overrides) to train; to evaluate, the
   run's own ``config.json`` with only the ``--config.KEY`` values given on the command line."""
+  if _MODE.value == 'evaluate' and not epath.Path(_WORKDIR.value).exists():
+    raise ValueError(f'no such workdir: {_WORKDIR.value}')
   stored = workdir_lib.stored_config(_WORKDIR.value)
   if _MODE.value != 'evaluate' or stored is None:
     if _CONFIG.value is None:
@@ -127,8 +135,21 @@ def main(argv: Sequence[str]) -> None:
     tuning = tuning_lib.resolve(config.xla)
     if _MODE.value != 'evaluate':
       workdir_lib.check(_WORKDIR.value, config, new_run=_NEW_RUN.value)
+    else:
+      workdir_lib.check_evaluation(_WORKDIR.value, config)
   except (ValueError, KeyError) as e:
     sys.exit(f'main.py: {e}')
+  with contextlib.ExitStack() as stack:
+    if _MODE.value != 'evaluate':  # one training run in a workdir at a time
+      try:
+        stack.enter_context(workdir_lock.hold(_WORKDIR.value, print))
+      except workdir_lock.WorkdirLockedError as e:
+        sys.exit(f'main.py: {e}')
+    _run(config, tuning)
+
+
+def _run(config: ml_collections.ConfigDict, tuning: tuning_lib.Tuning) -> None:
+  """Prepares the dataset and trains and/or evaluates, as ``--mode`` says."""
   cache = compilation_cache.enable()
   logging.info(
     'JAX process %d/%d, %d local devices; %s; compilation cache %s',
@@ -155,6 +176,10 @@ def main(argv: Sequence[str]) -> None:
   except (
     checkpoints.CheckpointRestoreError,
     workdir_lib.WorkdirConflictError,
+    workdir_lock.WorkdirLockedError,
+    finite.NonFiniteError,
+    metric_writer.MetricsFileError,
+    pretrained.ConversionError,
     FileNotFoundError,
   ) as e:
     sys.exit(f'main.py: {e}')

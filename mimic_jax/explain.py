@@ -45,6 +45,7 @@ from mimic_jax.evaluation import report
 from mimic_jax.methods import base
 from mimic_jax.runtime import compilation_cache
 from mimic_jax.training import checkpoints
+from mimic_jax.training import finite
 from mimic_jax.training import state as state_lib
 from mimic_jax.training import workdir as workdir_lib
 
@@ -250,7 +251,13 @@ def _cli() -> None:
       results = explain(
         workdir.value, argv[1:], out.value, explainers.value, checkpoint.value, batch_size.value
       )
-    except (ExplainError, checkpoints.CheckpointRestoreError, FileNotFoundError, ValueError) as e:
+    except (
+      ExplainError,
+      checkpoints.CheckpointRestoreError,
+      finite.NonFiniteError,
+      FileNotFoundError,
+      ValueError,
+    ) as e:
       raise SystemExit(f'explain: {e}') from None
     for r in results:
       probability = r['probabilities'][r['predicted']]

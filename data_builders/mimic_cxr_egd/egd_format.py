@@ -38,6 +38,8 @@ CALIBRATION_ID_LENGTH = 39  # dicom_id[:-5] of the calibration screens.
 
 EGD_DIR = 'egd-cxr/1.0.0'
 JPG_DIR = 'mimic-cxr-jpg/2.0.0'
+# MIMIC-CXR-JPG's per-image metadata (Rows, Columns: the image's size), in JPG_DIR.
+METADATA_FILE = 'mimic-cxr-2.0.0-metadata.csv'
 DICOM_DIR = 'mimic-cxr/2.0.0'
 
 SCREEN_WIDTH = 1920

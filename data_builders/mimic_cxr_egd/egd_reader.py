@@ -1,7 +1,8 @@
 """Reads and validates a PhysioNet EGD + MIMIC-CXR(-JPG) tree into per-image records.
 
 The validation pass reads everything first and collects *every* problem (file, line and
-record) before anything is built; :func:`read_tree` then either raises one
+record; an image that does not decode, or whose size disagrees with the ``Rows``/``Columns`` of
+MIMIC-CXR-JPG's metadata) before anything is built; :func:`read_tree` then either raises one
 :class:`EgdValidationError` listing them all, or, with ``skip_invalid_rows=True``, drops the
 offending images and reports their ids.
 """
@@ -138,26 +139,87 @@ def _parse_int(value: str) -> int:
   return int(f)
 
 
-def _image_decodes(path: epath.Path, is_jpg: bool) -> str | None:
-  """Returns None if the whole image decodes, else why not (a truncated file is found here,
-  before any work, not late in the build)."""
+def _image_decodes(path: epath.Path, is_jpg: bool) -> tuple[str | None, tuple[int, int] | None]:
+  """``(None, (width, height))`` if the whole image decodes, else ``(why not, None)`` (a
+  truncated file is found here, before any work, not late in the build)."""
   if not path.exists():
-    return 'image file not found'
+    return 'image file not found', None
   try:
     if is_jpg:
       from PIL import Image
 
       # From memory, so that no error message carries the user's path.
       with Image.open(io.BytesIO(path.read_bytes())) as img:
+        size = img.size
         img.draft('L', (256, 256))  # DCT-domain downscaling still reads every block
         img.load()
     else:
       import pydicom
 
-      _ = pydicom.dcmread(io.BytesIO(path.read_bytes())).pixel_array
+      pixels = pydicom.dcmread(io.BytesIO(path.read_bytes())).pixel_array
+      size = (pixels.shape[1], pixels.shape[0])
   except Exception as e:
-    return f'image unreadable ({type(e).__name__}: {e})'
-  return None
+    return f'image unreadable ({type(e).__name__}: {e})', None
+  return None, size
+
+
+@dataclasses.dataclass(frozen=True)
+class _MetadataSize:
+  """An image's size as ``mimic-cxr-2.0.0-metadata.csv`` gives it, and where."""
+
+  rows: int  # height, pixels
+  columns: int  # width, pixels
+  line: int
+
+
+def _read_metadata_sizes(
+  image_root: epath.Path, problems: list[Problem]
+) -> tuple[str | None, dict[str, _MetadataSize]]:
+  """``(file name, {dicom_id: size})`` from MIMIC-CXR-JPG's ``mimic-cxr-2.0.0-metadata.csv``
+  (or ``.csv.gz``, as PhysioNet serves it) in ``image_root``; ``(None, {})`` without one.
+  Rows that are not numbers are added to ``problems``."""
+  for name in (fmt.METADATA_FILE, fmt.METADATA_FILE + '.gz'):
+    path = image_root / name
+    if path.exists():
+      break
+  else:
+    return None, {}
+  shown = f'{fmt.JPG_DIR}/{name}'
+  if name.endswith('.gz'):
+    import gzip
+
+    text = gzip.decompress(path.read_bytes()).decode('utf-8-sig')
+  else:
+    text = path.read_text(encoding='utf-8-sig')
+  reader = csv.reader(io.StringIO(text))
+  header = next(reader, [])
+  missing = [c for c in ('dicom_id', 'Rows', 'Columns') if c not in header]
+  if missing:
+    problems.append(Problem(shown, 'line 1', f'header lacks column(s) {missing}'))
+    return shown, {}
+  col = {c: i for i, c in enumerate(header)}
+  sizes = {}
+  for row in reader:
+    line = reader.line_num
+    if len(row) != len(header):
+      problems.append(
+        Problem(shown, f'line {line}', f'has {len(row)} fields, the header has {len(header)}')
+      )
+      continue
+    try:
+      rows, columns = _parse_int(row[col['Rows']]), _parse_int(row[col['Columns']])
+    except ValueError:
+      problems.append(
+        Problem(
+          shown,
+          f'line {line}',
+          f'Rows/Columns not integers: {row[col["Rows"]]!r}, {row[col["Columns"]]!r}',
+          row[col['dicom_id']],
+        )
+      )
+      continue
+    sizes[row[col['dicom_id']]] = _MetadataSize(rows, columns, line)
+  return shown, sizes
 
 
 class _Utf8Lines:
@@ -233,6 +295,16 @@ def read_tree(
   fix_name = f'{fmt.EGD_DIR}/fixations.csv'
 
   problems: list[Problem] = []
+  metadata_name, metadata_sizes = (
+    _read_metadata_sizes(image_root, problems) if is_jpg else (None, {})
+  )
+  if is_jpg and metadata_name is None:
+    logging.warning(
+      "No %s/%s(.gz): the images' sizes cannot be checked against MIMIC-CXR's metadata.",
+      fmt.JPG_DIR,
+      fmt.METADATA_FILE,
+    )
+  unlisted: list[str] = []  # images the metadata file does not list
   records: dict[str, EgdRecord] = {}
   all_pids: list[int] = []
   reader = csv.reader(_Utf8Lines(master_file, master_name))
@@ -290,10 +362,25 @@ def read_tree(
       continue
     rel = fmt.image_relpath(row[col['path']], is_jpg)
     image_path = image_root / rel
-    why = _image_decodes(image_path, is_jpg)
+    why, size = _image_decodes(image_path, is_jpg)
+    shown = f'{fmt.JPG_DIR if is_jpg else fmt.DICOM_DIR}/{rel}'  # relative to manual_dir
     if why:
-      shown = f'{fmt.JPG_DIR if is_jpg else fmt.DICOM_DIR}/{rel}'  # relative to manual_dir
       problems.append(Problem(master_name, where, f'{why}: {shown}', dicom_id))
+      continue
+    expected = metadata_sizes.get(dicom_id)
+    if metadata_name and expected is None:
+      unlisted.append(dicom_id)
+    elif expected and size != (expected.columns, expected.rows):
+      problems.append(
+        Problem(
+          master_name,
+          where,
+          f'{shown} is {size[0]} x {size[1]} pixels (width x height), but {metadata_name} '
+          f'line {expected.line} gives Columns x Rows {expected.columns} x {expected.rows}: '
+          'its fixations would land on the wrong pixels',
+          dicom_id,
+        )
+      )
       continue
     records[dicom_id] = EgdRecord(
       dicom_id=dicom_id,
@@ -305,6 +392,14 @@ def read_tree(
       line=start_line,
     )
 
+  if unlisted:
+    logging.warning(
+      '%s does not list %d image(s) of the master sheet (%s%s): their sizes are not checked.',
+      metadata_name,
+      len(unlisted),
+      ', '.join(unlisted[:3]),
+      ' ...' if len(unlisted) > 3 else '',
+    )
   bad_ids = {p.dicom_id for p in problems if p.dicom_id}
   calibration_rows = 0
   duplicates = 0

@@ -41,6 +41,8 @@ from mimic_jax.evaluation import saliency_metrics as sm
 from mimic_jax.evaluation import shortcut
 from mimic_jax.methods import base
 from mimic_jax.training import checkpoints
+from mimic_jax.training import finite
+from mimic_jax.training import metric_writer
 from mimic_jax.training import state as state_lib
 
 
@@ -137,9 +139,27 @@ def collect(
       )
   out = {k: np.concatenate(v) for k, v in keep.items()}
   out['maps'] = {e: np.concatenate(v, axis=1) for e, v in maps.items()}
+  _check_finite(out['scores'], out['maps'], label or split)
   out['dicom_id'] = [source[i]['dicom_id'].decode() for i in range(len(source))]
   out['dataset'] = dataset_identity(source, data, split, out['dicom_id'])
   return out
+
+
+def _check_finite(scores: np.ndarray, maps: dict[str, np.ndarray], label: str) -> None:
+  """Raises ``finite.NonFiniteError`` naming each output with NaN or infinite values and on
+  how many images: nothing is scored or written from them."""
+  bad = []
+  if not np.isfinite(scores).all():
+    bad.append(f'class scores of {int((~np.isfinite(scores)).any(axis=-1).sum())} image(s)')
+  for e, m in maps.items():  # (M, N, S, S)
+    images = int((~np.isfinite(m)).any(axis=(0, 2, 3)).sum())
+    if images:
+      bad.append(f'{e} maps of {images} image(s)')
+  if bad:
+    raise finite.NonFiniteError(
+      f'non-finite evaluation outputs on {label}: {"; ".join(bad)} (of {len(scores)}); '
+      'nothing was written'
+    )
 
 
 def dataset_identity(
@@ -282,7 +302,7 @@ def _logged(workdir: str | os.PathLike) -> list[dict]:
   path = epath.Path(workdir) / 'metrics.jsonl'
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return metric_writer.read_rows(path)
 
 
 def _mean_train_gaze(config: ml_collections.ConfigDict) -> np.ndarray:

@@ -263,11 +263,19 @@ def save_converted(variables: dict, arch: str, path: str | os.PathLike) -> None:
 def load(path: str | os.PathLike, arch: str) -> dict:
   """Flax variables of ``arch`` from a converted file or a PyTorch checkpoint."""
   path = os.fspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'pretrained weights {path} do not exist (config.model.pretrained)')
   if path.endswith('.safetensors'):
     from safetensors import safe_open
 
-    with safe_open(path, framework='numpy') as f:
-      meta = f.metadata() or {}
+    try:
+      with safe_open(path, framework='numpy') as f:
+        meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for a bad file
+      raise ConversionError(
+        f'{path} is not a readable safetensors file ({type(e).__name__}: {e}); '
+        'check config.model.pretrained'
+      ) from None
     if meta.get('format') == FORMAT:
       if meta.get('arch') != arch:
         raise ConversionError(

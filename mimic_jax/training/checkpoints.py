@@ -28,7 +28,9 @@ from mimic_jax.evaluation import validation as validation_lib
 from mimic_jax.methods import base
 from mimic_jax.models import pretrained
 from mimic_jax.runtime import mesh as mesh_lib
+from mimic_jax.training import finite
 from mimic_jax.training import state as state_lib
+from mimic_jax.training import workdir as workdir_lib
 
 
 def absolute(path: str | os.PathLike) -> epath.Path:
@@ -220,8 +222,12 @@ def load_state(
   """The state of the run in ``workdir`` (trained with ``config``), replicated over ``devices``
   (default: all): ``select`` (default ``config.select_checkpoint``) ``'latest'``, the newest
   checkpoint that reads back, or ``'best'``, the best by validation ``config.best_metric``
-  (falling back likewise). Raises ``FileNotFoundError`` without checkpoints and
-  :class:`CheckpointRestoreError` if none reads back."""
+  (falling back likewise). Raises ``FileNotFoundError`` without checkpoints,
+  :class:`CheckpointRestoreError` if none reads back,
+  ``workdir.EvaluationConfigError`` (before any restore) if ``config`` differs from the run's
+  ``config.json`` in keys that define the run, and ``finite.NonFiniteError`` if the
+  checkpoint's parameters hold NaN or infinite values."""
+  workdir_lib.check_evaluation(workdir, config)
   tuning = tuning or tuning_lib.resolve(config.xla)
   method = methods.build(config, tuning.conv, tuning.ensemble_execution)
   like = initial_state(
@@ -236,6 +242,8 @@ def load_state(
     restored = checkpoints.restore_newest_good(like, log)
     if restored is None:
       raise FileNotFoundError(f'no checkpoint in {checkpoints.directory}: train the run first')
-    return restored[0]
+    state, step = restored
+    finite.check_state(state, f'checkpoint step {step} ({checkpoints.directory / str(step)})')
+    return state
   finally:
     checkpoints.close()

@@ -28,14 +28,28 @@ from mimic_jax.evaluation import validation
 from mimic_jax.runtime import mesh as mesh_lib
 from mimic_jax.runtime import preemption
 from mimic_jax.training import checkpoints as checkpoints_lib
+from mimic_jax.training import finite
 from mimic_jax.training import metric_writer
 from mimic_jax.training import state as state_lib
 from mimic_jax.training import steps
 from mimic_jax.training import workdir as workdir_lib
+from mimic_jax.training import workdir_lock
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(finite.NonFiniteError):
   """Training produced a NaN or infinite loss; nothing after the last good step was saved."""
+
+
+def _stop_non_finite(
+  what: str, ckpt: checkpoints_lib.Checkpoints, best: checkpoints_lib.Checkpoints
+) -> None:
+  """Raises :class:`finite.NonFiniteError` for ``what``, naming the last checkpoint kept."""
+  ckpt.wait()
+  best.wait()
+  raise finite.NonFiniteError(
+    f'{what}; stopped without checkpointing this state (last checkpoint: step '
+    f'{ckpt.latest_step()}). Lower config.learning_rate or check the inputs.'
+  )
 
 
 def _fmt_time(seconds: float) -> str:
@@ -105,18 +119,21 @@ def train_and_evaluate(
     stop_after: stop (with a checkpoint) after this global step, as if interrupted.
     new_run: if ``workdir`` holds another run, move it aside and start this one there
       (``mimic_jax.training.workdir``); otherwise that is an error.
+
+  Raises ``workdir_lock.WorkdirLockedError`` if another live run trains in ``workdir``.
   """
   tuning = tuning or tuning_lib.resolve(config.xla)
   workdir = checkpoints_lib.absolute(workdir)
-  notes = []  # the claim's messages, logged once the writer exists
-  workdir_lib.claim(workdir, config, notes.append, new_run=new_run)
-  writer = metric_writer.MetricWriter(workdir)
-  for note in notes:
-    writer.log(note)
-  try:
-    return _train(config, workdir, tuning, mesh_lib.make_mesh(devices), writer, stop_after)
-  finally:
-    writer.close()
+  notes = []  # the lock's and the claim's messages, logged once the writer exists
+  with workdir_lock.hold(workdir, notes.append):
+    workdir_lib.claim(workdir, config, notes.append, new_run=new_run)
+    writer = metric_writer.MetricWriter(workdir)
+    for note in notes:
+      writer.log(note)
+    try:
+      return _train(config, workdir, tuning, mesh_lib.make_mesh(devices), writer, stop_after)
+    finally:
+      writer.close()
 
 
 def _train(
@@ -215,11 +232,17 @@ def _train(
           + ' '.join(f'{k} {v:.4f}' for k, v in scalars.items())
           + f' | {clock.describe(step, total_steps, config.batch_size)}'
         )
-      if (
+      validate_now = (
         step % info.steps_per_epoch == 0
         and (step // info.steps_per_epoch) % config.eval_every_epochs == 0
         or last
-      ):
+      )
+      checkpoint_now = step % config.checkpoint_every_steps == 0 or last
+      if validate_now or checkpoint_now:
+        bad = finite.non_finite_leaves({'params': state.params, 'batch_stats': state.batch_stats})
+        if bad:
+          _stop_non_finite(f'non-finite parameters at step {step}: {", ".join(bad)}', ckpt, best)
+      if validate_now:
         val = validation.validate(
           state,
           val_source,
@@ -232,6 +255,9 @@ def _train(
         writer.log(
           f'validation at step {step}: ' + ' '.join(f'{k} {v:.4f}' for k, v in val.items())
         )
+        if not np.isfinite(val['ce']):
+          what = f'non-finite validation loss at step {step} (ce {val["ce"]})'
+          _stop_non_finite(what, ckpt, best)
         maps = jax.device_get(display_fn(state, shown, jax.random.key(step)))
         writer.write_image(
           step,
@@ -241,7 +267,7 @@ def _train(
         if np.isfinite(val[config.best_metric]):
           best.save(step, state, metrics=val, after=ckpt)
         clock.pause()  # validation is not a training step
-      if step % config.checkpoint_every_steps == 0 or last:
+      if checkpoint_now:
         ckpt.save(step, state, after=best)
       if not last and sigterm.any_process():
         if ckpt.latest_step() != step:

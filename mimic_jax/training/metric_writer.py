@@ -6,14 +6,14 @@ Object storage (``gs://``) cannot append: there the two text files are kept in m
 (starting from what a previous run left) and rewritten whole at each write.
 
 A resumed run replays the steps after its checkpoint: :meth:`MetricWriter.resume_at` drops
-their rows from ``metrics.jsonl`` and writes TensorBoard's session-start marker at the step,
-with which TensorBoard discards the replayed steps' earlier events, so every step is shown
-once.
+their rows (and a last line torn by a crash) from ``metrics.jsonl`` and writes TensorBoard's
+session-start marker at the step, with which TensorBoard discards the replayed steps' earlier
+events, so every step is shown once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import json
 import time
 from typing import Any
@@ -22,6 +22,28 @@ from absl import logging
 from etils import epath
 import jax
 import numpy as np
+
+
+class MetricsFileError(ValueError):
+  """A ``metrics.jsonl`` line other than the last is not JSON (names the file and line)."""
+
+
+def read_rows(path: epath.Path, warn: Callable[[str], None] = logging.warning) -> list[dict]:
+  """The rows of a ``metrics.jsonl``. A last line that is not JSON (a run killed while writing
+  it) is dropped with a warning through ``warn``; any other raises :class:`MetricsFileError`."""
+  lines = path.read_text().splitlines()
+  numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+  rows = []
+  for i, (n, line) in enumerate(numbered):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i < len(numbered) - 1:
+        raise MetricsFileError(
+          f'{path} line {n} is not JSON ({e}): {line[:80]!r}. Fix or delete that line.'
+        ) from None
+      warn(f'Warning: dropped the torn last line {n} of {path} (a run stopped while writing it)')
+  return rows
 
 
 class MetricWriter:
@@ -78,10 +100,10 @@ class MetricWriter:
       return
     path = self._dir / 'metrics.jsonl'
     if path.exists():
-      rows = [r for r in path.read_text().splitlines() if r.strip()]
-      kept = [r for r in rows if json.loads(r)['step'] <= step]
-      if len(kept) != len(rows):
-        path.write_text(''.join(r + '\n' for r in kept))
+      old = path.read_text()
+      kept = ''.join(json.dumps(r) + '\n' for r in read_rows(path, self.log) if r['step'] <= step)
+      if kept != old:
+        path.write_text(kept)
         self._text.pop('metrics.jsonl', None)
     if self._tb is not None:
       from tensorboardX.proto import event_pb2

@@ -6,7 +6,8 @@ XLA computes, where the data lives) is logged and accepted; any other difference
 the method, the data, the optimiser, the seed) is an error naming every differing key, since
 the checkpoints there could not be resumed and would be mixed with the new run's. With
 ``new_run=True`` the old run's files are moved aside to ``previous_runs/<time>/``, never
-deleted, and the new run starts in the emptied workdir.
+deleted (everything in it but ``previous_runs/`` and the lock: checkpoints of both kinds, logs,
+evaluations, explanations), and the new run starts in the emptied workdir.
 """
 
 from __future__ import annotations
@@ -39,12 +40,24 @@ RESUMABLE = (
   'data.threads',
   'data.prefetch',
 )
-# What a workdir holds of its run; ``new_run`` moves these aside.
-RUN_FILES = ('checkpoints', 'config.json', 'metrics.jsonl', 'log.txt', 'tensorboard', 'eval')
+# What ``new_run`` leaves in place: the earlier runs and the lock of the run now starting.
+# Everything else in a workdir is the old run's and moves aside with it.
+KEPT_BY_NEW_RUN = ('previous_runs', 'run.lock')
+# The folders of a run's checkpoints (``checkpoints.Checkpoints``).
+CHECKPOINT_DIRS = ('checkpoints', 'checkpoints_best')
+
+
+# Keys (dotted prefixes) evaluation may set otherwise than the run's ``config.json``: what
+# may change on resume, the data it evaluates on, and how many images a batch holds.
+EVALUATION_MAY_CHANGE = RESUMABLE + ('data.', 'batch_size')
 
 
 class WorkdirConflictError(ValueError):
   """The workdir holds another run (a config that differs in keys that define the run)."""
+
+
+class EvaluationConfigError(WorkdirConflictError):
+  """A config given to evaluate a run differs from the run's own in keys that define it."""
 
 
 def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
@@ -94,12 +107,12 @@ def check(
   workdir = epath.Path(workdir)
   stored = stored_config(workdir)
   if stored is None:
-    ckpt = workdir / 'checkpoints'
-    if ckpt.exists() and any(ckpt.iterdir()) and not new_run:
-      raise WorkdirConflictError(
-        f'{ckpt} holds checkpoints but {workdir}/config.json is missing, so nothing says which '
-        'run they belong to. Use another --workdir, or pass --new_run to move them aside.'
-      )
+    for ckpt in _unowned_checkpoints(workdir):
+      if not new_run:
+        raise WorkdirConflictError(
+          f'{ckpt} holds checkpoints but {workdir}/config.json is missing, so nothing says '
+          'which run they belong to. Use another --workdir, or pass --new_run to move them aside.'
+        )
     return {}
   diff = differences(stored.to_dict(), config)
   defining = {k: v for k, v in diff.items() if not resumable(k)}
@@ -115,6 +128,32 @@ def check(
   return diff
 
 
+def check_evaluation(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+  """Raises :class:`EvaluationConfigError` naming every key, other than
+  :data:`EVALUATION_MAY_CHANGE`, in which ``config`` differs from ``workdir``'s
+  ``config.json``: the checkpoints there hold that run's model, method and settings, and
+  would fail to restore or be explained as another model. Nothing to check without a
+  ``config.json`` (a run trained elsewhere)."""
+  stored = stored_config(workdir)
+  if stored is None:
+    return
+  diff = differences(stored.to_dict(), config)
+  defining = {
+    k: v
+    for k, v in diff.items()
+    if not any(k == r or (r.endswith('.') and k.startswith(r)) for r in EVALUATION_MAY_CHANGE)
+  }
+  if defining:
+    lines = '\n'.join(
+      f'  config.{k}: {old!r} in config.json, {new!r} given' for k, (old, new) in defining.items()
+    )
+    raise EvaluationConfigError(
+      f'{workdir} holds a run trained with other settings than the config given for '
+      f'evaluation:\n{lines}\nIts checkpoints hold that run: evaluate with its own values '
+      '(main.py --mode=evaluate reads its config.json; drop those flags), or another --workdir.'
+    )
+
+
 def claim(
   workdir: epath.Path,
   config: ml_collections.ConfigDict,
@@ -126,7 +165,7 @@ def claim(
   diff = check(workdir, config, new_run)
   stored_path = workdir / 'config.json'
   needs_move = any(not resumable(k) for k in diff) or (
-    not stored_path.exists() and (workdir / 'checkpoints').exists()
+    not stored_path.exists() and bool(_unowned_checkpoints(workdir))
   )
   if new_run and needs_move:
     moved = _move_aside(workdir)
@@ -141,14 +180,26 @@ def claim(
     stored_path.write_text(config.to_json_best_effort(indent=1))
 
 
+def _unowned_checkpoints(workdir: epath.Path) -> list[epath.Path]:
+  """The checkpoint folders of ``workdir`` that hold anything."""
+  folders = [workdir / name for name in CHECKPOINT_DIRS]
+  return [f for f in folders if f.exists() and any(f.iterdir())]
+
+
 def _move_aside(workdir: epath.Path) -> epath.Path:
-  """Moves the run files of ``workdir`` to ``previous_runs/<UTC time>/``; returns that folder."""
-  target = workdir / 'previous_runs' / time.strftime('%Y%m%d-%H%M%S', time.gmtime())
+  """Moves everything of the old run in ``workdir`` (all but :data:`KEPT_BY_NEW_RUN`) to
+  ``previous_runs/<UTC time>/``; returns that folder."""
+  stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
+  target = workdir / 'previous_runs' / stamp
   if jax.process_index() == 0:
-    target.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-      if (workdir / name).exists():
-        (workdir / name).rename(target / name)
+    n = 1
+    while target.exists():  # two new runs within a second
+      n += 1
+      target = workdir / 'previous_runs' / f'{stamp}-{n}'
+    target.mkdir(parents=True)
+    for item in workdir.iterdir():
+      if item.name not in KEPT_BY_NEW_RUN:
+        item.rename(target / item.name)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
 
