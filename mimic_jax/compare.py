@@ -18,9 +18,11 @@ writes ``comparison.md``, ``comparison.json`` and ``comparison.png``.
   and its difference to each reference variant, paired by seed, with a t interval across
   seeds.
 
-Quantities: accuracy and mean ROC AUC; the explainer's map metrics (means over images); on the
-synthetic data also the decoy split's accuracy, shortcut reliance (test minus decoy accuracy)
-and the map's mass in the marker's corner.
+Quantities: accuracy and mean ROC AUC; the explainer's map metrics (means over images), led by
+those relative to the prior; the reference maps (uniform, the prior, the reader ceiling where
+there are several readers) as rows of their own; on the synthetic data also the decoy split's
+accuracy, shortcut reliance (test minus decoy accuracy), the share of predictions the marker's
+move flips, and the map's mass in the marker's corner.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ from mimic_jax.evaluation import bootstrap
 from mimic_jax.evaluation import figures
 from mimic_jax.evaluation import report
 
-# The map metrics the tables show (metrics.json holds all of report.MAP_METRICS).
-SHOWN = ('kld', 'nss', 'cc', 'sim', 'auc_judd', 'auc_shuffled')
+# The map metrics the tables show (metrics.json holds all of report.MAP_METRICS): first those
+# relative to the prior, then the raw ones.
+SHOWN = ('information_gain', 'sncc', 'auc_shuffled', 'kld', 'nss', 'cc', 'sim')
+SHORT = {'information_gain': 'IG (bits)', 'sncc': 'sNCC', 'auc_shuffled': 'sAUC'}
 
 
 class ComparisonError(ValueError):
@@ -60,7 +64,26 @@ def load_results(workdir: str | os.PathLike, split: str = 'test') -> dict:
   for key in ('classification', 'explanations', 'per_image'):
     if key not in results:
       raise ComparisonError(f'{path} has no {key!r}: not a metrics.json of main.py --mode=evaluate')
+  missing = [
+    k
+    for k in report.MAP_METRICS
+    if k not in next(iter(results['explanations'].values()))['ensemble']
+  ]
+  if missing or 'references' not in results:
+    raise ComparisonError(
+      f'{path} has no {missing or "reference maps"}: it was evaluated by an older version; '
+      'evaluate the run again (main.py --mode=evaluate)'
+    )
   return results
+
+
+def _reference_rows(results: dict) -> dict[str, dict]:
+  """``{'reference: <name>': {metric: {'mean', 'ci95'}}}`` of the reference maps of one
+  evaluated run (the same for every run evaluated on the same images and training data)."""
+  return {
+    f'reference: {name}': {k: _mean_ci(v) for k, v in per.items()}
+    for name, per in results['per_image'].get('references', {}).items()
+  }
 
 
 def quantities(results: dict, explainer: str) -> dict[str, float]:
@@ -75,6 +98,7 @@ def quantities(results: dict, explainer: str) -> dict[str, float]:
     sc = results['shortcut']
     out['decoy_accuracy'] = sc['accuracy']
     out['shortcut_reliance'] = sc['shortcut_reliance']
+    out['flip_rate'] = sc['flip_rate']['mean'] if 'flip_rate' in sc else float('nan')
     out['corner_mass'] = sc['corner_mass'][explainer]['corner_mass_test']['mean']
   return out
 
@@ -127,13 +151,19 @@ def compare_runs(
       for k in report.MAP_METRICS:
         base = np.asarray(runs[ref]['per_image'][explainer][k], np.float64)
         other = np.asarray(results['per_image'][explainer][k], np.float64)
-        if order is None:
-          c, lo, hi = bootstrap.unpaired_relative_change_ci(base, other)
+        if k in report.PRIOR_RELATIVE:  # 0 at the prior, either sign: a difference
+          fn = bootstrap.unpaired_difference_ci if order is None else bootstrap.paired_difference_ci
         else:
-          c, lo, hi = bootstrap.paired_relative_change_ci(base, other[order])
+          fn = (
+            bootstrap.unpaired_relative_change_ci
+            if order is None
+            else bootstrap.paired_relative_change_ci
+          )
+        c, lo, hi = fn(base, other if order is None else other[order])
         entry[k] = {'change': c, 'ci95': [lo, hi]}
       changes.setdefault(ref, {})[name] = entry
-  return {'runs': table, 'relative_change': changes}
+  first = next(iter(runs.values()))
+  return {'runs': table, 'reference_maps': _reference_rows(first), 'relative_change': changes}
 
 
 def _mean_ci(values: Sequence[float]) -> dict:
@@ -170,11 +200,27 @@ def aggregate_seeds(
       for k in per_seed[seeds[0]] if seeds else ():
         d = [per_seed[s][k] - values[ref][s][k] for s in seeds]
         entry[k] = dict(zip(('mean', 'lo', 'hi'), bootstrap.t_interval(d)))
-        if k in report.MAP_METRICS:
+        if k in report.MAP_METRICS and k not in report.PRIOR_RELATIVE:
           rel = [per_seed[s][k] / values[ref][s][k] - 1 for s in seeds]
           entry[f'{k}_relative'] = dict(zip(('mean', 'lo', 'hi'), bootstrap.t_interval(rel)))
       diffs.setdefault(ref, {})[v] = entry
-  return {'variants': table, 'difference': diffs}
+  # The reference maps over the same seeds' evaluations (of the first variant).
+  seeds_of_first = next(iter(groups.values()))
+  per_seed_refs = [
+    {
+      n: {k: r['scores'][k]['mean'] for k in report.MAP_METRICS}
+      for n, r in res['references'].items()
+    }
+    for res in seeds_of_first.values()
+  ]
+  reference_maps = {
+    f'reference: {n}': {
+      k: dict(zip(('mean', 'lo', 'hi'), bootstrap.t_interval([p[n][k] for p in per_seed_refs])))
+      for k in report.MAP_METRICS
+    }
+    for n in per_seed_refs[0]
+  }
+  return {'variants': table, 'reference_maps': reference_maps, 'difference': diffs}
 
 
 def _fmt_interval(e: dict, digits: int = 3, percent: bool = False) -> str:
@@ -191,17 +237,18 @@ def _fmt_interval(e: dict, digits: int = 3, percent: bool = False) -> str:
 def _runs_markdown(result: dict, names: Sequence[str]) -> str:
   rows, changes = result['runs'], result['relative_change']
   shortcut = all('decoy_accuracy' in rows[n] for n in names)
-  extra = ['decoy acc.', 'reliance', 'corner mass'] if shortcut else []
+  extra = ['decoy acc.', 'reliance', 'flips', 'corner mass'] if shortcut else []
   lines = [
     f'# Comparison ({result["explainer"]} maps, {result["split"]} split)',
     '',
-    'Means over the test images with 95% bootstrap intervals. KLD: lower is better; the others '
-    'higher. Reliance: test minus decoy accuracy (0 for a model that ignores the shortcut '
-    "marker); corner mass: the map's share in the marker's corner (a uniform map: about 0.037).",
+    'Means over the test images with 95% bootstrap intervals. ' + _METRICS_NOTE,
     '',
-    '| run | accuracy | mean AUC | ' + ' | '.join(SHOWN + tuple(extra)) + ' |',
+    '| run | accuracy | mean AUC | ' + ' | '.join(_headers(SHOWN) + extra) + ' |',
     '|---|---|---|' + '---|' * (len(SHOWN) + len(extra)),
   ]
+  for n, r in result.get('reference_maps', {}).items():
+    cells = ['—', '—'] + [_fmt_interval(r[k]) for k in SHOWN] + ['—'] * len(extra)
+    lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
   for n in names:
     r = rows[n]
     cells = [f'{r["accuracy"]:.3f}', f'{r["mean_auc"]:.3f}'] + [_fmt_interval(r[k]) for k in SHOWN]
@@ -209,6 +256,7 @@ def _runs_markdown(result: dict, names: Sequence[str]) -> str:
       cells += [
         f'{r["decoy_accuracy"]:.3f}',
         f'{r["shortcut_reliance"]:+.3f}',
+        f'{r["flip_rate"]:.3f}',
         f'{r["corner_mass"]:.3f}',
       ]
     lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
@@ -225,19 +273,24 @@ def _runs_markdown(result: dict, names: Sequence[str]) -> str:
     paired = all(e['paired'] for e in per_run.values())
     lines += [
       '',
-      f'Relative change of the mean against `{ref}`, with '
+      f'Change of the mean against `{ref}` (IG and sNCC: difference; the others: relative), '
+      'with '
       + (
         'paired bootstrap intervals over the same images:'
         if paired
         else '**unpaired** bootstrap intervals (the runs were evaluated on different images):'
       ),
       '',
-      '| run | ' + ' | '.join(SHOWN) + ' |',
+      '| run | ' + ' | '.join(_headers(SHOWN)) + ' |',
       '|---|' + '---|' * len(SHOWN),
     ]
     for n, e in per_run.items():
       cells = [
-        f'{100 * e[k]["change"]:+.1f}% [{100 * e[k]["ci95"][0]:+.1f}, {100 * e[k]["ci95"][1]:+.1f}]'
+        _fmt_interval(
+          {'mean': e[k]['change'], 'ci95': e[k]['ci95']},
+          3 if k in report.PRIOR_RELATIVE else 1,
+          percent=k not in report.PRIOR_RELATIVE,
+        )
         for k in SHOWN
       ]
       lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
@@ -245,12 +298,28 @@ def _runs_markdown(result: dict, names: Sequence[str]) -> str:
   return '\n'.join(lines)
 
 
+_METRICS_NOTE = (
+  'Relative to the prior (the mean training gaze map, one map for every image): IG, information '
+  'gain over it in bits per fixation, and sNCC = CC(map, gaze) - CC(map, prior), both 0 for a map '
+  "as good as the prior; sAUC, the shuffled AUC (negatives: other images' fixations). Raw: KLD "
+  '(lower is better), NSS, CC, SIM. The `reference:` rows are maps scored by the same code: '
+  '`uniform` (constant), `prior` and, with several readers per image, `reader` (each reader '
+  'against the others: the human ceiling). Reliance: test minus decoy accuracy (0 for a model '
+  "that ignores the shortcut marker); corner mass: the map's share in the marker's corner (a "
+  'uniform map: about 0.037).'
+)
+
+
+def _headers(keys: Sequence[str]) -> list[str]:
+  return [SHORT.get(k, k) for k in keys]
+
+
 def _seeds_markdown(result: dict) -> str:
   table, diffs = result['variants'], result['difference']
   names = list(table)
   shortcut = all('decoy_accuracy' in table[v] for v in names)
   keys = ['accuracy', 'mean_auc', *SHOWN] + (
-    ['decoy_accuracy', 'shortcut_reliance', 'corner_mass'] if shortcut else []
+    ['decoy_accuracy', 'shortcut_reliance', 'flip_rate', 'corner_mass'] if shortcut else []
   )
   seeds = {v: table[v]['seeds'] for v in names}
   lines = [
@@ -258,27 +327,31 @@ def _seeds_markdown(result: dict) -> str:
     '',
     "Per variant: the mean over seeds of each run's number, with a 95% t interval across seeds "
     f"(seeds: {'; '.join(f'{v} {s}' for v, s in seeds.items())}). Map metrics are each run's "
-    'mean over the test images. KLD: lower is better. Reliance: test minus decoy accuracy (0 for '
-    "a model that ignores the shortcut marker); corner mass: the map's share in the marker's "
-    'corner (a uniform map: about 0.037).',
+    'mean over the test images. ' + _METRICS_NOTE,
     '',
-    '| variant | ' + ' | '.join(keys) + ' |',
+    '| variant | ' + ' | '.join(_headers(keys)) + ' |',
     '|---|' + '---|' * len(keys),
   ]
+  for n, r in result.get('reference_maps', {}).items():
+    lines.append(
+      f'| {n} | ' + ' | '.join(_fmt_interval(r[k]) if k in r else '—' for k in keys) + ' |'
+    )
   for v in names:
     lines.append(f'| {v} | ' + ' | '.join(_fmt_interval(table[v][k]) for k in keys) + ' |')
   for ref, per_variant in diffs.items():
     lines += [
       '',
       f'Difference to `{ref}`, paired by seed, mean with a 95% t interval across seeds '
-      '(map metrics relative, the rest absolute):',
+      '(raw map metrics relative, the rest absolute):',
       '',
-      '| variant | ' + ' | '.join(keys) + ' |',
+      '| variant | ' + ' | '.join(_headers(keys)) + ' |',
       '|---|' + '---|' * len(keys),
     ]
     for v, e in per_variant.items():
       cells = [
-        _fmt_interval(e[f'{k}_relative'], 1, percent=True) if k in SHOWN else _fmt_interval(e[k])
+        _fmt_interval(e[f'{k}_relative'], 1, percent=True)
+        if f'{k}_relative' in e
+        else _fmt_interval(e[k])
         for k in keys
       ]
       lines.append(f'| {v} | ' + ' | '.join(cells) + ' |')

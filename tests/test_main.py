@@ -71,6 +71,22 @@ def test_evaluation_files_hold_the_computed_numbers(evaluated_runs):
   assert all(0.0 <= m <= 1.0 for m in masses)
   assert sc['corner_mass']['grad_cam']['corner_mass_test']['mean'] == pytest.approx(np.mean(masses))
   assert 'Shortcut reliance' in report and 'Images each mean is over' in report
+  # Per image, what moving the marker did: flips and the paired drop in the true class.
+  flips = sc['per_image']['flipped']
+  assert len(flips) == len(ids) and set(flips) <= {0.0, 1.0}
+  assert sc['flip_rate']['mean'] == pytest.approx(np.mean(flips), rel=1e-12)
+  assert f'flips {sc["flip_rate"]["mean"]:.4f}' in report
+  # Reference maps, scored by the same code: uniform and the prior (one reader per image).
+  refs = metrics['references']
+  assert set(refs) == {'uniform', 'prior'}
+  assert refs['prior']['scores']['information_gain']['mean'] == 0.0
+  for name, ref in refs.items():
+    kld = ref['scores']['kld']
+    assert f'| reference: {name} | ' in report
+    assert kld['mean'] == pytest.approx(np.mean(metrics['per_image']['references'][name]['kld']))
+  grad_cam = metrics['explanations']['grad_cam']['ensemble']
+  ig = metrics['per_image']['grad_cam']['information_gain']
+  assert grad_cam['information_gain']['mean'] == pytest.approx(np.nanmean(ig), rel=1e-12)
 
 
 def test_compare_writes_relative_changes(evaluated_runs, tmp_path):
@@ -89,8 +105,17 @@ def test_compare_writes_relative_changes(evaluated_runs, tmp_path):
   assert result['relative_change']['baseline']['mimic']['kld']['change'] == pytest.approx(
     other / base - 1, rel=1e-9
   )
-  assert f'{100 * (other / base - 1):+.1f}%' in (tmp_path / 'comparison.md').read_text()
+  markdown = (tmp_path / 'comparison.md').read_text()
+  assert f'{100 * (other / base - 1):+.1f}%' in markdown
   assert (tmp_path / 'comparison.png').stat().st_size > 1000
+  # The reference rows, from the runs' own evaluations; IG compared as a difference.
+  prior = json.loads((evaluated_runs / 'mimic' / 'eval' / 'test' / 'metrics.json').read_text())
+  prior_kld = prior['references']['prior']['scores']['kld']['mean']
+  assert result['reference_maps']['reference: prior']['kld']['mean'] == pytest.approx(prior_kld)
+  assert '| reference: uniform | — | — |' in markdown and '| reference: prior |' in markdown
+  ig = {n: result['runs'][n]['information_gain']['mean'] for n in ('baseline', 'mimic')}
+  change = result['relative_change']['baseline']['mimic']['information_gain']['change']
+  assert change == pytest.approx(ig['mimic'] - ig['baseline'], abs=1e-12)
 
 
 def test_compare_refuses_runs_on_different_images(evaluated_runs, tmp_path):
@@ -158,6 +183,10 @@ def test_sweep_over_variants_and_seeds_then_resumes(tiny_dataset, tmp_path):
     (acc['ensemble', 0] - acc['baseline', 0] + acc['ensemble', 1] - acc['baseline', 1]) / 2,
     abs=1e-12,
   )
+  # The reference rows across the seeds: the same data, so the same prior in every seed.
+  prior = result['reference_maps']['reference: prior']
+  assert prior['information_gain']['mean'] == 0.0 and prior['kld']['lo'] == prior['kld']['hi']
+  assert '| reference: prior |' in (tmp_path / 'comparison' / 'comparison.md').read_text()
   text = (tmp_path / 'comparison' / 'comparison.md').read_text()
   assert 'Difference to `baseline`, paired by seed' in text
 

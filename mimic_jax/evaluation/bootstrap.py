@@ -78,3 +78,39 @@ def t_interval(
     return mean, float('nan'), float('nan')
   half = float(stats.t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
   return mean, mean - half, mean + half
+
+
+def paired_difference_ci(
+  base: Sequence[float] | np.ndarray,
+  other: Sequence[float] | np.ndarray,
+  n_resamples: int = 2000,
+  level: float = 0.95,
+  seed: int = 0,
+) -> tuple[float, float, float]:
+  """``(difference, low, high)`` of ``mean(other) - mean(base)`` resampling the same images
+  for both (pairs with a NaN in either are dropped): for metrics whose ratio means nothing,
+  such as information gain, which is 0 at the prior and changes sign."""
+  b, o = np.asarray(base, np.float64), np.asarray(other, np.float64)
+  ok = ~(np.isnan(b) | np.isnan(o))
+  d = o[ok] - b[ok]
+  return mean_ci(d, n_resamples, level, seed)
+
+
+def unpaired_difference_ci(
+  base: Sequence[float] | np.ndarray,
+  other: Sequence[float] | np.ndarray,
+  n_resamples: int = 2000,
+  level: float = 0.95,
+  seed: int = 0,
+) -> tuple[float, float, float]:
+  """``(difference, low, high)`` of ``mean(other) - mean(base)`` resampling each set of images
+  on its own (NaNs dropped)."""
+  b, o = (np.asarray(v, np.float64) for v in (base, other))
+  b, o = b[~np.isnan(b)], o[~np.isnan(o)]
+  if b.size == 0 or o.size == 0:
+    return float('nan'), float('nan'), float('nan')
+  rng = np.random.default_rng(seed)
+  bm = b[rng.integers(0, b.size, (n_resamples, b.size))].mean(axis=1)
+  om = o[rng.integers(0, o.size, (n_resamples, o.size))].mean(axis=1)
+  lo, hi = np.quantile(om - bm, [(1 - level) / 2, (1 + level) / 2])
+  return float(o.mean() - b.mean()), float(lo), float(hi)

@@ -5,9 +5,12 @@ computes the ensemble prediction (classification metrics); explains every image 
 explainer of ``report.EXPLAINERS`` for every sub-model (Grad-CAM at the last convolutional
 block, as the paper evaluated; |input gradients|; |GradientSHAP|), resizes the maps to the gaze
 grid, averages the sub-models' maps into the ensemble's map, and scores each map per image with
-the MIT metrics; adds means with 95% bootstrap intervals and, for ensembles, explanation
-consistency. On the synthetic data it also measures shortcut reliance (``shortcut.py``): the
-accuracy on the decoy split and each map's mass in the marker's corner. Writes
+the MIT metrics and the prior-relative ones (information gain over the mean training gaze map,
+sNCC); scores the reference maps (``references.py``: uniform, the prior and, with several
+readers per image, the reader ceiling) the same way; adds means with 95% bootstrap intervals
+and, for ensembles, explanation consistency. On the synthetic data it also measures shortcut
+reliance (``shortcut.py``): the accuracy on the decoy split, the predictions that the marker's
+move changes, and each map's mass in the marker's corner. Writes
 ``<workdir>/eval/<split>/metrics.json`` (summary, per-image values with each image's
 ``dicom_id``, and the identity of the data), ``report.md`` and ``gallery_<class>.png``.
 """
@@ -20,6 +23,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 
 from etils import epath
 import jax
@@ -36,6 +40,7 @@ from mimic_jax.evaluation import bootstrap
 from mimic_jax.evaluation import classification_metrics
 from mimic_jax.evaluation import consistency
 from mimic_jax.evaluation import maps as maps_lib
+from mimic_jax.evaluation import references
 from mimic_jax.evaluation import report
 from mimic_jax.evaluation import saliency_metrics as sm
 from mimic_jax.evaluation import shortcut
@@ -63,6 +68,51 @@ def _score_maps(
     out['auc_borji'].append(sm.auc_borji(s, f, seed=i))
     out['auc_shuffled'].append(sm.auc_shuffled(s, f, other_fixations[i], seed=i))
     out['information_gain'].append(sm.information_gain(s, f, baseline))
+    out['sncc'].append(sm.sncc(s, g, baseline))
+  return out
+
+
+def _score_references(
+  data: dict, prior: np.ndarray, other_fixations: np.ndarray
+) -> tuple[dict, dict]:
+  """``(summaries, per-image scores)`` of every reference map of ``references.REFERENCES``
+  that the data can give, scored like the models' maps (an image's score: the mean over the
+  reference's trials)."""
+  context = references.Context(
+    gaze=data['gaze'],
+    fixation_map=data['fixation_map'],
+    prior=prior,
+    reader_gaze=data.get('reader_gaze'),
+    reader_fixations=data.get('reader_fixations'),
+  )
+  summaries, per_image = {}, {}
+  for name, reference in references.REFERENCES.items():
+    trials = reference.trials(context)
+    if trials is None:
+      continue
+    scores = [_score_maps(t.maps, t.gaze, t.fixation_map, other_fixations, prior) for t in trials]
+    with np.errstate(all='ignore'), warnings.catch_warnings():
+      warnings.simplefilter('ignore', RuntimeWarning)  # an image NaN in every trial stays NaN
+      per_image[name] = {
+        k: np.nanmean([s[k] for s in scores], axis=0).tolist() for k in report.MAP_METRICS
+      }
+    summaries[name] = {
+      'description': reference.description,
+      'trials': len(trials),
+      'scores': _summarise(per_image[name]),
+    }
+  return summaries, per_image
+
+
+def _share_of_ceiling(model: dict, refs: dict) -> dict[str, float]:
+  """For NSS and CC: ``(model - prior) / (reader - prior)`` of the means, the share of the way
+  from the prior to the human ceiling (1: as close as another reader); needs both."""
+  if 'prior' not in refs or 'reader' not in refs:
+    return {}
+  out = {}
+  for k in ('nss', 'cc'):
+    prior, reader = refs['prior']['scores'][k]['mean'], refs['reader']['scores'][k]['mean']
+    out[k] = (model[k]['mean'] - prior) / (reader - prior) if reader != prior else float('nan')
   return out
 
 
@@ -190,13 +240,17 @@ def _summarise(per_image: dict[str, list[float]]) -> dict[str, dict[str, float]]
 
 
 def _shortcut_results(config: ml_collections.ConfigDict, data: dict, decoy: dict) -> dict:
-  """Accuracy on the decoy split, shortcut reliance and each explainer's mass in the marker's
-  corner on test and decoy images (``shortcut.py``)."""
+  """Accuracy on the decoy split, shortcut reliance, the per-image effect of moving the marker
+  (the share of predictions that change, the paired drop in the true class's probability) and
+  each explainer's mass in the marker's corner on test and decoy images (``shortcut.py``)."""
   decoy_manual_dir, _ = prepare.decoy_dirs(config.data)
   test_corners = shortcut.marker_corners(config.data.manual_dir, data['dicom_id'])
   decoy_corners = shortcut.marker_corners(decoy_manual_dir, decoy['dicom_id'])
   test_accuracy = classification_metrics.accuracy(data['scores'], data['label'])
   decoy_accuracy = classification_metrics.accuracy(decoy['scores'], decoy['label'])
+  if data['dicom_id'] != decoy['dicom_id']:
+    raise ValueError('the decoy split holds other images than the test split: rebuild it')
+  per_image_flip = shortcut.prediction_changes(data['scores'], decoy['scores'], data['label'])
   per_image, summary = {}, {}
   for e in report.EXPLAINERS:
     masses = {
@@ -210,11 +264,15 @@ def _shortcut_results(config: ml_collections.ConfigDict, data: dict, decoy: dict
     'accuracy': decoy_accuracy,
     'test_accuracy': test_accuracy,
     'shortcut_reliance': test_accuracy - decoy_accuracy,
+    'flip_rate': _summarise({'f': per_image_flip['flipped']})['f'],
+    'true_class_probability_drop': _summarise({'d': per_image_flip['probability_drop']})['d'],
     'corner_mass': summary,
     'uniform_corner_mass': float(shortcut.corner_mask(data['gaze'].shape[-1], 0).mean()),
     'per_image': {
       'dicom_id': decoy['dicom_id'],
       'correct': (np.argmax(decoy['scores'], 1) == decoy['label']).astype(int).tolist(),
+      'flipped': per_image_flip['flipped'],
+      'true_class_probability_drop': per_image_flip['probability_drop'],
       'corner_mass': per_image,
     },
   }
@@ -241,7 +299,7 @@ def evaluate_run(
   )
   fns = _jitted_functions(config, tuning)
   data = collect(config, state, fns, config.data, split)
-  baseline = _mean_train_gaze(config)
+  baseline = mean_train_gaze(config)
   other = _other_fixations(data['fixation_map'])
   class_names = list(egd_format.CLASS_NAMES)
   results = {
@@ -256,10 +314,16 @@ def evaluate_run(
     'explanations': {},
     'per_image': {'dicom_id': data['dicom_id'], 'label': data['label'].tolist()},
   }
+  results['references'], results['per_image']['references'] = _score_references(
+    data, baseline, other
+  )
   for e, member_maps in data['maps'].items():
     mean_map = member_maps.mean(axis=0)
     per_image = _score_maps(mean_map, data['gaze'], data['fixation_map'], other, baseline)
     entry = {'ensemble': _summarise(per_image)}
+    share = _share_of_ceiling(entry['ensemble'], results['references'])
+    if share:
+      entry['share_prior_to_reader'] = share
     results['per_image'][e] = per_image
     if member_maps.shape[0] > 1:
       entry['members'] = [
@@ -305,8 +369,9 @@ def _logged(workdir: str | os.PathLike) -> list[dict]:
   return metric_writer.read_rows(path)
 
 
-def _mean_train_gaze(config: ml_collections.ConfigDict) -> np.ndarray:
-  """Mean gaze map of the training split: the centre-bias baseline for information gain."""
+def mean_train_gaze(config: ml_collections.ConfigDict) -> np.ndarray:
+  """Mean gaze map of the training split, the prior: the reference ``prior`` and the baseline
+  of information gain and sNCC. Training-split maps only, whichever split is evaluated."""
   source = pipeline.data_source(config.data, 'train')
   total = None
   for i in range(len(source)):

@@ -13,6 +13,8 @@ import re
 EXPLAINERS = ('grad_cam', 'input_gradients', 'gradient_shap')
 # MIT saliency metrics per image (``saliency_metrics.py``); KLD is lower-is-better.
 MAP_METRICS = (
+  'information_gain',
+  'sncc',
   'kld',
   'nss',
   'cc',
@@ -20,8 +22,10 @@ MAP_METRICS = (
   'auc_judd',
   'auc_borji',
   'auc_shuffled',
-  'information_gain',
 )
+# Metrics relative to the prior (the mean training gaze map): information gain over it, in
+# bits per fixation, and shuffled NCC; both 0 for a map as good as the prior.
+PRIOR_RELATIVE = ('information_gain', 'sncc')
 LOWER_IS_BETTER = frozenset({'kld'})
 # Allowed values, gathered by ``mimic_jax.config_check``.
 CHOICES = {'evaluation.gradcam_target': ('logit', 'ensemble_log_softmax')}
@@ -58,14 +62,32 @@ def markdown_report(results: dict, figures: Sequence[str] = ()) -> str:
     '## Explanations against radiologist gaze',
     '',
     'KLD lower is better; all other metrics higher is better. NSS, the AUCs and IG use '
-    'the fixation map; KLD, CC and SIM the gaze heatmap. IG is in bits over the mean '
-    'training gaze map.',
+    'the fixation map; KLD, CC, SIM and sNCC the gaze heatmap. Relative to the prior (the mean '
+    'training gaze map, the same for every image): IG in bits per fixation over it, sNCC = '
+    'CC(map, gaze) - CC(map, prior); both are 0 for a map as good as the prior. The reference '
+    'rows are scored by the same code: `uniform` (a constant map), `prior` (the prior itself) '
+    'and, where images have several readers, `reader` (each reader against the others: the '
+    'human ceiling).',
     '',
-    '| explainer | ' + ' | '.join(MAP_METRICS) + ' |',
+    '| map | ' + ' | '.join(MAP_METRICS) + ' |',
     '|---|' + '---|' * len(MAP_METRICS),
   ]
   for e, entry in results['explanations'].items():
     lines.append(f'| {e} | ' + ' | '.join(_fmt(entry['ensemble'][k]) for k in MAP_METRICS) + ' |')
+  for name, ref in results.get('references', {}).items():
+    cells = ' | '.join(_fmt(ref['scores'][k]) for k in MAP_METRICS)
+    lines.append(f'| reference: {name} | {cells} |')
+  shares = {
+    e: v['share_prior_to_reader']
+    for e, v in results['explanations'].items()
+    if 'share_prior_to_reader' in v
+  }
+  if shares:
+    lines += [
+      '',
+      'Share of the way from the prior to the reader ceiling (0: the prior, 1: another reader): '
+      + '; '.join(f'{e} NSS {v["nss"]:.2f}, CC {v["cc"]:.2f}' for e, v in shares.items()),
+    ]
   lines += [
     '',
     'Images each mean is over (and how many were left out as NaN: a constant map, for which '
@@ -84,9 +106,16 @@ def markdown_report(results: dict, figures: Sequence[str] = ()) -> str:
       '',
       f'Accuracy on test {sc["test_accuracy"]:.4f}, on the decoy split {sc["accuracy"]:.4f} '
       "(every corner marker in a wrong class's corner); shortcut reliance (the difference) "
-      f'{sc["shortcut_reliance"]:+.4f}, 0 for a model that ignores the marker. Mass of each '
-      "map in its image's marker corner (the marker and a margin: a uniform map puts "
-      f'{sc.get("uniform_corner_mass", float("nan")):.3f} there):',
+      f'{sc["shortcut_reliance"]:+.4f}, 0 for a model that ignores the marker.'
+      + (
+        f' Per image: moving the marker flips {_fmt(sc["flip_rate"])} of the predictions and '
+        "lowers the true class's probability by "
+        f'{_fmt(sc["true_class_probability_drop"])} (paired; 0 for a model that ignores it).'
+        if 'flip_rate' in sc
+        else ''
+      )
+      + " Mass of each map in its image's marker corner (the marker and a margin: a uniform "
+      f'map puts {sc.get("uniform_corner_mass", float("nan")):.3f} there):',
       '',
       '| explainer | test | decoy |',
       '|---|---|---|',

@@ -178,3 +178,11 @@ def information_gain(saliency: np.ndarray, fixation_map: np.ndarray, baseline: n
     return float('nan')
   s, b = s / s.sum(), b / b.sum()
   return float(np.mean(np.log2(EPS + s[f]) - np.log2(EPS + b[f])))
+
+
+def sncc(saliency: np.ndarray, gaze: np.ndarray, prior: np.ndarray) -> float:
+  """Shuffled NCC as the REFLACX saliency comparison defines it: ``cc(saliency, gaze) -
+  cc(saliency, prior)``, how much better the map predicts this image's gaze than it matches the
+  centre-bias ``prior``. 0 for a map no closer to the gaze than to the prior; NaN for a constant
+  map."""
+  return cc(saliency, gaze) - cc(saliency, prior)

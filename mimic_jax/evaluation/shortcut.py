@@ -4,9 +4,10 @@ Every synthetic image carries a bright marker in one of three corners (``anatomy
 per class); in training and validation it sits in the class's corner 80% of the time, in test
 in a random corner, and in the decoy twin of the test split always in a wrong class's corner.
 A model that learned the marker loses accuracy on the decoy split (shortcut reliance: test
-accuracy minus decoy accuracy, 0 for a model that ignores it), and its explanation maps put
-mass on the marker's corner. ``synthetic_truth.csv`` beside the generated tree says where each
-image's marker is. Real data has no marker: none of this applies to it.
+accuracy minus decoy accuracy, 0 for a model that ignores it; per image, the share of
+predictions the move flips and the paired drop in the true class's probability), and its
+explanation maps put mass on the marker's corner. ``synthetic_truth.csv`` beside the generated
+tree says where each image's marker is. Real data has no marker: none of this applies to it.
 """
 
 from __future__ import annotations
@@ -54,3 +55,28 @@ def corner_mass(maps: np.ndarray, corners: np.ndarray) -> np.ndarray:
     if c >= 0 and total > 0:
       out[i] = float(np.sum(m[corner_mask(m.shape[0], c)], dtype=np.float64)) / total
   return out
+
+
+def prediction_changes(
+  test_scores: np.ndarray, decoy_scores: np.ndarray, labels: np.ndarray
+) -> dict[str, list[float]]:
+  """Per image, what moving its marker to a wrong class's corner did to the prediction.
+
+  Args:
+    test_scores: ``(N, K)`` ensemble log-scores on the test images (softmax: probabilities).
+    decoy_scores: ``(N, K)`` the same on their decoy twins, in the same order.
+    labels: ``(N,)`` the true classes.
+
+  Returns:
+    ``flipped``: 1.0 where the predicted class changed, else 0.0; ``probability_drop``: the
+    true class's probability on the test image minus on its decoy (positive: the marker
+    pulled the model away from the truth).
+  """
+  from scipy import special
+
+  p_test = special.softmax(np.asarray(test_scores, np.float64), axis=-1)
+  p_decoy = special.softmax(np.asarray(decoy_scores, np.float64), axis=-1)
+  rows = np.arange(len(labels))
+  flipped = np.argmax(p_test, -1) != np.argmax(p_decoy, -1)
+  drop = p_test[rows, labels] - p_decoy[rows, labels]
+  return {'flipped': flipped.astype(np.float64).tolist(), 'probability_drop': drop.tolist()}
