@@ -147,6 +147,13 @@ def _synthetic_data(c: ml_collections.ConfigDict, name: str, builder_config: str
       # Also build the decoy twin (every marker in a wrong class's corner) beside the data
       # and evaluate on its test split: a model that reads the marker fails there.
       'decoy': True,
+      # The simulated radiologist (data_builders/synthetic_egd/readers.py): realistic (a
+      # centre-biased search that dwells on the finding when it notices it, calibrated to
+      # REFLACX) | evidence (a perfect evidence mask, for known-answer tests).
+      'reader': 'realistic',
+      # Readers of the share multi_reader_share of images (the reader ceiling's readings).
+      'readers': 5,
+      'multi_reader_share': 0.25,
     }
   )
 

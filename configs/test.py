@@ -12,6 +12,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.data.manual_dir = 'data/test/physionet'
   c.data.synthetic.num_images = 40
   c.data.synthetic.scale = 0.36
+  c.data.synthetic.multi_reader_share = 1.0  # every test image has a reader-ceiling row
   c.model.width = 8
   c.batch_size = 8
   c.num_train_steps = 4

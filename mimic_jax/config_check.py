@@ -14,6 +14,7 @@ import jax
 import ml_collections
 
 from data_builders.mimic_cxr_egd import mimic_cxr_egd_dataset_builder as egd_builder
+from data_builders.synthetic_egd import readers
 from mimic_jax import methods
 from mimic_jax import models
 from mimic_jax import tuning
@@ -93,6 +94,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f'config.ensemble.num_models={config.ensemble.num_models} must be >= 2 for method '
       f'{config.method!r}'
     )
+  syn = config.data.get('synthetic')
+  if syn:
+    if syn.get('reader', 'realistic') not in readers.READER_KINDS:
+      _fail(
+        f'config.data.synthetic.reader={syn.reader!r} is invalid; choose one of '
+        f'{list(readers.READER_KINDS)}'
+      )
+    if not 0.0 <= syn.get('multi_reader_share', 0.0) <= 1.0:
+      _fail(f'config.data.synthetic.multi_reader_share={syn.multi_reader_share} must be in [0, 1]')
+    if syn.get('readers', 1) < 1:
+      _fail(f'config.data.synthetic.readers={syn.readers} must be >= 1')
   gc = config.gaze
   if not 0.0 <= gc.floor < 1.0:
     _fail(f'config.gaze.floor={gc.floor} must be in [0, 1)')

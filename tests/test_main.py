@@ -76,9 +76,17 @@ def test_evaluation_files_hold_the_computed_numbers(evaluated_runs):
   assert len(flips) == len(ids) and set(flips) <= {0.0, 1.0}
   assert sc['flip_rate']['mean'] == pytest.approx(np.mean(flips), rel=1e-12)
   assert f'flips {sc["flip_rate"]["mean"]:.4f}' in report
-  # Reference maps, scored by the same code: uniform and the prior (one reader per image).
+  # Reference maps, scored by the same code: uniform, the prior and (configs/test.py: five
+  # simulated readers read every image) the reader ceiling.
   refs = metrics['references']
-  assert set(refs) == {'uniform', 'prior'}
+  assert set(refs) == {'uniform', 'prior', 'reader'} and refs['reader']['trials'] == 5
+  share = metrics['explanations']['grad_cam']['share_prior_to_reader']
+  expected = (grad_nss := metrics['explanations']['grad_cam']['ensemble']['nss']['mean']) - refs[
+    'prior'
+  ]['scores']['nss']['mean']
+  expected /= refs['reader']['scores']['nss']['mean'] - refs['prior']['scores']['nss']['mean']
+  assert share['nss'] == pytest.approx(expected, rel=1e-12) and np.isfinite(grad_nss)
+  assert 'Share of the way from the prior to the reader ceiling' in report
   assert refs['prior']['scores']['information_gain']['mean'] == 0.0
   for name, ref in refs.items():
     kld = ref['scores']['kld']

@@ -1,7 +1,8 @@
 r"""Writes a synthetic PhysioNet-format EGD + MIMIC-CXR-JPG tree.
 
   python -m data_builders.synthetic_egd --output_dir DIR --num_images N --seed S \
-      [--scale 1.0] [--shortcut train=0.9,validation=0.9,test=0] [--decoy]
+      [--scale 1.0] [--shortcut train=0.9,validation=0.9,test=0] [--decoy] \
+      [--reader realistic|evidence] [--readers 5] [--multi_reader_share 0.25]
 """
 
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from absl import app
 from absl import flags
 
 from data_builders.synthetic_egd import generate
+from data_builders.synthetic_egd import readers
 
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'manual_dir to write.', required=True)
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 60, 'Rows of master_sheet.csv.')
@@ -34,6 +36,19 @@ _DECOY = flags.DEFINE_bool(
   False,
   'The decoy twin of the tree the same flags write without it: every corner marker in a '
   "wrong class's corner, everything else the same.",
+)
+
+
+_READER = flags.DEFINE_enum(
+  'reader',
+  'realistic',
+  list(readers.READER_KINDS),
+  'The simulated radiologist: realistic (calibrated to REFLACX) or evidence (a perfect '
+  'evidence mask).',
+)
+_READERS = flags.DEFINE_integer('readers', 5, 'Realistic readers (reader 0: fixations.csv).')
+_MULTI = flags.DEFINE_float(
+  'multi_reader_share', 0.25, 'Share of images every reader reads (synthetic_readers.csv).'
 )
 
 
@@ -74,6 +89,9 @@ def main(argv: Sequence[str]) -> None:
     raw_gaze=_RAW_GAZE.value,
     progress=progress,
     decoy=_DECOY.value,
+    reader=_READER.value,
+    num_readers=_READERS.value,
+    multi_reader_share=_MULTI.value,
   )
   print(file=sys.stderr)
   counts = {s: sum(x.split == s for x in specs) for s in ('train', 'validation', 'test')}

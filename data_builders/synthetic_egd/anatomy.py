@@ -32,6 +32,7 @@ class Region:
   su: float
   sv: float
   weight: float
+  evidence: bool = False  # the class's finding (what an abnormality ellipse would outline)
 
 
 @dataclasses.dataclass
@@ -97,14 +98,16 @@ def render_case(
     for n, (u, v, _, _) in lungs.items():  # bilateral perihilar haze
       hu = u + (0.06 if u < 0.5 else -0.06)
       img += 0.22 * _blob(uu, vv, hu, v + 0.03, 0.08, 0.12) * lung_mask
-      regions.append(Region(f'{n} haze', hu, v + 0.03, 0.06, 0.08, 1.6))
-    regions.append(Region('enlarged heart', heart[0], heart[1], heart[2] / 2, heart[3] / 2, 2.5))
+      regions.append(Region(f'{n} haze', hu, v + 0.03, 0.06, 0.08, 1.6, evidence=True))
+    regions.append(
+      Region('enlarged heart', heart[0], heart[1], heart[2] / 2, heart[3] / 2, 2.5, evidence=True)
+    )
   elif label == PNEUMONIA:
     u, v, ru, rv = list(lungs.values())[rng.integers(2)]
     cu, cv = u + rng.uniform(-0.5, 0.5) * ru, v + rng.uniform(-0.45, 0.55) * rv
     radius = rng.uniform(0.045, 0.075)
     img += 0.38 * _blob(uu, vv, cu, cv, radius, radius * 1.2) * lung_mask
-    regions.append(Region('consolidation', cu, cv, radius * 0.8, radius, 5.0))
+    regions.append(Region('consolidation', cu, cv, radius * 0.8, radius, 5.0, evidence=True))
   if marker_corner is not None:
     mu, mv = CORNERS[marker_corner]
     hu, hv = MARKER_HALF_SIDES

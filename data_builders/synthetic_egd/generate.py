@@ -5,7 +5,9 @@ The output has the real layout and formats of the PhysioNet files: verbatim 59- 
 ``X/Y_ORIGINAL`` from ``FPOGX/FPOGY`` by the official formula, reading sessions of 30 with
 calibration screens (39-character ids), off-image fixations, a 60 Hz ``eye_gaze.csv``, and
 quoted free text with commas, quotes and newlines. Beside the two trees,
-``synthetic_truth.csv`` records what was drawn (class evidence, shortcut marker corner).
+``synthetic_truth.csv`` records what was drawn (class evidence, shortcut marker corner), and
+``synthetic_readers.csv`` every simulated reader's fixations (``readers.py``) of the images that
+several readers read.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from PIL import Image
 from data_builders.mimic_cxr_egd import egd_format as fmt
 from data_builders.mimic_cxr_egd import egd_reader
 from data_builders.synthetic_egd import anatomy
+from data_builders.synthetic_egd import readers as readers_lib
 
 # Raise whenever the same arguments would write different files: a tree on disk records the
 # version that wrote it, and mimic_jax.data.prepare refuses to reuse one of another version.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SESSION_SIZE = 30
 CALIBRATION_EVERY = 20
 GAZE_HZ = 60.0
@@ -125,16 +128,36 @@ def decoy_specs(specs: list[ImageSpec], seed: int) -> list[ImageSpec]:
   ]
 
 
-def _write_image(spec: ImageSpec, path: pathlib.Path) -> tuple[list, dict]:
-  """Renders and saves one JPG; returns (gaze targets (u, v), bounding boxes)."""
+@dataclasses.dataclass(frozen=True)
+class ReaderPlan:
+  """Who reads the images: ``kind`` (``readers.READER_KINDS``), ``readers`` (realistic: one per
+  reader; reader 0 is the EGD reading) and the share of images all of them read."""
+
+  kind: str = 'realistic'
+  readers: tuple[readers_lib.Reader, ...] = ()
+  multi_reader_share: float = 0.0
+
+
+def _write_image(spec: ImageSpec, path: pathlib.Path, plan: ReaderPlan) -> tuple[list, dict, list]:
+  """Renders and saves one JPG; returns (reader 0's gaze targets (u, v), bounding boxes, every
+  reader's targets if several readers read this image, else [])."""
   rng = np.random.default_rng(spec.seed)
   case = anatomy.render_case(spec.label, spec.height, spec.width, rng, spec.marker_corner)
   buf = io.BytesIO()
   Image.fromarray(case.pixels, mode='L').save(buf, format='JPEG', quality=90)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(buf.getvalue())
-  targets = anatomy.sample_gaze_targets(case.regions, spec.n_fixations, rng)
-  return targets.tolist(), case.boxes
+  if plan.kind == 'evidence':
+    return anatomy.sample_gaze_targets(case.regions, spec.n_fixations, rng).tolist(), case.boxes, []
+  targets = readers_lib.sample_targets(case.regions, spec.n_fixations, rng, plan.readers[0])
+  every = []
+  multi = np.random.default_rng((spec.seed, 0x3EAD))  # its own stream: reader 0 stays as it is
+  if len(plan.readers) > 1 and multi.random() < plan.multi_reader_share:
+    every.append(targets.tolist())
+    for reader in plan.readers[1:]:
+      n = int(np.clip(multi.poisson(28), 4, 70))
+      every.append(readers_lib.sample_targets(case.regions, n, multi, reader).tolist())
+  return targets.tolist(), case.boxes, every
 
 
 def _fmt(x: float) -> str:
@@ -303,6 +326,9 @@ def write_tree(
   num_workers: int | None = None,
   progress: Callable[[int, int], None] | None = None,
   decoy: bool = False,
+  reader: str = 'realistic',
+  num_readers: int = 5,
+  multi_reader_share: float = 0.25,
 ) -> list[ImageSpec]:
   """Writes ``egd-cxr/1.0.0/`` and ``mimic-cxr-jpg/2.0.0/`` under ``output_dir``.
 
@@ -321,6 +347,12 @@ def write_tree(
       arguments), except that every image's corner marker sits in the corner of a *wrong*
       class (one of the other two, drawn at random). A model that reads the marker gets these
       images wrong; one that ignores it does not notice.
+    reader: the simulated radiologist (``readers.READER_KINDS``): ``realistic``, a
+      centre-biased search that dwells on the finding when it notices it, calibrated to
+      REFLACX; ``evidence``, a perfect evidence mask (for known-answer tests).
+    num_readers: realistic readers (reader 0 is the EGD reading in ``fixations.csv``).
+    multi_reader_share: the share of images read by all ``num_readers`` readers, whose
+      readings go to ``synthetic_readers.csv``.
 
   Returns:
     The per-image plan, in master-sheet order.
@@ -330,10 +362,15 @@ def write_tree(
   jpg_root = out / fmt.JPG_DIR
   egd.mkdir(parents=True, exist_ok=True)
   jpg_root.mkdir(parents=True, exist_ok=True)
+  if reader not in readers_lib.READER_KINDS:
+    raise ValueError(f'reader {reader!r} is not one of {readers_lib.READER_KINDS}')
   specs = plan_images(num_images, seed, scale, shortcut or {})
   if decoy:
     specs = decoy_specs(specs, seed)
   rng = np.random.default_rng(seed + 1)
+  plan = ReaderPlan(
+    reader, tuple(readers_lib.make_readers(max(1, num_readers), seed)), multi_reader_share
+  )
 
   workers = os.cpu_count() if num_workers is None else num_workers
   results = [None] * len(specs)
@@ -341,7 +378,8 @@ def write_tree(
     # Threads: NumPy and Pillow release the GIL, and no process re-imports the caller's script.
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
       futs = {
-        pool.submit(_write_image, s, jpg_root / _relpath(s, 'jpg')): i for i, s in enumerate(specs)
+        pool.submit(_write_image, s, jpg_root / _relpath(s, 'jpg'), plan): i
+        for i, s in enumerate(specs)
       }
       for done, fut in enumerate(concurrent.futures.as_completed(futs), start=1):
         results[futs[fut]] = fut.result()
@@ -349,7 +387,7 @@ def write_tree(
           progress(done, len(specs))
   else:
     for i, s in enumerate(specs):
-      results[i] = _write_image(s, jpg_root / _relpath(s, 'jpg'))
+      results[i] = _write_image(s, jpg_root / _relpath(s, 'jpg'), plan)
       if progress:
         progress(i + 1, len(specs))
 
@@ -380,7 +418,7 @@ def write_tree(
     for media, item in enumerate(shown[start : start + SESSION_SIZE]):
       if item >= 0:
         s = specs[item]
-        targets, _ = results[item]
+        targets = results[item][0]
         fpog = _screen_points(targets, s.height, s.width, rng)
         rows = _gaze_rows(
           session,
@@ -422,7 +460,7 @@ def write_tree(
   with (egd / 'bounding_boxes.csv').open('w', newline='') as f:
     w = csv.writer(f, lineterminator='\n')
     w.writerow(['dicom_id', 'bbox_name', 'x1', 'x2', 'y1', 'y2'])
-    for s, (_, boxes) in zip(specs, results):
+    for s, (_, boxes, _) in zip(specs, results):
       for name, (x1, x2, y1, y2) in boxes.items():
         w.writerow([s.dicom_id, name, f'{x1:.1f}', f'{x2:.1f}', f'{y1:.1f}', f'{y2:.1f}'])
   for s in specs:
@@ -476,6 +514,13 @@ def write_tree(
           'Erect',
         ]
       )
+  with (out / readers_lib.READINGS_FILE).open('w', newline='') as f:
+    w = csv.writer(f, lineterminator='\n')
+    w.writerow(['dicom_id', 'reader', 'X_ORIGINAL', 'Y_ORIGINAL'])
+    for s, (_, _, every) in zip(specs, results):
+      for k, targets in enumerate(every):
+        for u, v in targets:
+          w.writerow([s.dicom_id, k, int(u * s.width), int(v * s.height)])
   with (out / 'synthetic_truth.csv').open('w', newline='') as f:
     w = csv.writer(f, lineterminator='\n')
     w.writerow(['dicom_id', 'split', 'label', 'marker_corner', 'height', 'width'])

@@ -103,6 +103,9 @@ def _write_synthetic_tree(syn: ml_collections.ConfigDict, manual_dir: str, decoy
     'scale': syn.scale,
     'shortcut': dict(syn.shortcut),
     'decoy': decoy,
+    'reader': syn.get('reader', 'realistic'),
+    'readers': syn.get('readers', 5),
+    'multi_reader_share': syn.get('multi_reader_share', 0.25),
   }
   stamp_path = os.path.join(manual_dir, STAMP)
   if os.path.exists(os.path.join(manual_dir, 'egd-cxr', '1.0.0', 'fixations.csv')):
@@ -139,6 +142,9 @@ def _write_synthetic_tree(syn: ml_collections.ConfigDict, manual_dir: str, decoy
     raw_gaze=False,
     progress=progress,
     decoy=decoy,
+    reader=stamp['reader'],
+    num_readers=stamp['readers'],
+    multi_reader_share=stamp['multi_reader_share'],
   )
   with open(stamp_path, 'w') as f:
     json.dump(stamp, f, indent=1)

@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 
 from data_builders.mimic_cxr_egd import egd_format
+from data_builders.synthetic_egd import readers as readers_lib
 from mimic_jax import models
 from mimic_jax import tuning as tuning_lib
 from mimic_jax.data import pipeline
@@ -84,13 +85,21 @@ def _score_references(
     prior=prior,
     reader_gaze=data.get('reader_gaze'),
     reader_fixations=data.get('reader_fixations'),
+    reader_images=data.get('reader_images'),
   )
   summaries, per_image = {}, {}
   for name, reference in references.REFERENCES.items():
     trials = reference.trials(context)
     if trials is None:
       continue
-    scores = [_score_maps(t.maps, t.gaze, t.fixation_map, other_fixations, prior) for t in trials]
+    scores = []
+    for t in trials:
+      images = np.arange(len(data['gaze'])) if t.images is None else np.asarray(t.images)
+      scored = _score_maps(t.maps, t.gaze, t.fixation_map, other_fixations[images], prior)
+      full = {k: np.full(len(data['gaze']), np.nan) for k in scored}  # NaN: not in the trial
+      for k, v in scored.items():
+        full[k][images] = v
+      scores.append(full)
     with np.errstate(all='ignore'), warnings.catch_warnings():
       warnings.simplefilter('ignore', RuntimeWarning)  # an image NaN in every trial stays NaN
       per_image[name] = {
@@ -102,6 +111,21 @@ def _score_references(
       'scores': _summarise(per_image[name]),
     }
   return summaries, per_image
+
+
+def _synthetic_readings(config: ml_collections.ConfigDict, data: dict) -> dict:
+  """On the synthetic data, the readings of the evaluated images that several simulated
+  readers read (``reader_images``, ``reader_gaze``, ``reader_fixations``), made as the
+  builder makes the gaze maps; ``{}`` elsewhere (EGD has one reader per image)."""
+  if not config.data.get('synthetic'):
+    return {}
+  sigma = config.data.gaze_sigma or 150.0
+  found = readers_lib.reader_maps(
+    config.data.manual_dir, data['dicom_id'], data['gaze'].shape[-1], sigma
+  )
+  if found is None:
+    return {}
+  return dict(zip(('reader_images', 'reader_gaze', 'reader_fixations'), found))
 
 
 def _share_of_ceiling(model: dict, refs: dict) -> dict[str, float]:
@@ -299,6 +323,7 @@ def evaluate_run(
   )
   fns = _jitted_functions(config, tuning)
   data = collect(config, state, fns, config.data, split)
+  data.update(_synthetic_readings(config, data))
   baseline = mean_train_gaze(config)
   other = _other_fixations(data['fixation_map'])
   class_names = list(egd_format.CLASS_NAMES)

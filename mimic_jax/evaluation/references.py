@@ -26,11 +26,13 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
-  """Maps to score, each against its gaze heatmap and fixation map (all ``(N, S, S)``)."""
+  """Maps to score, each against its gaze heatmap and fixation map (all ``(n, S, S)``), for
+  the evaluated images ``images`` (indices; ``None``: all of them, in order)."""
 
   maps: np.ndarray
   gaze: np.ndarray
   fixation_map: np.ndarray
+  images: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +43,10 @@ class Context:
     gaze: ``(N, S, S)`` the evaluated images' gaze heatmaps.
     fixation_map: ``(N, S, S)`` their fixation maps (non-zero: fixated).
     prior: ``(S, S)`` the mean training-split gaze heatmap.
-    reader_gaze: ``(N, R, S, S)`` each image's heatmap from each of R readers, or ``None``.
-    reader_fixations: ``(N, R, S, S)`` their fixation maps, or ``None``.
+    reader_gaze: ``(n, R, S, S)`` the heatmap of each of R readers of the n images that
+      several readers read, or ``None``.
+    reader_fixations: ``(n, R, S, S)`` their fixation maps, or ``None``.
+    reader_images: ``(n,)`` which evaluated images those are (default: all N).
   """
 
   gaze: np.ndarray
@@ -50,6 +54,7 @@ class Context:
   prior: np.ndarray
   reader_gaze: np.ndarray | None = None
   reader_fixations: np.ndarray | None = None
+  reader_images: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +73,12 @@ def _prior(ctx: Context) -> list[Trial]:
   return [Trial(maps, ctx.gaze, ctx.fixation_map)]
 
 
-def leave_one_reader_out(reader_gaze: np.ndarray, reader_fixations: np.ndarray) -> list[Trial]:
-  """One trial per reader r of ``(N, R, S, S)`` readings: reader r's heatmap against the mean
-  heatmap and the union of the fixations of the other R - 1 readers."""
+def leave_one_reader_out(
+  reader_gaze: np.ndarray, reader_fixations: np.ndarray, images: np.ndarray | None = None
+) -> list[Trial]:
+  """One trial per reader r of ``(n, R, S, S)`` readings (of the evaluated ``images``):
+  reader r's heatmap against the mean heatmap and the union of the fixations of the other
+  R - 1 readers."""
   num_readers = reader_gaze.shape[1]
   if num_readers < 2:
     raise ValueError(f'the reader ceiling needs at least 2 readers per image, not {num_readers}')
@@ -82,6 +90,7 @@ def leave_one_reader_out(reader_gaze: np.ndarray, reader_fixations: np.ndarray) 
         maps=np.asarray(reader_gaze[:, r], np.float64),
         gaze=np.asarray(reader_gaze[:, others], np.float64).mean(axis=1),
         fixation_map=(np.asarray(reader_fixations[:, others]) != 0).any(axis=1),
+        images=images,
       )
     )
   return trials
@@ -90,7 +99,7 @@ def leave_one_reader_out(reader_gaze: np.ndarray, reader_fixations: np.ndarray) 
 def _reader(ctx: Context) -> list[Trial] | None:
   if ctx.reader_gaze is None or ctx.reader_gaze.shape[1] < 2:
     return None
-  return leave_one_reader_out(ctx.reader_gaze, ctx.reader_fixations)
+  return leave_one_reader_out(ctx.reader_gaze, ctx.reader_fixations, ctx.reader_images)
 
 
 REFERENCES = {
