@@ -212,9 +212,12 @@ def test_a_lock_from_another_host_is_refused_with_the_file_to_delete(tmp_path):
   assert 'host tpu-vm-7' in str(e.value) and f'delete {tmp_path}/run.lock' in str(e.value)
 
 
-def test_the_lock_is_reentrant_and_a_failed_command_leaves_no_workdir(tmp_path):
+def test_the_lock_is_reentrant_and_a_failed_command_leaves_no_workdir(tmp_path, monkeypatch):
+  """main.py takes the lock with the workdir as given (relative), the loop again with its
+  absolute path: one lock, held until the outer block ends."""
+  monkeypatch.chdir(tmp_path)
   work = tmp_path / 'new'
-  with workdir_lock.hold(work):
+  with workdir_lock.hold('new'):
     with workdir_lock.hold(work):
       assert (work / 'run.lock').exists()
     assert (work / 'run.lock').exists()  # still held by the outer block

@@ -130,9 +130,10 @@ def hold(workdir: str | os.PathLike, log: Callable[[str], None] = print) -> Iter
 
   A workdir this created and left empty (the command failed before writing anything) is
   removed again on the way out."""
-  workdir = epath.Path(workdir)
+  workdir = str(workdir)
+  workdir = epath.Path(workdir if '://' in workdir else os.path.abspath(workdir))
   path = workdir / LOCK_NAME
-  key = str(path)
+  key = str(path)  # absolute: 'runs/x' and '/repo/runs/x' are one workdir
   if _held.get(key):
     _held[key] += 1
     try:
