@@ -4,7 +4,6 @@ whose size disagrees with MIMIC-CXR's metadata. Each case: nothing lost, nothing
 
 import csv
 import gzip
-import hashlib
 import json
 import pathlib
 import shutil
@@ -17,8 +16,9 @@ import jax
 import numpy as np
 from PIL import Image
 import pytest
+from test_faults import _config
+from test_faults import _digest
 
-from configs import test as test_config
 from data_builders.mimic_cxr_egd import egd_format
 from data_builders.mimic_cxr_egd import egd_reader
 from mimic_jax.evaluation import evaluate
@@ -31,26 +31,6 @@ from mimic_jax.training import workdir as workdir_lib
 from mimic_jax.training import workdir_lock
 
 ONE_DEVICE = jax.devices()[:1]
-
-
-def _config(tiny_dataset, variant='baseline', **overrides):
-  c = test_config.get_config(variant)
-  c.data.data_dir, c.data.manual_dir = tiny_dataset
-  for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split('.')
-    for p in path:
-      node = node[p]
-    node[leaf] = value
-  return c
-
-
-def _digest(folder: pathlib.Path) -> dict[str, str]:
-  return {
-    str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-    for p in sorted(folder.rglob('*'))
-    if p.is_file()
-  }
 
 
 def _steps(folder: pathlib.Path) -> list[int]:

@@ -163,6 +163,18 @@ def _image_decodes(path: epath.Path, is_jpg: bool) -> tuple[str | None, tuple[in
   return None, size
 
 
+def _wrong_length(
+  row: Sequence[str], header: Sequence[str], name: str, line: int, problems: list[Problem]
+) -> bool:
+  """Adds a problem (and returns True) if ``row`` has another field count than ``header``."""
+  if len(row) == len(header):
+    return False
+  problems.append(
+    Problem(name, f'line {line}', f'has {len(row)} fields, the header has {len(header)}')
+  )
+  return True
+
+
 @dataclasses.dataclass(frozen=True)
 class _MetadataSize:
   """An image's size as ``mimic-cxr-2.0.0-metadata.csv`` gives it, and where."""
@@ -201,10 +213,7 @@ def _read_metadata_sizes(
   sizes = {}
   for row in reader:
     line = reader.line_num
-    if len(row) != len(header):
-      problems.append(
-        Problem(shown, f'line {line}', f'has {len(row)} fields, the header has {len(header)}')
-      )
+    if _wrong_length(row, header, shown, line, problems):
       continue
     try:
       rows, columns = _parse_int(row[col['Rows']]), _parse_int(row[col['Columns']])
@@ -413,10 +422,7 @@ def read_tree(
   unknown: dict[str, list[int]] = collections.defaultdict(list)
   for row in reader:
     line = reader.line_num
-    if len(row) != len(header):
-      problems.append(
-        Problem(fix_name, f'line {line}', f'has {len(row)} fields, the header has {len(header)}')
-      )
+    if _wrong_length(row, header, fix_name, line, problems):
       continue
     dicom_id = row[col['DICOM_ID']]
     rec = records.get(dicom_id)

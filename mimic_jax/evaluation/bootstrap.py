@@ -3,7 +3,7 @@ t over runs (seeds)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -44,6 +44,26 @@ def paired_relative_change_ci(
   return float(o.mean() / b.mean() - 1), float(lo), float(hi)
 
 
+def _unpaired(
+  base: Sequence[float] | np.ndarray,
+  other: Sequence[float] | np.ndarray,
+  combine: Callable[[np.ndarray, np.ndarray], np.ndarray],
+  n_resamples: int,
+  level: float,
+  seed: int,
+) -> tuple[float, float, float]:
+  """``combine(mean(other), mean(base))`` with its interval, resampling each set on its own."""
+  b, o = (np.asarray(v, np.float64) for v in (base, other))
+  b, o = b[~np.isnan(b)], o[~np.isnan(o)]
+  if b.size == 0 or o.size == 0:
+    return float('nan'), float('nan'), float('nan')
+  rng = np.random.default_rng(seed)
+  bm = b[rng.integers(0, b.size, (n_resamples, b.size))].mean(axis=1)
+  om = o[rng.integers(0, o.size, (n_resamples, o.size))].mean(axis=1)
+  lo, hi = np.quantile(combine(om, bm), [(1 - level) / 2, (1 + level) / 2])
+  return float(combine(o.mean(), b.mean())), float(lo), float(hi)
+
+
 def unpaired_relative_change_ci(
   base: Sequence[float] | np.ndarray,
   other: Sequence[float] | np.ndarray,
@@ -53,15 +73,7 @@ def unpaired_relative_change_ci(
 ) -> tuple[float, float, float]:
   """``(change, low, high)`` of ``mean(other) / mean(base) - 1`` resampling each set of images
   on its own (for results on different images; NaNs dropped)."""
-  b, o = (np.asarray(v, np.float64) for v in (base, other))
-  b, o = b[~np.isnan(b)], o[~np.isnan(o)]
-  if b.size == 0 or o.size == 0:
-    return float('nan'), float('nan'), float('nan')
-  rng = np.random.default_rng(seed)
-  bm = b[rng.integers(0, b.size, (n_resamples, b.size))].mean(axis=1)
-  om = o[rng.integers(0, o.size, (n_resamples, o.size))].mean(axis=1)
-  lo, hi = np.quantile(om / bm - 1, [(1 - level) / 2, (1 + level) / 2])
-  return float(o.mean() / b.mean() - 1), float(lo), float(hi)
+  return _unpaired(base, other, lambda o, b: o / b - 1, n_resamples, level, seed)
 
 
 def t_interval(
@@ -105,12 +117,4 @@ def unpaired_difference_ci(
 ) -> tuple[float, float, float]:
   """``(difference, low, high)`` of ``mean(other) - mean(base)`` resampling each set of images
   on its own (NaNs dropped)."""
-  b, o = (np.asarray(v, np.float64) for v in (base, other))
-  b, o = b[~np.isnan(b)], o[~np.isnan(o)]
-  if b.size == 0 or o.size == 0:
-    return float('nan'), float('nan'), float('nan')
-  rng = np.random.default_rng(seed)
-  bm = b[rng.integers(0, b.size, (n_resamples, b.size))].mean(axis=1)
-  om = o[rng.integers(0, o.size, (n_resamples, o.size))].mean(axis=1)
-  lo, hi = np.quantile(om - bm, [(1 - level) / 2, (1 + level) / 2])
-  return float(o.mean() - b.mean()), float(lo), float(hi)
+  return _unpaired(base, other, lambda o, b: o - b, n_resamples, level, seed)
