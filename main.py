@@ -21,6 +21,7 @@ writes logs and reports.
 from collections.abc import Sequence
 import contextlib
 import importlib.util
+import os
 import sys
 
 from absl import app
@@ -103,7 +104,7 @@ def _run_config() -> ml_collections.ConfigDict:
     raise ValueError(f'no such workdir: {_WORKDIR.value}')
   stored = workdir_lib.stored_config(_WORKDIR.value)
   if _MODE.value != 'evaluate' or stored is None:
-    if _CONFIG.value is None:
+    if _CONFIG.value is None or _CONFIG_FOR_OVERRIDES_ONLY:
       raise ValueError(
         f'--config is required (no {_WORKDIR.value}/config.json to evaluate from)'
         if _MODE.value == 'evaluate'
@@ -185,9 +186,25 @@ def _run(config: ml_collections.ConfigDict, tuning: tuning_lib.Tuning) -> None:
     sys.exit(f'main.py: {e}')
 
 
+# Set when ``--config`` was not given and evaluation's ``--config.KEY`` overrides were parsed
+# against configs/mimic.py: then only the values named on the command line are used.
+_CONFIG_FOR_OVERRIDES_ONLY = False
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'mimic.py')
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with an unknown ``--config.KEY`` reported by its whole dotted path
-  (ml_collections names only the last part)."""
+  (ml_collections names only the last part). ``--mode=evaluate`` takes ``--config.KEY=VALUE``
+  overrides without ``--config`` (they are parsed against configs/mimic.py's types and applied
+  to the run's own config.json)."""
+  global _CONFIG_FOR_OVERRIDES_ONLY
+  given = any(a == '--config' or a.startswith('--config=') for a in argv)
+  evaluating = '--mode=evaluate' in argv or any(
+    a == '--mode' and b == 'evaluate' for a, b in zip(argv, argv[1:])
+  )
+  if not given and _explicit_overrides(argv) and evaluating:
+    argv = [argv[0], f'--config={_DEFAULT_CONFIG}', *argv[1:]]
+    _CONFIG_FOR_OVERRIDES_ONLY = True
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError, flags.Error) as e:

@@ -8,7 +8,9 @@ r"""Paper-style comparison of evaluated runs, against one or more reference runs
 Reads ``<workdir>/eval/<split>/metrics.json`` of each run (``main.py --mode=evaluate``) and
 writes ``comparison.md``, ``comparison.json`` and ``comparison.png``.
 
-- ``--workdirs``: one run per name (the folder's name). Per run the mean of every gaze metric
+- ``--workdirs``: one run per name: ``--names``, or the shortest end of each path that tells the
+  runs apart (``runs/a/seed_0,runs/b/seed_0`` -> ``a/seed_0``, ``b/seed_0``); the same run twice,
+  or two runs given one name, is an error. Per run the mean of every gaze metric
   with its 95% bootstrap interval, and its relative change against each reference (KLD -x%,
   NSS +y%) with a paired bootstrap interval over the same test images, paired by ``dicom_id``.
   Runs evaluated on different images are an error, or, with ``--unpaired``, compared with
@@ -138,6 +140,7 @@ def compare_runs(
       k: int(np.sum(~np.isnan(np.asarray(per[k], np.float64)))) for k in report.MAP_METRICS
     }
     row.update({k: v for k, v in quantities(results, explainer).items() if k not in per})
+    row['checkpoint'] = results.get('checkpoint', {}).get('select', 'unrecorded')
     table[name] = row
   changes = {}
   for ref in references:
@@ -249,8 +252,18 @@ def _runs_markdown(result: dict, names: Sequence[str]) -> str:
   for n, r in result.get('reference_maps', {}).items():
     cells = ['—', '—'] + [_fmt_interval(r[k]) for k in SHOWN] + ['—'] * len(extra)
     lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
+  kinds = {n: rows[n].get('checkpoint', 'unrecorded') for n in names}
+  mixed = len(set(kinds.values())) > 1
+  if mixed:
+    lines[1:1] = [
+      '',
+      '**The runs were scored at different kinds of checkpoint** ('
+      + ', '.join(f'{n}: {k}' for n, k in kinds.items())
+      + '): the rows are labelled; compare like with like (config.select_checkpoint).',
+    ]
   for n in names:
     r = rows[n]
+    label = f'{n} ({kinds[n]} checkpoint)' if mixed else n
     cells = [f'{r["accuracy"]:.3f}', f'{r["mean_auc"]:.3f}'] + [_fmt_interval(r[k]) for k in SHOWN]
     if shortcut:
       cells += [
@@ -259,7 +272,7 @@ def _runs_markdown(result: dict, names: Sequence[str]) -> str:
         f'{r["flip_rate"]:.3f}',
         f'{r["corner_mass"]:.3f}',
       ]
-    lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
+    lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
   counts = {n: rows[n]['n'] for n in names}
   lines += [
     '',
@@ -359,6 +372,25 @@ def _seeds_markdown(result: dict) -> str:
   return '\n'.join(lines)
 
 
+def run_names(workdirs: Sequence[str]) -> list[str]:
+  """The shortest trailing parts of ``workdirs``' paths that tell them apart (``a/seed_0``
+  and ``b/seed_0`` for ``runs/a/seed_0`` and ``runs/b/seed_0``); an error for the same run
+  given twice."""
+  parts = [
+    os.path.normpath(os.path.abspath(w) if '://' not in w else w).split(os.sep) for w in workdirs
+  ]
+  seen = {}
+  for w, p in zip(workdirs, parts):
+    if tuple(p) in seen:
+      raise ComparisonError(f'{seen[tuple(p)]} and {w} are the same run: give each run once')
+    seen[tuple(p)] = w
+  for k in range(1, max(len(p) for p in parts) + 1):
+    names = ['/'.join(p[-k:]) for p in parts]
+    if len(set(names)) == len(names):
+      return names
+  return [str(w) for w in workdirs]
+
+
 def compare(
   workdirs: Sequence[str],
   out_dir: str | os.PathLike,
@@ -369,9 +401,12 @@ def compare(
   unpaired: bool = False,
 ) -> dict:
   """Compares single runs (``--workdirs``); writes and returns the comparison."""
-  names = list(names or [epath.Path(w).name for w in workdirs])
+  names = list(names) if names else run_names([str(w) for w in workdirs])
   if len(names) != len(workdirs):
     raise ComparisonError(f'{len(names)} names for {len(workdirs)} workdirs')
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise ComparisonError(f'--names gives {repeated} to more than one run: name each run once')
   runs = {n: load_results(w, split) for n, w in zip(names, workdirs)}
   result = {
     'explainer': explainer,
@@ -440,7 +475,12 @@ def _cli() -> None:
   """The command line (its flags are defined only when this module runs as the program)."""
   workdirs = flags.DEFINE_list('workdirs', None, 'Evaluated run directories.')
   sweep = flags.DEFINE_string('sweep', None, 'A sweep folder (<variant>/seed_<k>/ runs).')
-  names = flags.DEFINE_list('names', None, 'Display names of --workdirs (default: folder names).')
+  names = flags.DEFINE_list(
+    'names',
+    None,
+    'Display names of --workdirs, one each (default: the shortest end of each path that tells '
+    'the runs apart, e.g. ensemble/seed_0).',
+  )
   references = flags.DEFINE_list(
     'references', None, 'Runs (or sweep variants) to compare against (default: the first run).'
   )

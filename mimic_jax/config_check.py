@@ -28,7 +28,6 @@ CHOICES = {
   **models.CHOICES,
   **tuning.CHOICES,
   **report.CHOICES,
-  'select_checkpoint': checkpoints.SELECTIONS,
   'best_metric': tuple(validation.BEST_MODES),
   'model.member_init': pretrained.MEMBER_INITS,
   'data.builder_config': tuple(c.name for c in egd_builder.MimicCxrEgd.BUILDER_CONFIGS),
@@ -93,6 +92,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _fail(
       f'config.ensemble.num_models={config.ensemble.num_models} must be >= 2 for method '
       f'{config.method!r}'
+    )
+  if not checkpoints.valid_selection(config.select_checkpoint):
+    _fail(
+      f'config.select_checkpoint={config.select_checkpoint!r} is invalid; choose latest, best '
+      'or a step number'
     )
   syn = config.data.get('synthetic')
   if syn:

@@ -126,6 +126,60 @@ def test_compare_writes_relative_changes(evaluated_runs, tmp_path):
   assert change == pytest.approx(ig['mimic'] - ig['baseline'], abs=1e-12)
 
 
+def test_evaluate_overrides_without_config_and_the_checkpoint_scored(evaluated_runs, tmp_path):
+  """``--config.select_checkpoint=2`` alone (no --config): the run's own config with that one
+  value; metrics.json, the report and compare say which checkpoint was scored, and compare
+  labels runs scored at different kinds of checkpoint."""
+  run = tmp_path / 'baseline'
+  shutil.copytree(evaluated_runs / 'baseline', run)
+  out = _run(['main.py', f'--workdir={run}', '--mode=evaluate', '--config.select_checkpoint=2'])
+  assert out.returncode == 0, out.stderr[-3000:]
+  metrics = json.loads((run / 'eval' / 'test' / 'metrics.json').read_text())
+  assert metrics['checkpoint'] == {
+    'select': '2',
+    'step': 2,
+    'path': str(run / 'checkpoints' / '2'),
+  }
+  assert (
+    f'Checkpoint: step 2, the given ({run}/checkpoints/2)'
+    in (run / 'eval' / 'test' / 'report.md').read_text()
+  )
+  latest = json.loads((evaluated_runs / 'baseline' / 'eval' / 'test' / 'metrics.json').read_text())
+  assert latest['checkpoint']['select'] == 'latest' and latest['checkpoint']['step'] == 4
+  from mimic_jax import compare
+
+  result = compare.compare([str(evaluated_runs / 'baseline'), str(run)], tmp_path / 'cmp')
+  markdown = (tmp_path / 'cmp' / 'comparison.md').read_text()
+  assert 'different kinds of checkpoint' in markdown and '(2 checkpoint)' in markdown
+  assert set(result['runs']) == {f'{evaluated_runs.name}/baseline', f'{tmp_path.name}/baseline'}
+  missing = _run(['main.py', f'--workdir={tmp_path}/nonexistent', '--mode=evaluate'])
+  assert missing.returncode == 1 and 'no such workdir' in missing.stderr
+
+
+def test_compare_names_runs_by_their_paths(evaluated_runs, tmp_path):
+  """The main job's folders are all seed_0: two rows with each run's own numbers, named by the
+  end of the path that tells them apart; the same run twice, or one name twice, is an error."""
+  from mimic_jax import compare
+
+  for variant in ('baseline', 'mimic'):
+    shutil.copytree(evaluated_runs / variant / 'eval', tmp_path / variant / 'seed_0' / 'eval')
+  dirs = [str(tmp_path / 'baseline' / 'seed_0'), str(tmp_path / 'mimic' / 'seed_0')]
+  result = compare.compare(dirs, tmp_path / 'out')
+  kld = {
+    v: json.loads((evaluated_runs / v / 'eval' / 'test' / 'metrics.json').read_text())[
+      'explanations'
+    ]['grad_cam']['ensemble']['kld']['mean']
+    for v in ('baseline', 'mimic')
+  }
+  assert result['runs']['baseline/seed_0']['kld']['mean'] == pytest.approx(kld['baseline'])
+  assert result['runs']['mimic/seed_0']['kld']['mean'] == pytest.approx(kld['mimic'])
+  assert 'mimic/seed_0' in result['relative_change']['baseline/seed_0']
+  with pytest.raises(compare.ComparisonError, match='are the same run'):
+    compare.compare([dirs[0], dirs[0] + '/'], tmp_path / 'twice')
+  with pytest.raises(compare.ComparisonError, match="gives \\['x'\\] to more than one run"):
+    compare.compare(dirs, tmp_path / 'names', names=['x', 'x'])
+
+
 def test_compare_refuses_runs_on_different_images(evaluated_runs, tmp_path):
   """Runs evaluated on different test sets are not compared "paired over the same images":
   an error naming both, unless --unpaired, which says so in the report."""

@@ -318,7 +318,7 @@ def evaluate_run(
   the whole split by itself (EGD's test split is small) and process 0 writes the results.
   """
   tuning = tuning or tuning_lib.resolve(config.xla)
-  state = checkpoints.load_state(
+  state, checkpoint = checkpoints.load_checkpoint(
     config, workdir, tuning=tuning, devices=jax.local_devices() if devices is None else devices
   )
   fns = _jitted_functions(config, tuning)
@@ -332,6 +332,7 @@ def evaluate_run(
     'split': split,
     'method': config.method,
     'seed': config.seed,
+    'checkpoint': checkpoint,
     'num_models': jax.tree.leaves(state.params)[0].shape[0],
     'num_images': int(len(data['label'])),
     'dataset': data['dataset'],

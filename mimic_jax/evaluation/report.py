@@ -31,6 +31,15 @@ LOWER_IS_BETTER = frozenset({'kld'})
 CHOICES = {'evaluation.gradcam_target': ('logit', 'ensemble_log_softmax')}
 
 
+def checkpoint_text(results: dict) -> str:
+  """Which checkpoint an evaluation scored, in words."""
+  c = results.get('checkpoint')
+  if not c:
+    return 'Checkpoint not recorded (evaluated by an older version)'
+  how = {'latest': 'the latest', 'best': 'the best by validation'}.get(c['select'], 'the given')
+  return f'Checkpoint: step {c["step"]}, {how} ({c["path"]})'
+
+
 def _fmt(entry: dict) -> str:
   lo, hi = entry['ci95']
   return f'{entry["mean"]:.4f} [{lo:.4f}, {hi:.4f}]'
@@ -48,8 +57,8 @@ def markdown_report(results: dict, figures: Sequence[str] = ()) -> str:
     f'# Evaluation of `{results["workdir"]}` ({results["split"]} split)',
     '',
     f'Method `{results["method"]}` with {results["num_models"]} sub-model(s), '
-    f'{results["num_images"]} images. Means with 95% bootstrap intervals (2,000 '
-    'resamples of images).',
+    f'{results["num_images"]} images. {checkpoint_text(results)}. Means with 95% bootstrap '
+    'intervals (2,000 resamples of images).',
     '',
     '## Classification',
     '',

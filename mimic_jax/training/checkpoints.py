@@ -115,8 +115,14 @@ def _drop_late_callbacks_of_failed_reads() -> None:
   sys.unraisablehook = hook
 
 
-# Which checkpoint evaluation and explanation use (``config.select_checkpoint``).
+# Which checkpoint evaluation and explanation use (``config.select_checkpoint``): one of these,
+# or a step number (of ``checkpoints/`` or ``checkpoints_best/``).
 SELECTIONS = ('latest', 'best')
+
+
+def valid_selection(select: str | int) -> bool:
+  """Whether ``select`` names a checkpoint: ``'latest'``, ``'best'`` or a step number."""
+  return str(select) in SELECTIONS or str(select).isdigit()
 
 
 class Checkpoints:
@@ -165,6 +171,22 @@ class Checkpoints:
     if after is not None and jax.process_count() > 1:
       after.wait()
     self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+
+  def restore_step(self, step: int, like: state_lib.TrainState) -> state_lib.TrainState:
+    """The checkpoint of ``step`` read back into ``like``'s structure and shardings; raises
+    ``FileNotFoundError`` naming the steps there are, :class:`CheckpointRestoreError` if it
+    does not read back."""
+    steps = sorted(self.manager.all_steps())
+    if step not in steps:
+      raise FileNotFoundError(f'no checkpoint of step {step} in {self.directory} (steps: {steps})')
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    _drop_late_callbacks_of_failed_reads()
+    try:
+      return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # a checkpoint that does not read back
+      raise CheckpointRestoreError(
+        self.directory, [(step, str(self.directory / str(step)), root_cause(e))]
+      ) from None
 
   def restore_newest_good(
     self, like: state_lib.TrainState, log: Callable[[str], None], quarantine: bool = False
@@ -219,10 +241,25 @@ def load_state(
   select: str | None = None,
   log: Callable[[str], None] = print,
 ) -> state_lib.TrainState:
+  """The state of the run in ``workdir``: :func:`load_checkpoint`'s state."""
+  return load_checkpoint(config, workdir, tuning=tuning, devices=devices, select=select, log=log)[0]
+
+
+def load_checkpoint(
+  config: ml_collections.ConfigDict,
+  workdir: str | os.PathLike,
+  *,
+  tuning: tuning_lib.Tuning | None = None,
+  devices: Sequence[jax.Device] | None = None,
+  select: str | None = None,
+  log: Callable[[str], None] = print,
+) -> tuple[state_lib.TrainState, dict]:
   """The state of the run in ``workdir`` (trained with ``config``), replicated over ``devices``
-  (default: all): ``select`` (default ``config.select_checkpoint``) ``'latest'``, the newest
-  checkpoint that reads back, or ``'best'``, the best by validation ``config.best_metric``
-  (falling back likewise). Raises ``FileNotFoundError`` without checkpoints,
+  (default: all), and which checkpoint it is (``{'select', 'step', 'path'}``): ``select``
+  (default ``config.select_checkpoint``) ``'latest'``, the newest checkpoint that reads back,
+  ``'best'``, the best by validation ``config.best_metric`` (falling back likewise), or a step
+  number (in ``checkpoints/``, else ``checkpoints_best/``). Raises ``FileNotFoundError``
+  without checkpoints,
   :class:`CheckpointRestoreError` if none reads back,
   ``workdir.EvaluationConfigError`` (before any restore) if ``config`` differs from the run's
   ``config.json`` in keys that define the run, and ``finite.NonFiniteError`` if the
@@ -237,13 +274,29 @@ def load_state(
     jit=tuning.jit,
     load_pretrained=False,
   )
-  checkpoints = Checkpoints(workdir, kind=select or config.get('select_checkpoint', 'latest'))
+  select = str(select or config.get('select_checkpoint', 'latest'))
+  if not valid_selection(select):
+    raise ValueError(f'select_checkpoint={select!r}: use latest, best or a step number')
+  kind = select if select in SELECTIONS else 'latest'
+  checkpoints = Checkpoints(workdir, kind=kind)
   try:
-    restored = checkpoints.restore_newest_good(like, log)
-    if restored is None:
-      raise FileNotFoundError(f'no checkpoint in {checkpoints.directory}: train the run first')
-    state, step = restored
-    finite.check_state(state, f'checkpoint step {step} ({checkpoints.directory / str(step)})')
-    return state
+    if select.isdigit():
+      step = int(select)
+      if step not in checkpoints.manager.all_steps():
+        best = Checkpoints(workdir, kind='best')
+        if best.directory.exists() and step in best.manager.all_steps():
+          checkpoints.close()
+          checkpoints = best
+        else:
+          best.close()
+      state = checkpoints.restore_step(step, like)
+    else:
+      restored = checkpoints.restore_newest_good(like, log)
+      if restored is None:
+        raise FileNotFoundError(f'no checkpoint in {checkpoints.directory}: train the run first')
+      state, step = restored
+    path = checkpoints.directory / str(step)
+    finite.check_state(state, f'checkpoint step {step} ({path})')
+    return state, {'select': select, 'step': int(step), 'path': str(path)}
   finally:
     checkpoints.close()
