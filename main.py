@@ -40,6 +40,7 @@ from mimic_jax.data import prepare as prepare_data
 from mimic_jax.evaluation import evaluate
 from mimic_jax.models import pretrained
 from mimic_jax.runtime import compilation_cache
+from mimic_jax.runtime import console
 from mimic_jax.runtime import distributed
 from mimic_jax.runtime import preemption
 from mimic_jax.training import checkpoints
@@ -119,6 +120,7 @@ def _run_config() -> ml_collections.ConfigDict:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  console.quiet_libraries()
   try:
     distributed.initialize(
       distributed.Settings(  # before anything touches a device

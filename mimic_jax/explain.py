@@ -44,6 +44,7 @@ from mimic_jax.evaluation import maps as maps_lib
 from mimic_jax.evaluation import report
 from mimic_jax.methods import base
 from mimic_jax.runtime import compilation_cache
+from mimic_jax.runtime import console
 from mimic_jax.training import checkpoints
 from mimic_jax.training import finite
 from mimic_jax.training import state as state_lib
@@ -246,6 +247,7 @@ def _cli() -> None:
     unknown = [e for e in explainers.value if e not in report.EXPLAINERS]
     if unknown:
       raise app.UsageError(f'--explainers: unknown {unknown}; choose from {report.EXPLAINERS}')
+    console.quiet_libraries()
     compilation_cache.enable()
     try:
       results = explain(

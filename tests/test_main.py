@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,10 @@ def evaluated_runs(tiny_dataset, tmp_path_factory):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f'Evaluation report: {root}/{variant}/eval/test/report.md' in out.stdout
+    # Quiet by default: our progress lines, no library INFO lines (absl's I1204 ... form).
+    assert 'step 4/4' in out.stdout and 'validation at step 4' in out.stdout
+    assert not re.search(r'^I\d{4} ', out.stderr, re.M), out.stderr[:2000]
+    assert 'Using custom data configuration' not in out.stderr
   return root
 
 

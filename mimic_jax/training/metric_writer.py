@@ -117,7 +117,6 @@ class MetricWriter:
   def log(self, line: str) -> None:
     if not self._active:
       return
-    logging.info('%s', line)
     print(line, flush=True)
     self._append('log.txt', line)
 
