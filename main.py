@@ -2,6 +2,7 @@ r"""mimic-jax entry point.
 
   python main.py --config=configs/mimic.py:synthetic --workdir=runs/mimic [--mode=train]
   python main.py --workdir=runs/mimic --mode=evaluate [--config.evaluation.gradcam_target=...]
+  python main.py --list    # the config variants, and every config key with its default
 
 Validates the config and the workdir (a workdir belongs to one run: ``--new_run`` moves
 another run there aside), prepares the dataset (for ``synthetic`` configs: writes the synthetic
@@ -50,7 +51,13 @@ from mimic_jax.training import metric_writer
 from mimic_jax.training import workdir as workdir_lib
 from mimic_jax.training import workdir_lock
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  'config',
+  None,
+  'Config file[:VARIANT], e.g. configs/mimic.py:gaze,synthetic. main.py --list prints the '
+  'variants and every config key with its default.',
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (local or gs://).', required=True)
 _MODE = flags.DEFINE_enum(
   'mode', 'train', ['train', 'evaluate', 'train_and_evaluate'], 'What to do.'
@@ -188,6 +195,31 @@ def _run(config: ml_collections.ConfigDict, tuning: tuning_lib.Tuning) -> None:
     sys.exit(f'main.py: {e}')
 
 
+def _load_config(path: str, variant: str) -> ml_collections.ConfigDict:
+  """``get_config(variant)`` of the config file ``path``."""
+  spec = importlib.util.spec_from_file_location('_mimic_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant or None) if variant else module.get_config()
+
+
+def _print_choices(path: str = 'configs/mimic.py') -> None:
+  """The variants of configs/mimic.py and every config key with its default (``--list``)."""
+  from configs import mimic
+
+  print(f'Variants (--config={path}:VARIANT[,DATA]): {", ".join(mimic.VARIANTS)}')
+  print(f'Data parts (DATA): {", ".join(mimic.DATA_PARTS)}  e.g. --config={path}:gaze,synthetic')
+  print('Config keys (--config.KEY=VALUE) and their defaults:')
+  base = workdir_lib.flat_config(mimic.get_config())
+  for key, value in base.items():
+    print(f'  {key} = {value!r}')
+  synthetic = workdir_lib.flat_config(mimic.get_config('synthetic'))
+  print('With the synthetic data part, also:')
+  for key, value in synthetic.items():
+    if key not in base:
+      print(f'  {key} = {value!r}')
+
+
 # Set when ``--config`` was not given and evaluation's ``--config.KEY`` overrides were parsed
 # against configs/mimic.py: then only the values named on the command line are used.
 _CONFIG_FOR_OVERRIDES_ONLY = False
@@ -200,6 +232,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
   overrides without ``--config`` (they are parsed against configs/mimic.py's types and applied
   to the run's own config.json)."""
   global _CONFIG_FOR_OVERRIDES_ONLY
+  if '--list' in argv:
+    _print_choices()
+    sys.exit(0)
   given = any(a == '--config' or a.startswith('--config=') for a in argv)
   evaluating = '--mode=evaluate' in argv or any(
     a == '--mode' and b == 'evaluate' for a, b in zip(argv, argv[1:])
@@ -213,10 +248,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     file_arg = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
     if file_arg:
       path, _, variant = file_arg.partition(':')
-      spec = importlib.util.spec_from_file_location('_mimic_config', path)
-      module = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(module)
-      base = module.get_config(variant or None) if variant else module.get_config()
+      try:
+        base = _load_config(path, variant)
+      except (ValueError, OSError) as bad:
+        sys.exit(f'main.py: --config={file_arg}: {bad}')
       for key in _explicit_overrides(argv):
         try:
           config_check.get(base, key)

@@ -6,8 +6,11 @@ from configs import mimic
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  """``variant`` is a method variant of ``configs/mimic.py`` (default ``mimic``)."""
-  c = mimic.get_config(f'{variant or "mimic"},synthetic')
+  """``variant`` is a method variant of ``configs/mimic.py`` (default ``mimic``); this config
+  is always on the synthetic data, so a ``synthetic`` part (as ``mimic_jax.sweep`` adds) is
+  accepted and changes nothing."""
+  method = ','.join(p for p in (variant or 'mimic').split(',') if p and p != 'synthetic')
+  c = mimic.get_config(f'{method or "mimic"},synthetic')
   c.data.data_dir = 'data/test/tfds'
   c.data.manual_dir = 'data/test/physionet'
   c.data.synthetic.num_images = 40

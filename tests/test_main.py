@@ -221,7 +221,6 @@ def test_sweep_over_variants_and_seeds_then_resumes(tiny_dataset, tmp_path):
     '--variants=baseline,ensemble',
     '--seeds=0-1',
     '--config=configs/test.py',
-    '--nosynthetic',
     f'--out={tmp_path}',
     '--',
     f'--config.data.data_dir={data_dir}',
@@ -312,6 +311,19 @@ def test_build_cli_and_unknown_config(tmp_path):
 def test_unknown_variant_names_the_choices():
   with pytest.raises(ValueError, match="unknown config variant 'nope'"):
     mimic.get_config('nope')
+  out = _run(['main.py', '--config=configs/mimic.py:foo', '--workdir=unused'])
+  assert out.returncode == 1 and 'Traceback' not in out.stderr
+  (line,) = out.stderr.strip().splitlines()
+  assert "unknown config variant 'foo'; use one of ['baseline', 'ensemble'" in line
+
+
+def test_list_prints_the_variants_and_every_key_with_its_default():
+  out = _run(['main.py', '--list'])
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert all(v in out.stdout.splitlines()[0] for v in mimic.VARIANTS)
+  assert '  learning_rate = 0.0001' in out.stdout and '  gaze.weight = 1.0' in out.stdout
+  assert "  data.synthetic.reader = 'realistic'" in out.stdout
+  assert 'python main.py --list    # the config variants' in _run(['main.py', '--help']).stdout
 
 
 def test_compare_runs_without_the_training_stack():
