@@ -6,7 +6,7 @@ r"""Paper-style comparison of evaluated runs, against one or more reference runs
       --out runs/sweep/comparison
 
 Reads ``<workdir>/eval/<split>/metrics.json`` of each run (``main.py --mode=evaluate``) and
-writes ``comparison.md``, ``comparison.json`` and ``comparison.png``.
+writes ``comparison.md``, ``comparison.json`` and ``comparison.png`` (and ``.svg``).
 
 - ``--workdirs``: one run per name: ``--names``, or the shortest end of each path that tells the
   runs apart (``runs/a/seed_0,runs/b/seed_0`` -> ``a/seed_0``, ``b/seed_0``); the same run twice,
@@ -307,7 +307,7 @@ def _runs_markdown(result: dict, names: Sequence[str]) -> str:
         for k in SHOWN
       ]
       lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
-  lines += ['', '![KLD and NSS](comparison.png)', '']
+  lines += ['', '![IG, KLD and NSS with their intervals](comparison.png)', '']
   return '\n'.join(lines)
 
 
@@ -368,7 +368,7 @@ def _seeds_markdown(result: dict) -> str:
         for k in keys
       ]
       lines.append(f'| {v} | ' + ' | '.join(cells) + ' |')
-  lines += ['', '![KLD and NSS](comparison.png)', '']
+  lines += ['', '![IG, KLD and NSS with their intervals](comparison.png)', '']
   return '\n'.join(lines)
 
 
@@ -419,7 +419,13 @@ def compare(
   out.mkdir(parents=True, exist_ok=True)
   (out / 'comparison.json').write_text(json.dumps(result, indent=1))
   (out / 'comparison.md').write_text(_runs_markdown(result, names))
-  figures.comparison_chart(names, result['runs'], out / 'comparison.png')
+  rows = {**result['reference_maps'], **result['runs']}
+  n_images = len(next(iter(runs.values()))['per_image']['dicom_id'])
+  what = (
+    f'{explainer} maps on the {split} split: means over {n_images} images with 95% bootstrap '
+    'intervals (grey: reference maps)'
+  )
+  figures.comparison_chart(list(rows), rows, out / 'comparison.png', what)
   return result
 
 
@@ -463,11 +469,17 @@ def compare_sweep(
   out.mkdir(parents=True, exist_ok=True)
   (out / 'comparison.json').write_text(json.dumps(result, indent=1))
   (out / 'comparison.md').write_text(_seeds_markdown(result))
+  tables = {**result['reference_maps'], **result['variants']}
   rows = {
     v: {k: {'mean': e['mean'], 'ci95': [e['lo'], e['hi']]} for k, e in t.items() if k != 'seeds'}
-    for v, t in result['variants'].items()
+    for v, t in tables.items()
   }
-  figures.comparison_chart(list(rows), rows, out / 'comparison.png')
+  seeds = sorted({s for t in result['variants'].values() for s in t['seeds']})
+  what = (
+    f"{explainer} maps on the {split} split: mean over {len(seeds)} seeds of each run's mean, "
+    'with 95% t intervals across seeds (grey: reference maps)'
+  )
+  figures.comparison_chart(list(rows), rows, out / 'comparison.png', what)
   return result
 
 

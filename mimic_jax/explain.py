@@ -1,8 +1,8 @@
 r"""Explains new chest X-rays with a trained run: predictions and explanation overlays.
 
   python -m mimic_jax.explain --workdir=RUN IMAGE_OR_FOLDER_OR_GLOB... [--out=RUN/explain] \
-      [--explainers=grad_cam,input_gradients,gradient_shap] [--checkpoint=latest|best] \
-      [--batch_size=8]
+      [--explainers=grad_cam,input_gradients,gradient_shap] [--checkpoint=latest|best|STEP] \
+      [--target=CLASS] [--skip_invalid] [--save_maps] [--batch_size=8]
 
 Reads the run's ``config.json`` and its latest (or best) checkpoint that reads back, and
 prepares each image as the dataset's images were (``data_builders.mimic_cxr_egd.images``: a
@@ -11,9 +11,15 @@ training; other kinds converted to 8-bit grey, which the summary says). Images o
 DICOM files; a folder means the images in it, a pattern the files it matches.
 
 Writes to ``--out`` (default ``RUN/explain/``), per image: ``<name>.json`` (the predicted class,
-the ensemble's and each sub-model's class probabilities, the conversions) and
-``<name>_<explainer>.png`` (the image and the explainer's map for the predicted class, the
-sub-models' mean, overlaid); and ``summary.json`` for all images. Batched and jit-compiled, on
+the class explained, the ensemble's and each sub-model's class probabilities, the checkpoint,
+the conversions) and ``<name>_<explainer>.png`` with an ``.svg`` beside it (in the manner of
+captum's ``visualize_image_attr_multiple``: the image at its original aspect ratio, the
+ensemble's map and each sub-model's over it on one colour scale with a colour bar that states
+the sign mode, the class and its probability in the title); with ``--save_maps`` also each
+sub-model's raw map, ``<name>_<explainer>_member<k>.npy`` (float32, S x S, the model's grid);
+and ``summary.json`` for all images, with the ones that could not be read. ``--target`` explains
+a given class (name or index) instead of the predicted one; ``--skip_invalid`` explains the
+readable images and lists the others instead of stopping. Batched and jit-compiled, on
 whatever JAX runs on.
 """
 
@@ -30,9 +36,7 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-from matplotlib import colormaps
 import numpy as np
-from PIL import Image
 
 from data_builders.mimic_cxr_egd import egd_format
 from data_builders.mimic_cxr_egd import images as images_lib
@@ -76,13 +80,16 @@ def find_images(arguments: Sequence[str]) -> list[pathlib.Path]:
   return list(dict.fromkeys(found))
 
 
-def prepare_images(paths: Sequence[pathlib.Path], size: int, input_channels: int) -> tuple:
-  """``(model inputs (N, S, S, C), grey uint8 images (N, S, S), notes per image)``; every
-  unreadable or unusable image is named in one error."""
-  inputs, greys, notes, problems = [], [], [], []
+def prepare_images(
+  paths: Sequence[pathlib.Path], size: int, input_channels: int, skip_invalid: bool = False
+) -> tuple:
+  """``(paths used, model inputs (N, S, S, C), grey uint8 images (N, S, S), original sizes
+  (H, W), notes per image, problems)``; every unreadable or unusable image is named in one
+  error, or, with ``skip_invalid``, left out and listed in ``problems``."""
+  used, inputs, greys, sizes, notes, problems = [], [], [], [], [], []
   for path in paths:
     try:
-      grey, _, note = images_lib.load_any(path, size)
+      grey, original, note = images_lib.load_any(path, size)
     except ValueError as e:
       problems.append(str(e))
       continue
@@ -93,18 +100,23 @@ def prepare_images(paths: Sequence[pathlib.Path], size: int, input_channels: int
       'fixation_map': np.zeros((size, size), np.uint8),
     }
     inputs.append(pipeline.preprocess(example, input_channels)['image'])
+    used.append(path)
     greys.append(grey)
+    sizes.append(tuple(int(v) for v in original))
     notes.append(note)
-  if problems:
+  if problems and (not skip_invalid or not used):
     raise ExplainError(
-      f'{len(problems)} image(s) cannot be used:\n' + '\n'.join(f'  - {p}' for p in problems)
+      f'{len(problems)} image(s) cannot be used:\n'
+      + '\n'.join(f'  - {p}' for p in problems)
+      + ('' if skip_invalid else '\nPass --skip_invalid to explain the others.')
     )
-  return np.stack(inputs), np.stack(greys), notes
+  return used, np.stack(inputs), np.stack(greys), sizes, notes, problems
 
 
 def _predict_and_explain(
   state: state_lib.TrainState,
   x: jax.Array,
+  target: jax.Array,
   rng: jax.Array,
   *,
   explainers: Sequence[str],
@@ -115,47 +127,46 @@ def _predict_and_explain(
 ) -> dict:
   """Per image: each sub-model's class probabilities ``(M, B, K)``, the ensemble's ``(B, K)``
   (the prediction, the mean of the sub-models' log-probabilities, normalised: their geometric
-    mean), the predicted class ``(B,)``, and each explainer's mean map for it ``(B, S, S)``."""
+  mean), the predicted class ``(B,)``, and each explainer's maps ``(M, B, S, S)`` for the class
+  ``target`` (``(B,)``; -1: the predicted class)."""
   variables = base.eval_variables(state.params, state.batch_stats)
   logits = base.map_members(
     lambda v: state.apply_fn(v, x, train=False), variables, execution=execution
   )
   ensemble = base.ensemble_prediction(logits)
   predicted = jnp.argmax(ensemble, axis=-1)
+  explained = jnp.where(target < 0, predicted, target)
   out = {
     'members': jax.nn.softmax(logits, -1),
     'ensemble': jax.nn.softmax(ensemble, -1),
     'predicted': predicted,
+    'explained': explained,
   }
   for e in explainers:
     rng, sub = jax.random.split(rng)
     out[e] = maps_lib.member_maps(
       state,
       x,
-      predicted,
+      explained,
       sub,
       explainer=e,
       size=size,
       layer=layer,
       gradcam_target=gradcam_target,
       execution=execution,
-    ).mean(axis=0)
+    )
   return out
 
 
-def overlay(grey: np.ndarray, heat: np.ndarray, min_side: int = 256) -> np.ndarray:
-  """An RGB uint8 picture at least ``min_side`` pixels high: the grey image with the map
-  (min-max scaled, 'jet') over it."""
-  side = max(grey.shape[0], min_side)
-  grey = np.asarray(Image.fromarray(grey).resize((side, side), Image.Resampling.BILINEAR))
-  heat = np.asarray(
-    Image.fromarray(np.asarray(heat, np.float32)).resize((side, side), Image.Resampling.BILINEAR)
-  )
-  span = float(heat.max() - heat.min())
-  scaled = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
-  colour = colormaps['jet'](scaled)[..., :3]
-  base_rgb = np.repeat(grey[..., None] / 255.0, 3, axis=-1)
-  return np.round(255 * (0.55 * base_rgb + 0.45 * colour)).astype(np.uint8)
+def class_index(target: str | None, names: Sequence[str]) -> int:
+  """``--target``: a class name or index -> its index; -1 (the predicted class) for ``None``."""
+  if target is None or target == '':
+    return -1
+  if target in names:
+    return list(names).index(target)
+  if target.isdigit() and int(target) < len(names):
+    return int(target)
+  raise ExplainError(f'--target={target!r}: use a class name of {list(names)} or its index')
 
 
 def explain(
@@ -165,17 +176,25 @@ def explain(
   explainers: Sequence[str] = report.EXPLAINERS,
   checkpoint: str | None = None,
   batch_size: int = 8,
+  target: str | None = None,
+  skip_invalid: bool = False,
+  save_maps: bool = False,
 ) -> list[dict]:
   """Runs the command (see the module docstring); returns the per-image summaries."""
+  from mimic_jax.evaluation import figures  # matplotlib only when writing
+
   config = workdir_lib.stored_config(workdir)
   if config is None:
     raise ExplainError(f'{workdir}/config.json not found: --workdir must be a trained run')
   config_check.validate(config, 1)
-  paths = find_images(image_args)
+  names = list(egd_format.CLASS_NAMES)
+  wanted = class_index(target, names)
   size = pipeline.image_shape(config)[0]
-  inputs, greys, notes = prepare_images(paths, size, config.model.input_channels)
+  paths, inputs, greys, sizes, notes, problems = prepare_images(
+    find_images(image_args), size, config.model.input_channels, skip_invalid
+  )
   tuning = tuning_lib.resolve(config.xla)
-  state = checkpoints.load_state(
+  state, scored = checkpoints.load_checkpoint(
     config, workdir, tuning=tuning, devices=jax.local_devices()[:1], select=checkpoint
   )
   fn = tuning.jit(
@@ -190,7 +209,10 @@ def explain(
   )
   out = pathlib.Path(out_dir or pathlib.Path(workdir) / 'explain')
   out.mkdir(parents=True, exist_ok=True)
-  names = list(egd_format.CLASS_NAMES)
+  stems = [
+    p.stem if [q.stem for q in paths].count(p.stem) == 1 else f'{p.stem}_{k}'
+    for k, p in enumerate(paths)
+  ]
   summaries = []
   rng = jax.random.key(0)
   for start in range(0, len(paths), batch_size):
@@ -198,32 +220,55 @@ def explain(
     pad = batch_size - len(chunk)  # one compiled shape for every batch
     x = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)]) if pad else chunk
     rng, sub = jax.random.split(rng)
-    result = jax.device_get(fn(state, jnp.asarray(x), sub))
+    classes = jnp.full((len(x),), wanted, jnp.int32)
+    result = jax.device_get(fn(state, jnp.asarray(x), classes, sub))
     for i in range(len(chunk)):
       k = start + i
-      stem = (
-        paths[k].stem
-        if [p.stem for p in paths].count(paths[k].stem) == 1
-        else (f'{paths[k].stem}_{k}')
-      )
+      predicted, explained = int(result['predicted'][i]), int(result['explained'][i])
+      probability = float(result['ensemble'][i, explained])
       entry = {
         'image': str(paths[k]),
-        'predicted': names[int(result['predicted'][i])],
+        'predicted': names[predicted],
+        'explained_class': names[explained],
         'probabilities': dict(zip(names, map(float, result['ensemble'][i]))),
         'sub_model_probabilities': [
           dict(zip(names, map(float, p))) for p in result['members'][:, i]
         ],
+        'checkpoint': scored,
+        'original_size': list(sizes[k]),
         'conversions': notes[k],
         'overlays': {},
+        'maps': {},
       }
       for e in explainers:
-        png = out / f'{stem}_{e}.png'
-        Image.fromarray(overlay(greys[k], np.asarray(result[e][i]))).save(png)
+        member_maps = np.asarray(result[e][:, i], np.float32)  # (M, S, S)
+        title = (
+          f'{paths[k].name}: predicted {names[predicted]} '
+          f'(p={float(result["ensemble"][i, predicted]):.2f}); explained: {names[explained]} '
+          f'(p={probability:.2f}); step {scored["step"]} ({scored["select"]})'
+        )
+        member_titles = [
+          f'sub-model {m + 1} (p={float(result["members"][m, i, explained]):.2f})'
+          for m in range(len(member_maps))
+        ]
+        fig = figures.explanation_figure(
+          greys[k], sizes[k], member_maps, title=title, explainer=e, member_titles=member_titles
+        )
+        png = out / f'{stems[k]}_{e}.png'
+        figures.save_figure(fig, png)
         entry['overlays'][e] = png.name
-      (out / f'{stem}.json').write_text(json.dumps(entry, indent=1))
+        if save_maps:
+          entry['maps'][e] = []
+          for m, member_map in enumerate(member_maps):
+            npy = out / f'{stems[k]}_{e}_member{m}.npy'
+            np.save(npy, member_map)
+            entry['maps'][e].append(npy.name)
+      (out / f'{stems[k]}.json').write_text(json.dumps(entry, indent=1))
       summaries.append(entry)
     print(f'[explain] {min(start + batch_size, len(paths))}/{len(paths)} images', flush=True)
-  (out / 'summary.json').write_text(json.dumps(summaries, indent=1))
+  (out / 'summary.json').write_text(
+    json.dumps({'images': summaries, 'skipped': problems}, indent=1)
+  )
   return summaries
 
 
@@ -233,11 +278,17 @@ def _cli() -> None:
   explainers = flags.DEFINE_list(
     'explainers', list(report.EXPLAINERS), f'Any of {", ".join(report.EXPLAINERS)}.'
   )
-  checkpoint = flags.DEFINE_enum(
-    'checkpoint',
-    None,
-    list(checkpoints.SELECTIONS),
-    "latest or best (default: the run's config.select_checkpoint).",
+  checkpoint = flags.DEFINE_string(
+    'checkpoint', None, "latest, best or a step (default: the run's config.select_checkpoint)."
+  )
+  target = flags.DEFINE_string(
+    'target', None, 'Explain this class (name or index) instead of the predicted one.'
+  )
+  skip_invalid = flags.DEFINE_bool(
+    'skip_invalid', False, 'Explain the readable images and list the others (else: stop).'
+  )
+  save_maps = flags.DEFINE_bool(
+    'save_maps', False, "Also write each sub-model's raw map as <name>_<explainer>_member<k>.npy."
   )
   batch_size = flags.DEFINE_integer('batch_size', 8, 'Images per compiled batch.')
 
@@ -250,8 +301,18 @@ def _cli() -> None:
     console.quiet_libraries()
     compilation_cache.enable()
     try:
+      if checkpoint.value is not None and not checkpoints.valid_selection(checkpoint.value):
+        raise ExplainError(f'--checkpoint={checkpoint.value!r}: use latest, best or a step')
       results = explain(
-        workdir.value, argv[1:], out.value, explainers.value, checkpoint.value, batch_size.value
+        workdir.value,
+        argv[1:],
+        out.value,
+        explainers.value,
+        checkpoint.value,
+        batch_size.value,
+        target.value,
+        skip_invalid.value,
+        save_maps.value,
       )
     except (
       ExplainError,
@@ -264,6 +325,11 @@ def _cli() -> None:
     for r in results:
       probability = r['probabilities'][r['predicted']]
       print(f'{r["image"]}: {r["predicted"]} ({probability:.3f})')
+    summary = json.loads(
+      pathlib.Path(out.value or f'{workdir.value}/explain', 'summary.json').read_text()
+    )
+    for problem in summary['skipped']:
+      print(f'skipped: {problem}')
 
   app.run(main)
 

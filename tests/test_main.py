@@ -403,6 +403,8 @@ def test_explain_new_images(evaluated_runs, tiny_dataset, tmp_path):
   )
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+  assert summary['skipped'] == []
+  summary = summary['images']
   assert [pathlib.Path(s['image']).name for s in summary] == [
     jpg.name,
     'deep.png',
@@ -416,8 +418,12 @@ def test_explain_new_images(evaluated_runs, tiny_dataset, tmp_path):
     geometric = np.exp(np.log(members).mean(0))
     np.testing.assert_allclose(probs, geometric / geometric.sum(), rtol=1e-5)
     assert s['predicted'] == max(s['probabilities'], key=s['probabilities'].get)
+    assert s['explained_class'] == s['predicted'] and s['checkpoint']['step'] == 4
     for name in s['overlays'].values():
-      assert Image.open(tmp_path / 'out' / name).size == (256, 256)
+      # Five panels side by side (the image, the ensemble, three sub-models) at 150 dpi.
+      width, height = Image.open(tmp_path / 'out' / name).size
+      assert width > 2.5 * height and height >= 400
+      assert (tmp_path / 'out' / name).with_suffix('.svg').stat().st_size > 10_000
     assert f'{s["predicted"]} ({s["probabilities"][s["predicted"]]:.3f})' in out.stdout
   assert summary[0]['conversions'] == [] and summary[3]['conversions'] == []
   assert 'scaled to 8 bits' in summary[1]['conversions'][0]
@@ -432,6 +438,30 @@ def test_explain_new_images(evaluated_runs, tiny_dataset, tmp_path):
   assert 'broken.jpg' in bad.stderr and 'Traceback' not in bad.stderr
   empty = _run(['-m', 'mimic_jax.explain', f'--workdir={tmp_path}', str(jpg)])
   assert empty.returncode == 1 and 'config.json not found' in empty.stderr
+  # Another class, the raw maps, and the good images of a batch with bad ones.
+  other = _run(
+    [
+      '-m',
+      'mimic_jax.explain',
+      f'--workdir={run}',
+      f'--out={tmp_path}/other',
+      '--target=CHF',
+      '--save_maps',
+      '--skip_invalid',
+      '--explainers=grad_cam',
+      str(jpg),
+      str(tmp_path / 'bad'),
+    ]
+  )
+  assert other.returncode == 0, other.stderr[-3000:]
+  result = json.loads((tmp_path / 'other' / 'summary.json').read_text())
+  assert len(result['skipped']) == 2 and 'broken.jpg' in other.stdout
+  (entry,) = result['images']
+  assert entry['explained_class'] == 'CHF' and len(entry['maps']['grad_cam']) == 3
+  for m, name in enumerate(entry['maps']['grad_cam']):
+    assert name == f'{jpg.stem}_grad_cam_member{m}.npy'
+    raw = np.load(tmp_path / 'other' / name)
+    assert raw.dtype == np.float32 and raw.shape == (64, 64) and raw.min() >= 0
 
 
 def test_report_html_renders_in_a_headless_browser(evaluated_runs, tmp_path):

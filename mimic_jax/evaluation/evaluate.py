@@ -377,7 +377,7 @@ def evaluate_run(
   (out / 'metrics.json').write_text(json.dumps(results, indent=1))
   from mimic_jax.evaluation import figures  # matplotlib only when writing
 
-  shown = [p.name for p in figures.gallery(data, class_names, out)]
+  shown = [p.name for p in figures.gallery(data, class_names, out, results['per_image'])]
   curves = figures.training_curves(_logged(workdir), out / 'training_curves.png')
   if curves is not None:
     shown.insert(0, curves.name)
