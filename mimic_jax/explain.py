@@ -4,7 +4,8 @@ r"""Explains new chest X-rays with a trained run: predictions and explanation ov
       [--explainers=grad_cam,input_gradients,gradient_shap] [--checkpoint=latest|best|STEP] \
       [--target=CLASS] [--skip_invalid] [--save_maps] [--batch_size=8]
 
-Reads the run's ``config.json`` and its latest (or best) checkpoint that reads back, and
+Reads the run's ``config.json`` (``--config.KEY=VALUE`` arguments override what they name, as
+for ``main.py --mode=evaluate``) and its latest (or best) checkpoint that reads back, and
 prepares each image as the dataset's images were (``data_builders.mimic_cxr_egd.images``: a
 JPEG or DICOM as the builder reads it, stretched to the run's image size, normalised as in
 training; other kinds converted to 8-bit grey, which the summary says). Images of JPEG, PNG or
@@ -25,6 +26,7 @@ whatever JAX runs on.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Sequence
 import functools
 import glob
@@ -158,6 +160,30 @@ def _predict_and_explain(
   return out
 
 
+def parse_value(text: str) -> object:
+  """A ``--config.KEY=VALUE`` value: a Python literal (number, bool, None, tuple, quoted
+  string) or, failing that, the text itself; ``true``/``false`` as booleans."""
+  lowered = text.strip().lower()
+  if lowered in ('true', 'false'):
+    return lowered == 'true'
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+  """``argv`` without its ``--config.KEY=VALUE`` arguments, and those as ``{KEY: VALUE}``."""
+  rest, overrides = [], {}
+  for arg in argv:
+    if arg.startswith('--config.') and '=' in arg:
+      key, value = arg[len('--config.') :].split('=', 1)
+      overrides[key] = value
+    else:
+      rest.append(arg)
+  return rest, overrides
+
+
 def class_index(target: str | None, names: Sequence[str]) -> int:
   """``--target``: a class name or index -> its index; -1 (the predicted class) for ``None``."""
   if target is None or target == '':
@@ -179,13 +205,17 @@ def explain(
   target: str | None = None,
   skip_invalid: bool = False,
   save_maps: bool = False,
+  overrides: dict[str, str] | None = None,
 ) -> list[dict]:
-  """Runs the command (see the module docstring); returns the per-image summaries."""
+  """Runs the command (see the module docstring); returns the per-image summaries.
+  ``overrides``: ``{dotted key: value text}`` set on the run's config (as ``--config.KEY``)."""
   from mimic_jax.evaluation import figures  # matplotlib only when writing
 
   config = workdir_lib.stored_config(workdir)
   if config is None:
     raise ExplainError(f'{workdir}/config.json not found: --workdir must be a trained run')
+  for key, text in (overrides or {}).items():
+    config_check.set_value(config, key, parse_value(text))
   config_check.validate(config, 1)
   names = list(egd_format.CLASS_NAMES)
   wanted = class_index(target, names)
@@ -235,6 +265,7 @@ def explain(
           dict(zip(names, map(float, p))) for p in result['members'][:, i]
         ],
         'checkpoint': scored,
+        'gradcam_target': config.evaluation.gradcam_target,
         'original_size': list(sizes[k]),
         'conversions': notes[k],
         'overlays': {},
@@ -313,6 +344,7 @@ def _cli() -> None:
         target.value,
         skip_invalid.value,
         save_maps.value,
+        overrides,
       )
     except (
       ExplainError,
@@ -331,7 +363,14 @@ def _cli() -> None:
     for problem in summary['skipped']:
       print(f'skipped: {problem}')
 
-  app.run(main)
+  overrides: dict[str, str] = {}
+
+  def parse(argv: list[str]) -> list[str]:
+    rest, found = split_overrides(argv)
+    overrides.update(found)
+    return flags.FLAGS(rest)
+
+  app.run(main, flags_parser=parse)
 
 
 if __name__ == '__main__':

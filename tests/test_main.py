@@ -446,6 +446,7 @@ def test_explain_new_images(evaluated_runs, tiny_dataset, tmp_path):
       f'--workdir={run}',
       f'--out={tmp_path}/other',
       '--target=CHF',
+      '--config.evaluation.gradcam_target=ensemble_log_softmax',
       '--save_maps',
       '--skip_invalid',
       '--explainers=grad_cam',
@@ -458,6 +459,7 @@ def test_explain_new_images(evaluated_runs, tiny_dataset, tmp_path):
   assert len(result['skipped']) == 2 and 'broken.jpg' in other.stdout
   (entry,) = result['images']
   assert entry['explained_class'] == 'CHF' and len(entry['maps']['grad_cam']) == 3
+  assert entry['gradcam_target'] == 'ensemble_log_softmax'  # the --config override took
   for m, name in enumerate(entry['maps']['grad_cam']):
     assert name == f'{jpg.stem}_grad_cam_member{m}.npy'
     raw = np.load(tmp_path / 'other' / name)
