@@ -15,6 +15,7 @@ import functools
 import os
 import sys
 import time
+from typing import Any
 
 from etils import epath
 import jax
@@ -233,16 +234,11 @@ class Checkpoints:
 
 
 def load_state(
-  config: ml_collections.ConfigDict,
-  workdir: str | os.PathLike,
-  *,
-  tuning: tuning_lib.Tuning | None = None,
-  devices: Sequence[jax.Device] | None = None,
-  select: str | None = None,
-  log: Callable[[str], None] = print,
+  config: ml_collections.ConfigDict, workdir: str | os.PathLike, **options: Any
 ) -> state_lib.TrainState:
-  """The state of the run in ``workdir``: :func:`load_checkpoint`'s state."""
-  return load_checkpoint(config, workdir, tuning=tuning, devices=devices, select=select, log=log)[0]
+  """The state of the run in ``workdir``: :func:`load_checkpoint` (same ``options``) without
+  which checkpoint it is."""
+  return load_checkpoint(config, workdir, **options)[0]
 
 
 def load_checkpoint(
