@@ -11,4 +11,4 @@ bash scripts/setup_browser.sh
 .venv/bin/ruff check --quiet .
 # shellcheck source=scripts/xla_cpu_env.sh
 source scripts/xla_cpu_env.sh
-exec .venv/bin/python -m pytest -n 2 -q "$@"
+exec .venv/bin/python -m pytest -n 2 -q --durations=25 "$@"
