@@ -117,3 +117,13 @@ def test_paired_difference_interval_contains_the_difference():
   d, lo, hi = bootstrap.paired_difference_ci(base, other)
   assert d == pytest.approx(np.mean([0.5, 0.0, 0.5, 1.0]))  # the NaN pair is dropped
   assert lo <= d <= hi and lo >= 0.0 and hi <= 1.0
+
+
+def test_the_share_of_the_way_to_the_ceiling_hand_worked():
+  """NSS: prior 1.0, reader 2.0, model 1.5: half way. CC: the reader no better than the prior
+  (0.5 against 0.6): no way from one to the other, NaN."""
+  scores = lambda nss, cc: {'scores': {'nss': {'mean': nss}, 'cc': {'mean': cc}}}
+  refs = {'prior': scores(1.0, 0.6), 'reader': scores(2.0, 0.5)}
+  share = evaluate._share_of_ceiling({'nss': {'mean': 1.5}, 'cc': {'mean': 0.7}}, refs)
+  assert share['nss'] == pytest.approx(0.5) and math.isnan(share['cc'])
+  assert evaluate._share_of_ceiling({'nss': {'mean': 1.5}}, {'prior': refs['prior']}) == {}

@@ -130,13 +130,14 @@ def _synthetic_readings(config: ml_collections.ConfigDict, data: dict) -> dict:
 
 def _share_of_ceiling(model: dict, refs: dict) -> dict[str, float]:
   """For NSS and CC: ``(model - prior) / (reader - prior)`` of the means, the share of the way
-  from the prior to the human ceiling (1: as close as another reader); needs both."""
+  from the prior to the human ceiling (1: as close as another reader); needs both, and NaN
+  where the ceiling is not above the prior (then there is no way from one to the other)."""
   if 'prior' not in refs or 'reader' not in refs:
     return {}
   out = {}
   for k in ('nss', 'cc'):
     prior, reader = refs['prior']['scores'][k]['mean'], refs['reader']['scores'][k]['mean']
-    out[k] = (model[k]['mean'] - prior) / (reader - prior) if reader != prior else float('nan')
+    out[k] = (model[k]['mean'] - prior) / (reader - prior) if reader > prior else float('nan')
   return out
 
 

@@ -94,7 +94,8 @@ def markdown_report(results: dict, figures: Sequence[str] = ()) -> str:
   if shares:
     lines += [
       '',
-      'Share of the way from the prior to the reader ceiling (0: the prior, 1: another reader): '
+      'Share of the way from the prior to the reader ceiling (0: the prior, 1: another reader; '
+      'nan where another reader scores no better than the prior): '
       + '; '.join(f'{e} NSS {v["nss"]:.2f}, CC {v["cc"]:.2f}' for e, v in shares.items()),
     ]
   lines += [
