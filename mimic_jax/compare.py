@@ -46,8 +46,13 @@ from mimic_jax.evaluation import report
 
 # The map metrics the tables show (metrics.json holds all of report.MAP_METRICS): first those
 # relative to the prior, then the raw ones.
-SHOWN = ('information_gain', 'sncc', 'auc_shuffled', 'kld', 'nss', 'cc', 'sim')
-SHORT = {'information_gain': 'IG (bits)', 'sncc': 'sNCC', 'auc_shuffled': 'sAUC'}
+SHOWN = ('information_gain', 'sncc', 'sauc', 'auc_shuffled', 'kld', 'nss', 'cc', 'sim')
+SHORT = {
+  'information_gain': 'IG (bits)',
+  'sncc': 'sNCC',
+  'sauc': 'sAUC',
+  'auc_shuffled': 'shuffled AUC',
+}
 
 
 class ComparisonError(ValueError):
@@ -314,7 +319,9 @@ def _runs_markdown(result: dict, names: Sequence[str]) -> str:
 _METRICS_NOTE = (
   'Relative to the prior (the mean training gaze map, one map for every image): IG, information '
   'gain over it in bits per fixation, and sNCC = CC(map, gaze) - CC(map, prior), both 0 for a map '
-  "as good as the prior; sAUC, the shuffled AUC (negatives: other images' fixations). Raw: KLD "
+  'as good as the prior; sAUC as REFLACX computes it (positives drawn from the gaze, negatives '
+  'from the prior; 0.5 for a map no better than the prior) and the MIT shuffled AUC (negatives: '
+  "other images' fixations). Raw: KLD "
   '(lower is better), NSS, CC, SIM. The `reference:` rows are maps scored by the same code: '
   '`uniform` (constant), `prior` and, with several readers per image, `reader` (each reader '
   'against the others: the human ceiling). Reliance: test minus decoy accuracy (0 for a model '

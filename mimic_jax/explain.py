@@ -199,7 +199,7 @@ def explain(
   workdir: str | os.PathLike,
   image_args: Sequence[str],
   out_dir: str | os.PathLike | None = None,
-  explainers: Sequence[str] = report.EXPLAINERS,
+  explainers: Sequence[str] = tuple(report.EXPLAINERS),
   checkpoint: str | None = None,
   batch_size: int = 8,
   target: str | None = None,
@@ -328,7 +328,8 @@ def _cli() -> None:
       raise app.UsageError('give one or more images, folders or glob patterns')
     unknown = [e for e in explainers.value if e not in report.EXPLAINERS]
     if unknown:
-      raise app.UsageError(f'--explainers: unknown {unknown}; choose from {report.EXPLAINERS}')
+      choices = list(report.EXPLAINERS)
+      raise app.UsageError(f'--explainers: unknown {unknown}; choose from {choices}')
     console.quiet_libraries()
     compilation_cache.enable()
     try:

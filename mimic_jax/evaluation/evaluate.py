@@ -70,6 +70,7 @@ def _score_maps(
     out['auc_shuffled'].append(sm.auc_shuffled(s, f, other_fixations[i], seed=i))
     out['information_gain'].append(sm.information_gain(s, f, baseline))
     out['sncc'].append(sm.sncc(s, g, baseline))
+    out['sauc'].append(sm.sauc(s, g, baseline, seed=i))
   return out
 
 

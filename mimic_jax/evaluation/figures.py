@@ -13,18 +13,14 @@ from etils import epath
 import matplotlib.pyplot as plt
 import numpy as np
 
+from mimic_jax.evaluation import report
+
 
 def _grey(image: np.ndarray) -> np.ndarray:
   g = image.mean(axis=-1) if image.ndim == 3 else image
   return (g - g.min()) / max(g.max() - g.min(), 1e-12)
 
 
-# How each explainer's map is signed, as the figures state it.
-SIGN_MODE = {
-  'grad_cam': 'Grad-CAM: ReLU of the gradient-weighted activations',
-  'input_gradients': '|input gradient|, summed over channels',
-  'gradient_shap': '|GradientSHAP|, summed over channels',
-}
 # Colour map of explanation overlays (perceptually uniform, dark = 0).
 HEAT_CMAP = 'inferno'
 
@@ -110,7 +106,7 @@ def gallery(
         ax.set_yticks([])
         ax.set_title(title, fontsize=7.5)
     for c, key in enumerate(['', 'gaze', *explainers]):
-      label = 'gaze density' if key == 'gaze' else SIGN_MODE.get(key, key)
+      label = 'gaze density' if key == 'gaze' else report.EXPLAINERS.get(key, key)
       bar = fig.colorbar(
         images[key or 'gaze'], ax=axes[:, c], orientation='horizontal', fraction=0.04, pad=0.02
       )
@@ -174,7 +170,9 @@ def explanation_figure(
     ax.set_yticks([])
     ax.set_aspect('equal')
   bar = fig.colorbar(shown, ax=list(axes[0, 1:]), orientation='horizontal', fraction=0.05, pad=0.04)
-  bar.set_label(f'{SIGN_MODE.get(explainer, explainer)} (one scale for all panels)', fontsize=7)
+  bar.set_label(
+    f'{report.EXPLAINERS.get(explainer, explainer)} (one scale for all panels)', fontsize=7
+  )
   bar.ax.tick_params(labelsize=6)
   fig.suptitle(title, fontsize=9)
   return fig

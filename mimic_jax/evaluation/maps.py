@@ -2,10 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 
+from mimic_jax.evaluation import report
 from mimic_jax.methods import base
 from mimic_jax.training import state as state_lib
+
+
+def _grad_cam(apply_fn, variables, x, y, rng, *, layer, gradcam_target, execution):  # noqa: ANN001
+  del rng
+  target = 'log_softmax' if gradcam_target == 'ensemble_log_softmax' else 'logit'
+  return base.member_grad_cams(
+    apply_fn, variables, x, y, layer=layer, target=target, execution=execution
+  )
+
+
+def _absolute_attribution(explainer: str, explainer_kwargs: dict) -> Callable:
+  """The |attribution| of ``explainer``, summed over channels, per sub-model."""
+
+  def maps(apply_fn, variables, x, y, rng, *, layer, gradcam_target, execution):  # noqa: ANN001
+    del layer, gradcam_target
+    return base.member_explanations(
+      apply_fn,
+      variables,
+      x,
+      y,
+      rng,
+      explainer=explainer,
+      explainer_kwargs=explainer_kwargs,
+      post={'sign': 'abs', 'channels': 'sum', 'normalize': 'none'},
+      execution=execution,
+    )
+
+  return maps
+
+
+# How each of ``report.EXPLAINERS`` computes its ``(M, B, h, w)`` maps: a new explainer is an
+# entry here and one in ``report.EXPLAINERS`` (its name and sign mode).
+COMPUTE = {
+  'grad_cam': _grad_cam,
+  'input_gradients': _absolute_attribution('input_gradients', {}),
+  'gradient_shap': _absolute_attribution('gradient_shap', {'samples': 8}),
+}
+assert set(COMPUTE) == set(report.EXPLAINERS), 'report.EXPLAINERS and maps.COMPUTE differ'
 
 
 def member_maps(
@@ -21,28 +62,20 @@ def member_maps(
   execution: str,
 ) -> jax.Array:
   """``(M, B, size, size)`` non-negative maps of every sub-model for the classes ``y``,
-  resized to the gaze grid: ``explainer`` ``'grad_cam'`` at ``layer`` (score:
-  ``gradcam_target``), or the absolute value of an attribution explainer summed over channels
-  (GradientSHAP with 8 samples). The ensemble's map is their mean."""
+  resized to the gaze grid: ``explainer`` of :data:`COMPUTE` (``'grad_cam'`` at ``layer``,
+  score ``gradcam_target``; or the absolute value of an attribution explainer summed over
+  channels, GradientSHAP with 8 samples). The ensemble's map is their mean."""
   variables = base.eval_variables(state.params, state.batch_stats)
-  if explainer == 'grad_cam':
-    target = 'log_softmax' if gradcam_target == 'ensemble_log_softmax' else 'logit'
-    maps = base.member_grad_cams(
-      state.apply_fn, variables, x, y, layer=layer, target=target, execution=execution
-    )
-  else:
-    kwargs = {'samples': 8} if explainer == 'gradient_shap' else {}
-    maps = base.member_explanations(
-      state.apply_fn,
-      variables,
-      x,
-      y,
-      rng,
-      explainer=explainer,
-      explainer_kwargs=kwargs,
-      post={'sign': 'abs', 'channels': 'sum', 'normalize': 'none'},
-      execution=execution,
-    )
+  maps = COMPUTE[explainer](
+    state.apply_fn,
+    variables,
+    x,
+    y,
+    rng,
+    layer=layer,
+    gradcam_target=gradcam_target,
+    execution=execution,
+  )
   if maps.shape[-1] != size:
     m, b = maps.shape[:2]
     maps = jax.image.resize(maps, (m, b, size, size), 'linear')

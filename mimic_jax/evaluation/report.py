@@ -9,12 +9,18 @@ import html
 import os
 import re
 
-# Explainers every evaluation scores, per sub-model and averaged over the ensemble.
-EXPLAINERS = ('grad_cam', 'input_gradients', 'gradient_shap')
+# Explainers every evaluation scores, per sub-model and averaged over the ensemble: name -> how
+# its map is signed, as the figures state it (``maps.COMPUTE`` computes each).
+EXPLAINERS = {
+  'grad_cam': 'Grad-CAM: ReLU of the gradient-weighted activations',
+  'input_gradients': '|input gradient|, summed over channels',
+  'gradient_shap': '|GradientSHAP|, summed over channels',
+}
 # MIT saliency metrics per image (``saliency_metrics.py``); KLD is lower-is-better.
 MAP_METRICS = (
   'information_gain',
   'sncc',
+  'sauc',
   'kld',
   'nss',
   'cc',
@@ -24,7 +30,8 @@ MAP_METRICS = (
   'auc_shuffled',
 )
 # Metrics relative to the prior (the mean training gaze map): information gain over it, in
-# bits per fixation, and shuffled NCC; both 0 for a map as good as the prior.
+# bits per fixation, and shuffled NCC, both 0 for a map as good as the prior (``sauc``, the
+# REFLACX shuffled AUC against the prior, is 0.5 there and compared like the other AUCs).
 PRIOR_RELATIVE = ('information_gain', 'sncc')
 LOWER_IS_BETTER = frozenset({'kld'})
 # Allowed values, gathered by ``mimic_jax.config_check``.
@@ -73,10 +80,11 @@ def markdown_report(results: dict, figures: Sequence[str] = ()) -> str:
     'KLD lower is better; all other metrics higher is better. NSS, the AUCs and IG use '
     'the fixation map; KLD, CC, SIM and sNCC the gaze heatmap. Relative to the prior (the mean '
     'training gaze map, the same for every image): IG in bits per fixation over it, sNCC = '
-    'CC(map, gaze) - CC(map, prior); both are 0 for a map as good as the prior. The reference '
-    'rows are scored by the same code: `uniform` (a constant map), `prior` (the prior itself) '
-    'and, where images have several readers, `reader` (each reader against the others: the '
-    'human ceiling).',
+    'CC(map, gaze) - CC(map, prior); both are 0 for a map as good as the prior; sAUC, the '
+    'REFLACX shuffled AUC (positives from the gaze, negatives from the prior), is 0.5 there. '
+    'The reference rows are scored by the same code: `uniform` (a constant map), `prior` (the '
+    'prior itself) and, where images have several readers, `reader` (each reader against the '
+    'others: the human ceiling).',
     '',
     '| map | ' + ' | '.join(MAP_METRICS) + ' |',
     '|---|' + '---|' * len(MAP_METRICS),

@@ -186,3 +186,25 @@ def sncc(saliency: np.ndarray, gaze: np.ndarray, prior: np.ndarray) -> float:
   centre-bias ``prior``. 0 for a map no closer to the gaze than to the prior; NaN for a constant
   map."""
   return cc(saliency, gaze) - cc(saliency, prior)
+
+
+def sauc(
+  saliency: np.ndarray, gaze: np.ndarray, prior: np.ndarray, n: int = 1000, seed: int = 0
+) -> float:
+  """Shuffled AUC as the REFLACX saliency comparison computes it: ``n`` positive pixels drawn
+  (with replacement) from the gaze density, ``n`` negatives from the ``prior`` density, and the
+  area under the ROC curve of the saliency map's values there (ties count half). 0.5 for a map
+  that separates this image's gaze no better than the prior's; NaN for an all-zero gaze or
+  prior."""
+  g = np.asarray(gaze, np.float64).ravel()
+  b = resize_to(prior, np.shape(gaze)).ravel()
+  s = resize_to(saliency, np.shape(gaze)).ravel()
+  if g.sum() <= 0 or b.sum() <= 0:
+    return float('nan')
+  rng = np.random.default_rng(seed)
+  positives = s[rng.choice(s.size, n, p=g / g.sum())]
+  negatives = s[rng.choice(s.size, n, p=b / b.sum())]
+  from scipy import stats
+
+  ranks = stats.rankdata(np.concatenate([positives, negatives]))  # ties: average ranks
+  return float((ranks[:n].sum() - n * (n + 1) / 2) / (n * n))
