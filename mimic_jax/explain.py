@@ -300,6 +300,8 @@ def explain(
   (out / 'summary.json').write_text(
     json.dumps({'images': summaries, 'skipped': problems}, indent=1)
   )
+  for problem in problems:
+    print(f'skipped: {problem}', flush=True)
   return summaries
 
 
@@ -358,11 +360,6 @@ def _cli() -> None:
     for r in results:
       probability = r['probabilities'][r['predicted']]
       print(f'{r["image"]}: {r["predicted"]} ({probability:.3f})')
-    summary = json.loads(
-      pathlib.Path(out.value or f'{workdir.value}/explain', 'summary.json').read_text()
-    )
-    for problem in summary['skipped']:
-      print(f'skipped: {problem}')
 
   overrides: dict[str, str] = {}
 
