@@ -45,6 +45,9 @@ def _base() -> ml_collections.ConfigDict:
   c.num_train_steps = -1  # > 0 overrides num_epochs
   c.learning_rate = 1e-4  # Adam
   c.log_every_steps = 10
+  # At every validation, each weighted loss term's gradient against the cross-entropy's (norm
+  # ratio and cosine; mimic: beta's adversarial term) on the first batch of validation images.
+  c.monitor_loss_terms = True
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 3
   c.eval_every_epochs = 1
@@ -93,8 +96,13 @@ def _base() -> ml_collections.ConfigDict:
   c.mimic.post = ml_collections.ConfigDict(
     {'sign': 'abs', 'channels': 'sum', 'normalize': 'minmax', 'pool': 4}
   )
+  c.mimic.disc_arch = 'mlp'  # mlp (the paper's F -> disc_hidden -> M) | conv (small CNN)
   c.mimic.disc_hidden = 512
   c.mimic.disc_learning_rate = 1e-4
+  c.mimic.disc_steps = 1  # discriminator Adam steps per step of its phase (on one batch)
+  # The game's monitor at every validation: the discriminator's accuracy and CE on the maps of
+  # the first batch of validation images, and the sub-models' agreement on them.
+  c.mimic.monitor = True
 
   c.gaze = ml_collections.ConfigDict()
   # The recipe chosen on the validation split (docs/results.md, configs/gaze_candidates.json):
@@ -114,6 +122,10 @@ def _base() -> ml_collections.ConfigDict:
   # Grad-CAM's score: logit (each sub-model's class logit; the ensemble map is their mean) |
   # ensemble_log_softmax (the released code: the ensemble's mean log-softmax).
   c.evaluation.gradcam_target = 'logit'
+  # Distinguishability of an ensemble's maps: fresh probes trained on the maps of at most this
+  # many training images (0: none), the discriminator probe for this many Adam steps.
+  c.evaluation.probe_train_images = 256
+  c.evaluation.probe_steps = 400
 
   c.data = ml_collections.ConfigDict()
   c.data.data_dir = 'data/tfds'  # TFDS data dir (local or gs://)

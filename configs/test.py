@@ -23,6 +23,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.log_every_steps = 1
   c.mimic.disc_hidden = 8
   c.mimic.post.pool = 8
+  c.evaluation.probe_steps = 100
   c.data.threads = 1
   c.data.prefetch = 2
   return c

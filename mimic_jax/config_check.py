@@ -41,6 +41,7 @@ _AT_LEAST_ONE = (
   'gaze.num_models',
   'mimic.post.pool',
   'mimic.disc_hidden',
+  'mimic.disc_steps',
 )
 
 

@@ -47,9 +47,13 @@ def test_each_method_trains_and_writes_logs(tiny_dataset, tmp_path, variant):
   assert 'step 4/4' in log and 'ex/s' in log and 'ETA' in log and 'validation at step 4' in log
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
   lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
-  assert len(lines) == 5  # 4 train steps + 1 validation
+  # 4 train steps, 1 validation and, for a method with weighted loss terms, their gradients.
+  assert len(lines) == (6 if variant == 'gaze' else 5)
   if variant == 'gaze':
     assert '"train/penalty": 0.0' not in lines[0]
+    terms = json.loads(lines[-1])
+    assert terms['step'] == 4 and terms['gradients/weight_over_ce'] > 0
+    assert terms['gradients/grad_cam_weight_over_ce'] >= 0  # Grad-CAM can be all 0 this early
 
 
 def test_one_and_eight_devices_give_the_same_parameters(tiny_dataset, tmp_path):
@@ -171,6 +175,29 @@ def test_tensorboard_shows_validation_gaze_metrics_and_explanations(tiny_dataset
   # One row per shown example: the panels are not blank.
   assert picture.shape[:2] == (images[0].image.height, images[0].image.width)
   assert picture.std() > 10
+  # The game's monitor, after epoch 0's discriminator steps: in metrics.jsonl, TensorBoard
+  # and log.txt, the accuracy a share of the 3 x 4 validation maps.
+  game = [r for r in logged if 'game/disc_accuracy' in r]
+  assert [r['step'] for r in game] == [4] and game[0]['game/after_discriminator_phase'] == 1.0
+  assert game[0]['game/disc_accuracy'] * 12 == pytest.approx(
+    round(game[0]['game/disc_accuracy'] * 12)
+  )
+  terms = [r for r in logged if 'gradients/beta_over_ce' in r]
+  assert [r['step'] for r in terms] == [4] and terms[0]['gradients/beta_over_ce'] > 0
+  assert -1 <= terms[0]['gradients/beta_cosine'] <= 1
+  game[0].update(terms[0])
+  for key in (
+    'game/disc_accuracy',
+    'game/disc_ce',
+    'game/map_correlation',
+    'gradients/beta_over_ce',
+  ):
+    scalars = [v for tag, step, kind, v in events if tag == key and kind == 'simple_value']
+    assert scalars == [pytest.approx(game[0][key], rel=1e-6)], key
+  assert (
+    'game at step 4 (after a discriminator step): disc_accuracy'
+    in (tmp_path / 'log.txt').read_text()
+  )
   # The run's settings are in the hyperparameters tab.
   assert any(tag == '_hparams_/experiment' for tag, *_ in events)
   # The best checkpoint by validation accuracy is kept beside the latest ones.

@@ -162,6 +162,8 @@ class Method:
   phases: tuple[str, ...] = ('train',)
   # The scalars every step reports (a method adds its own).
   metric_names: tuple[str, ...] = ('loss', 'ce', 'accuracy')
+  # The phase whose loss holds the terms that :meth:`loss_weights` weigh (``None``: the first).
+  loss_term_phase: str | None = None
 
   def __init__(
     self, config: ml_collections.ConfigDict, model: nn.Module, execution: str = 'unrolled'
@@ -221,6 +223,19 @@ class Method:
     logits, new_bs = self.train_forward(params, batch_stats, batch['image'])
     ce = ensemble_ce(logits, batch['label'])
     return ce, (self.scalars(ce, ce), logits, new_bs)
+
+  def monitor(
+    self,
+    params: Any,
+    batch_stats: Any,
+    method_state: Any,
+    batch: dict,
+    rng: jax.Array,
+  ) -> Aux:
+    """Scalars that show the method's mechanism at work on a fixed validation batch (logged
+    at every validation); ``{}``: the method has none to show."""
+    del params, batch_stats, method_state, batch, rng
+    return {}
 
   def display_explanations(
     self,

@@ -43,6 +43,7 @@ CHOICES = {
   'mimic.alternation': ('epoch', 'step'),
   'mimic.first_phase': ('discriminator', 'adversarial'),
   'mimic.explanation_gradient': ('through', 'stop'),
+  'mimic.disc_arch': ('mlp', 'conv'),
   'mimic.explainer': tuple(explainers.ATTRIBUTION_EXPLAINERS),
   'mimic.post.sign': postprocessing.SIGNS,
   'mimic.post.normalize': postprocessing.NORMALIZATIONS,
@@ -54,15 +55,35 @@ _AT_INPUT = {'input_gradients': lambda x, g: g, 'gradient_x_input': lambda x, g:
 
 
 class Discriminator(nn.Module):
-  """MLP ``F -> hidden -> M`` guessing which sub-model made a flattened explanation."""
+  """Guesses which of ``num_models`` sub-models made each ``(N, h, w)`` explanation map:
+  ``(N, M)`` logits.
+
+  ``arch='mlp'``: the paper's MLP ``F -> hidden -> M`` on the flattened map (the released code
+  runs it on full-resolution maps, ``post.pool=1``, ``hidden=512``). ``'conv'``: two 3 x 3
+  convolutions of stride 2 (``hidden // 4`` and ``hidden // 2`` channels, ReLU), then a dense
+  layer to M, for maps whose difference is a local pattern rather than a pixel layout.
+  """
 
   num_models: int
   hidden: int = 512
+  arch: str = 'mlp'
 
   @nn.compact
   def __call__(self, maps: jax.Array) -> jax.Array:
-    h = nn.relu(nn.Dense(self.hidden)(maps.reshape(maps.shape[0], -1)))
-    return nn.Dense(self.num_models)(h)
+    if self.arch == 'conv':
+      h = maps[..., None]
+      for features in (max(self.hidden // 4, 1), max(self.hidden // 2, 1)):
+        h = nn.relu(nn.Conv(features, (3, 3), strides=(2, 2))(h))
+    else:
+      h = nn.relu(nn.Dense(self.hidden)(maps.reshape(maps.shape[0], -1)))
+    return nn.Dense(self.num_models)(h.reshape(h.shape[0], -1))
+
+
+def make_discriminator(mimic_config: Any, num_models: int) -> Discriminator:
+  """The discriminator that ``config.mimic`` describes (``disc_arch``, ``disc_hidden``)."""
+  return Discriminator(
+    num_models=num_models, hidden=mimic_config.disc_hidden, arch=mimic_config.disc_arch
+  )
 
 
 def discriminator_logits(disc_apply: Any, disc_params: Any, maps: jax.Array) -> jax.Array:
@@ -108,10 +129,25 @@ def adversarial_term(
   return (confusion if member is None else confusion / num_models), d_ce
 
 
+def discriminator_steps(
+  disc: train_state.TrainState, maps: jax.Array, steps: int
+) -> tuple[train_state.TrainState, base.Aux]:
+  """``steps`` Adam steps of the discriminator on the detached ``(M, B, h, w)`` maps of one
+  batch; returns it and ``{'disc_ce': CE_D before the first step}``."""
+
+  def one(d: train_state.TrainState, _: None) -> tuple[train_state.TrainState, jax.Array]:
+    d_ce, grads = jax.value_and_grad(lambda p: discriminator_ce(d.apply_fn, p, maps))(d.params)
+    return d.apply_gradients(grads=grads), d_ce
+
+  disc, ces = jax.lax.scan(one, disc, None, length=steps)
+  return disc, {'disc_ce': ces[0]}
+
+
 class Mimic(base.Method):
   """The explanation ensemble: ``ensemble.num_models`` sub-models and a discriminator."""
 
   phases = ('discriminator', 'adversarial', 'cross_entropy')
+  loss_term_phase = 'adversarial'
   metric_names = base.Method.metric_names + ('disc_ce',)
 
   @property
@@ -132,7 +168,7 @@ class Mimic(base.Method):
   ) -> train_state.TrainState:
     """The discriminator and its optimiser."""
     mc = self.config.mimic
-    disc = Discriminator(num_models=self.num_members, hidden=mc.disc_hidden)
+    disc = make_discriminator(mc, self.num_members)
     side = image_shape[0] // mc.post.pool
     params = disc.init(rng, jnp.zeros((1, side, side)))['params']
     return train_state.TrainState.create(
@@ -170,14 +206,39 @@ class Mimic(base.Method):
   ) -> tuple[Any, base.Aux]:
     if phase != 'discriminator':
       return method_state, {}
-    disc = method_state
     maps = jax.lax.stop_gradient(
       self.training_explanations(params, batch_stats, batch['image'], batch['label'], rng)
     )
-    d_ce, grads = jax.value_and_grad(lambda p: discriminator_ce(disc.apply_fn, p, maps))(
-      disc.params
-    )
-    return disc.apply_gradients(grads=grads), {'disc_ce': d_ce}
+    return discriminator_steps(method_state, maps, self.config.mimic.disc_steps)
+
+  def monitor(
+    self,
+    params: Any,
+    batch_stats: Any,
+    method_state: Any,
+    batch: dict,
+    rng: jax.Array,
+  ) -> base.Aux:
+    """The game on a fixed batch of validation images: the discriminator's accuracy
+    (``disc_accuracy``, chance 1/M) and cross-entropy (``disc_ce``) on the sub-models' training
+    maps, and the mean over images and sub-model pairs of the Pearson correlation of their maps
+    (``map_correlation``). Empty when ``config.mimic.monitor`` is off. (The adversarial term's
+    share of the gradient: ``steps.LossTermGradients``.)"""
+    mc, disc = self.config.mimic, method_state
+    if not mc.monitor:
+      return {}
+    maps = self.training_explanations(params, batch_stats, batch['image'], batch['label'], rng)
+    m, b = maps.shape[:2]
+    logits = discriminator_logits(disc.apply_fn, disc.params, maps)
+    labels = jnp.repeat(jnp.arange(m), b)
+    flat = maps.reshape(m, b, -1)
+    z = (flat - flat.mean(-1, keepdims=True)) / (flat.std(-1, keepdims=True) + 1e-12)
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
+    return {
+      'disc_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels),
+      'disc_ce': base.cross_entropy(logits, labels),
+      'map_correlation': jnp.mean(jnp.stack([(z[i] * z[j]).mean(-1) for i, j in pairs])),
+    }
 
   def shares_forward(self, batch_stats: Any) -> bool:
     """Whether the training explanation reuses the cross-entropy's forward pass."""

@@ -9,7 +9,7 @@ after every ``eval_every_epochs`` epochs; logs to TensorBoard, ``metrics.jsonl``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import functools
 import os
 import time
@@ -25,6 +25,7 @@ from mimic_jax import tuning as tuning_lib
 from mimic_jax.data import pipeline
 from mimic_jax.evaluation import figures
 from mimic_jax.evaluation import validation
+from mimic_jax.methods import base
 from mimic_jax.runtime import mesh as mesh_lib
 from mimic_jax.runtime import preemption
 from mimic_jax.training import checkpoints as checkpoints_lib
@@ -90,13 +91,24 @@ class _StepClock:
     return f'{batch_size / per_step:.1f} ex/s | ETA {_fmt_time((total_steps - step) * per_step)}'
 
 
-def _shown_examples(
-  source: Sequence[dict], input_channels: int, sharding: jax.sharding.Sharding
+def _first_examples(
+  source: Sequence[dict], input_channels: int, sharding: jax.sharding.Sharding, count: int = 4
 ) -> dict:
-  """The first (up to 4) validation examples, whose explanations TensorBoard shows."""
-  examples = [pipeline.preprocess(source[i], input_channels) for i in range(min(4, len(source)))]
+  """The first (up to ``count``) validation examples, replicated: those whose explanations
+  TensorBoard shows (4), or the game monitor's fixed batch."""
+  n = min(count, len(source))
+  examples = [pipeline.preprocess(source[i], input_channels) for i in range(n)]
   batch = {k: np.stack([e[k] for e in examples]) for k in ('image', 'label', 'gaze')}
   return jax.device_put(batch, sharding)
+
+
+def _monitor_fn(method: base.Method, jit: Callable, repl: jax.sharding.Sharding):
+  """The method's :meth:`monitor` of a train state, jit-compiled."""
+
+  def monitor(state: state_lib.TrainState, batch: dict, rng: jax.Array) -> dict:
+    return method.monitor(state.params, state.batch_stats, state.method_state, batch, rng)
+
+  return jit(monitor, out_shardings=repl)
 
 
 def train_and_evaluate(
@@ -184,7 +196,15 @@ def _train(
     out_shardings=repl,
   )
   val_source = pipeline.data_source(config.data, 'validation')
-  shown = _shown_examples(val_source, config.model.input_channels, repl)
+  shown = _first_examples(val_source, config.model.input_channels, repl)
+  monitor_batch = _first_examples(val_source, config.model.input_channels, repl, config.batch_size)
+  monitor_fn = _monitor_fn(method, tuning.jit, repl)
+  term_gradients = None
+  if config.monitor_loss_terms and method.loss_weights():
+    term_phase = method.loss_term_phase or method.phases[0]
+    term_gradients = steps.LossTermGradients(
+      method, term_phase, tuning.jit, repl, step_fns[term_phase]
+    )
   display_fn = tuning.jit(
     functools.partial(validation.display_maps, method, layer=layer), out_shardings=repl
   )
@@ -258,6 +278,21 @@ def _train(
         if not np.isfinite(val['ce']):
           what = f'non-finite validation loss at step {step} (ce {val["ce"]})'
           _stop_non_finite(what, ckpt, best)
+        game = jax.device_get(monitor_fn(state, monitor_batch, jax.random.key(step)))
+        if game:
+          game = {k: float(v) for k, v in game.items()}
+          game['after_discriminator_phase'] = float(phase == 'discriminator')
+          writer.write_scalars(step, game, prefix='game/')
+          writer.log(
+            f'game at step {step} (after {"an" if phase[0] in "aeiou" else "a"} {phase} step): '
+            + ' '.join(f'{k} {v:.4f}' for k, v in game.items() if k != 'after_discriminator_phase')
+          )
+        if term_gradients is not None:
+          shares = term_gradients(state, monitor_batch, weights, jax.random.key(step))
+          writer.write_scalars(step, shares, prefix='gradients/')
+          writer.log(
+            f'loss terms at step {step}: ' + ' '.join(f'{k} {v:.4f}' for k, v in shares.items())
+          )
         maps = jax.device_get(display_fn(state, shown, jax.random.key(step)))
         writer.write_image(
           step,

@@ -202,6 +202,64 @@ class PerMemberStep:
     return {'update': update.lower(), 'gradients': gradients.lower(), 'apply': apply.lower()}
 
 
+class LossTermGradients:
+  """How much of the sub-models' gradient each weighted loss term gives, in the phase a step
+  function runs: for each weight ``w`` of ``method.loss_weights()`` (a loss linear in it), the
+  term's gradient ``g(weights) - g(weights, w = 0)`` against the gradient of the loss with every
+  weight 0 (the cross-entropy's): ``{w}_over_ce`` the ratio of their norms, ``{w}_cosine`` their
+  cosine, over all sub-models' parameters. It runs the step's own gradient programs (a
+  :class:`PerMemberStep`'s per-sub-model program, else one more program of the whole gradient),
+  so it compiles nothing the size of the step again where steps run per sub-model."""
+
+  def __init__(
+    self,
+    method: base.Method,
+    phase: str,
+    jit: Callable = jax.jit,
+    out_sharding: Any = None,
+    step_fn: Step | None = None,
+  ):
+    """``step_fn``: the run's compiled step of ``phase`` (:func:`compile_step`)."""
+    out = {} if out_sharding is None else {'out_shardings': out_sharding}
+    if isinstance(step_fn, PerMemberStep):
+      self.gradients, self.indices = step_fn.programs['gradients'], step_fn.indices
+    else:
+      self.gradients = jit(functools.partial(_member_gradients, method, phase), **out)
+      self.indices = [None]
+    self.names = list(method.loss_weights())
+    self.reduce = jit(_term_sums, **out)
+
+  def __call__(
+    self, state: state_lib.TrainState, batch: dict, weights: dict, key: jax.Array
+  ) -> dict[str, float]:
+    def grads(w: dict) -> list:
+      return [
+        self.gradients(state.params, state.batch_stats, state.method_state, batch, key, w, m)[0]
+        for m in self.indices
+      ]
+
+    zero = {k: jnp.zeros_like(v) for k, v in weights.items()}
+    ce = grads(zero)
+    out = {}
+    for name in self.names:
+      ce_sq, term_sq, dot = (
+        float(v) for v in self.reduce(ce, grads({**zero, name: weights[name]}))
+      )
+      out[f'{name}_over_ce'] = float(np.sqrt(term_sq / ce_sq)) if ce_sq > 0 else float('nan')
+      denominator = np.sqrt(term_sq * ce_sq)
+      out[f'{name}_cosine'] = dot / denominator if denominator > 0 else 0.0
+    return out
+
+
+def _term_sums(ce: list, total: list) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(|ce|^2, |total - ce|^2, <total - ce, ce>)`` over every leaf of the gradient lists."""
+  pairs = list(zip(jax.tree.leaves(ce), jax.tree.leaves(total)))
+  ce_sq = sum(jnp.sum(c**2) for c, _ in pairs)
+  term_sq = sum(jnp.sum((t - c) ** 2) for c, t in pairs)
+  dot = sum(jnp.sum((t - c) * c) for c, t in pairs)
+  return ce_sq, term_sq, dot
+
+
 def compile_step(
   method: base.Method,
   phase: str,
