@@ -54,6 +54,16 @@ SHORT = {
   'auc_shuffled': 'shuffled AUC',
 }
 
+# An ensemble's explanations among themselves (NaN for one model): the fresh probes' held-out
+# accuracy naming the sub-model of a map (chance 1/M) and the sub-models' agreement.
+ENSEMBLE_KEYS = ('probe_discriminator', 'probe_logistic', 'pairwise_correlation', 'cv_consistency')
+ENSEMBLE_HEADERS = {
+  'probe_discriminator': 'discriminator probe',
+  'probe_logistic': 'logistic probe',
+  'pairwise_correlation': 'pairwise correlation',
+  'cv_consistency': 'CV consistency (%)',
+}
+
 
 class ComparisonError(ValueError):
   """The runs cannot be compared as asked (different images, missing or malformed results)."""
@@ -99,8 +109,14 @@ def quantities(results: dict, explainer: str) -> dict[str, float]:
     'accuracy': results['classification']['accuracy'],
     'mean_auc': results['classification']['mean_auc'],
   }
+  entry = results['explanations'][explainer]
   for k in report.MAP_METRICS:
-    out[k] = results['explanations'][explainer]['ensemble'][k]['mean']
+    out[k] = entry['ensemble'][k]['mean']
+  probes, agreement = entry.get('distinguishability', {}), entry.get('consistency', {})
+  out['probe_discriminator'] = probes.get('discriminator', {}).get('mean', math.nan)
+  out['probe_logistic'] = probes.get('logistic', {}).get('mean', math.nan)
+  out['pairwise_correlation'] = agreement.get('mean_pairwise_correlation', math.nan)
+  out['cv_consistency'] = agreement.get('cv_consistency', math.nan)
   if 'shortcut' in results:
     sc = results['shortcut']
     out['decoy_accuracy'] = sc['accuracy']
@@ -146,6 +162,7 @@ def compare_runs(
     }
     row.update({k: v for k, v in quantities(results, explainer).items() if k not in per})
     row['checkpoint'] = results.get('checkpoint', {}).get('select', 'unrecorded')
+    row['probes'] = results['explanations'][explainer].get('distinguishability', {})
     table[name] = row
   changes = {}
   for ref in references:
@@ -287,6 +304,29 @@ def _runs_markdown(result: dict, names: Sequence[str]) -> str:
     )
     + ' (the rest NaN: constant maps).',
   ]
+  ensembles = [n for n in names if not math.isnan(rows[n]['pairwise_correlation'])]
+  if ensembles:
+    lines += [
+      '',
+      f"Ensembles: can a fresh probe tell the sub-models' {result['explainer']} maps apart? "
+      "Held-out accuracy naming the sub-model of each test map (trained on training images' "
+      "maps; chance 1/M; 95% bootstrap interval over test images), and the sub-models' "
+      'agreement (mean pairwise Pearson correlation; CV consistency, 100 = identical maps):',
+      '',
+      '| run | ' + ' | '.join(ENSEMBLE_HEADERS.values()) + ' | chance |',
+      '|---|' + '---|' * (len(ENSEMBLE_KEYS) + 1),
+    ]
+    for n in ensembles:
+      r = rows[n]
+      probes = [
+        _fmt_interval(r['probes'][p]) if p in r['probes'] else '—'
+        for p in ('discriminator', 'logistic')
+      ]
+      chance = r['probes'].get('logistic', {}).get('chance', math.nan)
+      lines.append(
+        f'| {n} | ' + ' | '.join(probes) + f' | {r["pairwise_correlation"]:.3f} | '
+        f'{r["cv_consistency"]:.2f} | {chance:.3f} |'
+      )
   for ref, per_run in changes.items():
     paired = all(e['paired'] for e in per_run.values())
     lines += [
@@ -358,6 +398,30 @@ def _seeds_markdown(result: dict) -> str:
     )
   for v in names:
     lines.append(f'| {v} | ' + ' | '.join(_fmt_interval(table[v][k]) for k in keys) + ' |')
+  ensembles = [v for v in names if not math.isnan(table[v]['pairwise_correlation']['mean'])]
+  if ensembles:
+    lines += [
+      '',
+      f"Ensembles: can a fresh probe tell the sub-models' {result['explainer']} maps apart? "
+      'Held-out accuracy naming the sub-model of each test map (chance 1/M), and the '
+      "sub-models' agreement; mean over seeds with a 95% t interval across seeds; differences "
+      'paired by seed:',
+      '',
+      '| variant | ' + ' | '.join(ENSEMBLE_HEADERS.values()) + ' |',
+      '|---|' + '---|' * len(ENSEMBLE_KEYS),
+    ]
+    for v in ensembles:
+      lines.append(
+        f'| {v} | ' + ' | '.join(_fmt_interval(table[v][k]) for k in ENSEMBLE_KEYS) + ' |'
+      )
+    for ref, per_variant in diffs.items():
+      if ref not in ensembles:
+        continue
+      for v, e in per_variant.items():
+        if v in ensembles:
+          lines.append(
+            f'| {v} - {ref} | ' + ' | '.join(_fmt_interval(e[k]) for k in ENSEMBLE_KEYS) + ' |'
+          )
   for ref, per_variant in diffs.items():
     lines += [
       '',

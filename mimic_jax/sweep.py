@@ -46,6 +46,7 @@ from absl import flags
 from mimic_jax import compare
 from mimic_jax.evaluation import bootstrap
 from mimic_jax.evaluation import report
+from mimic_jax.training import metric_writer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -65,13 +66,21 @@ _SELECT_ON = flags.DEFINE_enum(
   'select_on', None, ['validation'], 'Choose among the candidates on this split (see above).'
 )
 _CRITERION = flags.DEFINE_enum(
-  'criterion', 'information_gain', list(report.MAP_METRICS), 'Selection: the map metric.'
+  'criterion',
+  'information_gain',
+  list(report.MAP_METRICS) + list(compare.ENSEMBLE_KEYS),
+  'Selection: the map metric, or a quantity of the ensemble maps (probe_*: lower is better).',
 )
 _EXPLAINER = flags.DEFINE_enum(
   'explainer', 'grad_cam', list(report.EXPLAINERS), 'Selection: whose maps the criterion scores.'
 )
 _TOLERANCE = flags.DEFINE_float(
   'accuracy_tolerance', 0.02, "Selection: how far below the best candidate's accuracy to allow."
+)
+_ACCURACY_REFERENCE = flags.DEFINE_string(
+  'accuracy_reference',
+  None,
+  "Selection: the candidate whose mean accuracy sets the bar (default: the best candidate's).",
 )
 flags.mark_flags_as_required(['out'])
 
@@ -131,6 +140,37 @@ def run_command(
   ]
 
 
+# The game's summary per mimic run (from metrics.jsonl's ``game/`` rows), for the selection.
+GAME = {
+  'disc_after_discriminator': 'disc. accuracy after its steps',
+  'disc_after_adversarial': 'disc. accuracy after adversarial steps',
+  'grad_ratio': 'adv./CE gradient ratio',
+}
+
+
+def game_summary(workdir: pathlib.Path) -> dict[str, float]:
+  """Means over a run's validations of its game monitor (``mimic``; ``{}`` for others):
+  the discriminator's accuracy after a discriminator step and after an adversarial step, and
+  the adversarial term's gradient norm over the cross-entropy's (``steps.LossTermGradients``)."""
+  path = workdir / 'metrics.jsonl'
+  if not path.exists():
+    return {}
+  rows = [r for r in metric_writer.read_rows(path) if 'game/disc_accuracy' in r]
+  if not rows:
+    return {}
+  after = lambda flag: [  # noqa: E731
+    r['game/disc_accuracy'] for r in rows if r['game/after_discriminator_phase'] == flag
+  ]
+  mean = lambda v: float(sum(v) / len(v)) if v else float('nan')  # noqa: E731
+  return {
+    'disc_after_discriminator': mean(after(1.0)),
+    'disc_after_adversarial': mean(after(0.0)),
+    'grad_ratio': mean(
+      [r['gradients/beta_over_ce'] for r in rows if 'gradients/beta_over_ce' in r]
+    ),
+  }
+
+
 def select(
   out: pathlib.Path,
   names: Sequence[str],
@@ -139,26 +179,37 @@ def select(
   explainer: str,
   tolerance: float,
   split: str = 'validation',
+  accuracy_reference: str | None = None,
 ) -> dict:
   """Applies the selection rule (module docstring) to the evaluated runs; writes and returns
   ``selection.json``."""
   rows = {}
+  interval = lambda v: dict(zip(('mean', 'lo', 'hi'), bootstrap.t_interval(v)))  # noqa: E731
   for name in names:
-    results = [compare.load_results(out / name / f'seed_{s}', split) for s in seeds]
+    workdirs = [out / name / f'seed_{s}' for s in seeds]
+    results = [compare.load_results(w, split) for w in workdirs]
     accuracy = [r['classification']['accuracy'] for r in results]
-    score = [r['explanations'][explainer]['ensemble'][criterion]['mean'] for r in results]
+    score = [compare.quantities(r, explainer)[criterion] for r in results]
     rows[name] = {
-      'accuracy': dict(zip(('mean', 'lo', 'hi'), bootstrap.t_interval(accuracy))),
-      criterion: dict(zip(('mean', 'lo', 'hi'), bootstrap.t_interval(score))),
+      'accuracy': interval(accuracy),
+      criterion: interval(score),
       'per_seed': {'accuracy': accuracy, criterion: score},
     }
-  best_accuracy = max(r['accuracy']['mean'] for r in rows.values())
-  eligible = [n for n, r in rows.items() if r['accuracy']['mean'] >= best_accuracy - tolerance]
-  sign = -1 if criterion in report.LOWER_IS_BETTER else 1
+    game = [game_summary(w) for w in workdirs]
+    if any(game):
+      rows[name]['game'] = {k: interval([g.get(k, float('nan')) for g in game]) for k in GAME}
+  if accuracy_reference is not None and accuracy_reference not in rows:
+    raise app.UsageError(f'--accuracy_reference={accuracy_reference} is not a candidate')
+  bar_of = accuracy_reference or max(rows, key=lambda n: rows[n]['accuracy']['mean'])
+  bar = rows[bar_of]['accuracy']['mean']
+  eligible = [n for n, r in rows.items() if r['accuracy']['mean'] >= bar - tolerance]
+  lower = criterion in report.LOWER_IS_BETTER or criterion.startswith('probe_')
+  sign = -1 if lower else 1
   chosen = max(eligible, key=lambda n: sign * rows[n][criterion]['mean'])
+  whose = f"{accuracy_reference}'s" if accuracy_reference else "the best candidate's"
   rule = (
     f'among the candidates whose mean {split} accuracy over seeds {list(seeds)} is within '
-    f"{tolerance} of the best candidate's ({best_accuracy:.3f}), the "
+    f'{tolerance} of {whose} ({bar:.3f}), the '
     f'{"lowest" if sign < 0 else "highest"} mean {split} {criterion} of {explainer} maps'
   )
   selection = {
@@ -169,19 +220,31 @@ def select(
     'candidates': rows,
   }
   (out / 'selection.json').write_text(json.dumps(selection, indent=1))
-  fmt = lambda e: f'{e["mean"]:.3f} [{e["lo"]:.3f}, {e["hi"]:.3f}]'
+  fmt = lambda e: f'{e["mean"]:.3f} [{e["lo"]:.3f}, {e["hi"]:.3f}]'  # noqa: E731
+  game_columns = any('game' in r for r in rows.values())
   lines = [
     f'# Selection on the {split} split',
     '',
     f'Rule: {rule}. Chosen: **{chosen}**. Mean over seeds with a 95% t interval across seeds.',
+    *(
+      [
+        "Game columns (mimic): the in-training discriminator's accuracy on a fixed validation "
+        'batch, averaged over the validations that followed a discriminator step (learns) and '
+        'an adversarial step (fooled), and the adversarial/CE gradient-norm ratio.'
+      ]
+      if game_columns
+      else []
+    ),
     '',
-    f'| candidate | {split} accuracy | {split} {criterion} ({explainer}) | eligible |',
-    '|---|---|---|---|',
+    f'| candidate | {split} accuracy | {split} {criterion} ({explainer}) | eligible |'
+    + (' ' + ' | '.join(GAME.values()) + ' |' if game_columns else ''),
+    '|---|---|---|---|' + ('---|' * len(GAME) if game_columns else ''),
   ]
   for n, r in rows.items():
-    lines.append(
-      f'| {n} | {fmt(r["accuracy"])} | {fmt(r[criterion])} | {"yes" if n in eligible else "no"} |'
-    )
+    cells = [fmt(r['accuracy']), fmt(r[criterion]), 'yes' if n in eligible else 'no']
+    if game_columns:
+      cells += [fmt(r['game'][k]) if 'game' in r else '—' for k in GAME]
+    lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
   (out / 'selection.md').write_text('\n'.join(lines) + '\n')
   return selection
 
@@ -245,7 +308,15 @@ def main(argv: Sequence[str]) -> None:
       flush=True,
     )
   if _SELECT_ON.value:
-    selection = select(out, names, seeds, _CRITERION.value, _EXPLAINER.value, _TOLERANCE.value)
+    selection = select(
+      out,
+      names,
+      seeds,
+      _CRITERION.value,
+      _EXPLAINER.value,
+      _TOLERANCE.value,
+      accuracy_reference=_ACCURACY_REFERENCE.value,
+    )
     print((out / 'selection.md').read_text())
     print(f'[sweep] chosen on validation: {selection["chosen"]} ({out}/selection.json)')
   references = _REFERENCES.value or names[:1]

@@ -59,6 +59,15 @@ def test_evaluation_files_hold_the_computed_numbers(evaluated_runs):
     assert kld['ci95'][0] <= kld['mean'] <= kld['ci95'][1]
     assert f'{kld["mean"]:.4f} [{kld["ci95"][0]:.4f}, {kld["ci95"][1]:.4f}]' in report
     assert len(entry['members']) == 3 and 'consistency' in entry
+    # The fresh probes: trained on the 32 training images' maps, tested on the test images'.
+    probes = entry['distinguishability']
+    assert probes['train_images'] == 32
+    for name in ('discriminator', 'logistic'):
+      p = probes[name]
+      assert p['chance'] == pytest.approx(1 / 3) and p['n'] == metrics['num_images']
+      named = p['mean'] * 3 * p['n']  # a share of the 3 x n test maps
+      assert named == pytest.approx(round(named), abs=1e-9) and 0 <= p['mean'] <= 1
+      assert f'{p["mean"]:.4f} [{p["ci95"][0]:.4f}, {p["ci95"][1]:.4f}]' in report
   acc = metrics['classification']['accuracy']
   assert f'accuracy {acc:.4f}' in report
   assert list(ev.glob('gallery_*.png'))
@@ -116,6 +125,13 @@ def test_compare_writes_relative_changes(evaluated_runs, tmp_path):
   )
   markdown = (tmp_path / 'comparison.md').read_text()
   assert f'{100 * (other / base - 1):+.1f}%' in markdown
+  # The ensemble table: mimic's probes and agreement; the baseline (one model) has no row.
+  probes = result['runs']['mimic']['probes']['logistic']
+  assert (
+    '| mimic | ' in markdown.split('Ensembles:')[1]
+    and '| baseline |' not in (markdown.split('Ensembles:')[1].split('Change of the mean')[0])
+  )
+  assert f'{probes["mean"]:.3f} [{probes["ci95"][0]:.3f}, {probes["ci95"][1]:.3f}]' in markdown
   assert (tmp_path / 'comparison.png').stat().st_size > 1000
   # The reference rows, from the runs' own evaluations; IG compared as a difference.
   prior = json.loads((evaluated_runs / 'mimic' / 'eval' / 'test' / 'metrics.json').read_text())

@@ -9,7 +9,7 @@ from mimic_jax import sweep
 from mimic_jax.evaluation import report
 
 
-def _write(out, name, seed, accuracy, information_gain, kld, split='validation'):
+def _write(out, name, seed, accuracy, information_gain, kld, split='validation', probe=None):
   folder = out / name / f'seed_{seed}' / 'eval' / split
   folder.mkdir(parents=True)
   metric = lambda v: {'mean': v, 'ci95': [v, v], 'n': 10, 'nan': 0}
@@ -21,6 +21,11 @@ def _write(out, name, seed, accuracy, information_gain, kld, split='validation')
     'per_image': {},
     'references': {},
   }
+  if probe is not None:
+    results['explanations']['grad_cam']['distinguishability'] = {
+      'logistic': metric(probe),
+      'discriminator': metric(probe),
+    }
   (folder / 'metrics.json').write_text(json.dumps(results))
 
 
@@ -57,3 +62,45 @@ def test_candidates_run_their_overrides_and_evaluate_the_split(tmp_path):
   path.write_text(json.dumps({'y': {'overrides': {}}}))
   with pytest.raises(sweep.app.UsageError, match="candidate 'y' needs"):
     sweep.load_candidates(str(path))
+
+
+def test_probe_criterion_against_the_control_and_the_game_columns(tmp_path):
+  """Lowest probe accuracy among the candidates within 0.02 of the control's accuracy:
+  ensemble 0.90 (probe 0.99); m1 0.89 (probe 0.60) eligible; m2 0.85 (probe 0.40) is not.
+  m1's metrics.jsonl game rows: accuracy 0.8 and 0.6 after discriminator steps (mean 0.7),
+  0.3 after an adversarial step."""
+  for seed in (0, 1):
+    _write(tmp_path, 'ensemble', seed, 0.90, 0.0, 1.0, probe=0.99)
+    _write(tmp_path, 'm1', seed, 0.89, 0.0, 1.0, probe=0.60)
+    _write(tmp_path, 'm2', seed, 0.85, 0.0, 1.0, probe=0.40)
+    rows = [(15, 1.0, 0.8), (30, 0.0, 0.3), (45, 1.0, 0.6)]
+    (tmp_path / 'm1' / f'seed_{seed}' / 'metrics.jsonl').write_text(
+      ''.join(
+        json.dumps(
+          {
+            'step': s,
+            'game/disc_accuracy': a,
+            'game/after_discriminator_phase': f,
+            'gradients/beta_over_ce': 0.5,
+          }
+        )
+        + '\n'
+        for s, f, a in rows
+      )
+    )
+  names = ['ensemble', 'm1', 'm2']
+  chosen = sweep.select(
+    tmp_path, names, [0, 1], 'probe_logistic', 'grad_cam', 0.02, accuracy_reference='ensemble'
+  )
+  assert chosen['eligible'] == ['ensemble', 'm1'] and chosen['chosen'] == 'm1'
+  game = chosen['candidates']['m1']['game']
+  assert game['disc_after_discriminator']['mean'] == pytest.approx(0.7)
+  assert game['disc_after_adversarial']['mean'] == pytest.approx(0.3)
+  assert 'game' not in chosen['candidates']['ensemble']
+  markdown = (tmp_path / 'selection.md').read_text()
+  assert "within 0.02 of ensemble's (0.900)" in markdown and 'lowest mean validation' in markdown
+  assert '| m1 | 0.890' in markdown and '0.700 [0.700, 0.700]' in markdown
+  with pytest.raises(sweep.app.UsageError, match='not a candidate'):
+    sweep.select(
+      tmp_path, names, [0, 1], 'probe_logistic', 'grad_cam', 0.02, accuracy_reference='x'
+    )

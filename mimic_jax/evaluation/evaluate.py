@@ -40,12 +40,14 @@ from mimic_jax.data import prepare
 from mimic_jax.evaluation import bootstrap
 from mimic_jax.evaluation import classification_metrics
 from mimic_jax.evaluation import consistency
+from mimic_jax.evaluation import distinguishability
 from mimic_jax.evaluation import maps as maps_lib
 from mimic_jax.evaluation import references
 from mimic_jax.evaluation import report
 from mimic_jax.evaluation import saliency_metrics as sm
 from mimic_jax.evaluation import shortcut
 from mimic_jax.methods import base
+from mimic_jax.methods import mimic
 from mimic_jax.training import checkpoints
 from mimic_jax.training import finite
 from mimic_jax.training import metric_writer
@@ -221,6 +223,31 @@ def collect(
   return out
 
 
+def _train_split_maps(
+  config: ml_collections.ConfigDict, state: state_lib.TrainState, fns: dict, count: int
+) -> dict[str, np.ndarray]:
+  """Each explainer's ``(M, N, S, S)`` maps of the first ``count`` training-split images
+  (what the distinguishability probes learn from)."""
+  source = pipeline.data_source(config.data, 'train')
+  head = [source[i] for i in range(min(count, len(source)))]
+  maps = {e: [] for e in report.EXPLAINERS}
+  rng = jax.random.key(config.seed + 1)
+  for batch in pipeline.eval_batches(
+    head,
+    global_batch=config.batch_size,
+    input_channels=config.model.input_channels,
+    process_index=0,
+    process_count=1,
+  ):
+    x, y = jnp.asarray(batch['image']), jnp.asarray(batch['label'])
+    for e in report.EXPLAINERS:
+      rng, sub = jax.random.split(rng)
+      maps[e].append(np.asarray(fns[e](state, x, y, sub))[:, batch['mask']])
+  if jax.process_index() == 0:
+    print(f'[eval] probes: maps of {len(head)} training images', flush=True)
+  return {e: np.concatenate(v, axis=1) for e, v in maps.items()}
+
+
 def _check_finite(scores: np.ndarray, maps: dict[str, np.ndarray], label: str) -> None:
   """Raises ``finite.NonFiniteError`` naming each output with NaN or infinite values and on
   how many images: nothing is scored or written from them."""
@@ -367,6 +394,20 @@ def evaluate_run(
         'cv_consistency': consistency.cv_consistency(member_maps),
       }
     results['explanations'][e] = entry
+  num_models = results['num_models']
+  if num_models > 1 and config.evaluation.probe_train_images > 0:
+    train_maps = _train_split_maps(config, state, fns, config.evaluation.probe_train_images)
+    disc = mimic.make_discriminator(config.mimic, num_models)
+    for e, entry in results['explanations'].items():
+      entry['distinguishability'] = distinguishability.probe_maps(
+        train_maps[e],
+        data['maps'][e],
+        disc,
+        pool=config.mimic.post.pool,
+        steps=config.evaluation.probe_steps,
+        seed=config.seed,
+      )
+      entry['distinguishability']['train_images'] = int(train_maps[e].shape[1])
   if config.data.get('synthetic') and config.data.synthetic.get('decoy') and split == 'test':
     decoy_data = ml_collections.ConfigDict(config.data.to_dict())
     decoy_data.manual_dir, decoy_data.data_dir = prepare.decoy_dirs(config.data)

@@ -160,6 +160,25 @@ def markdown_report(results: dict, figures: Sequence[str] = ()) -> str:
           f'| {e} | {klds} | {nsss} | {cons["mean_pairwise_correlation"]:.4f} | '
           f'{cons["cv_consistency"]:.2f} |'
         )
+  if any('distinguishability' in v for v in results['explanations'].values()):
+    lines += [
+      '',
+      '## Distinguishability',
+      '',
+      'Held-out accuracy of fresh probes naming the sub-model that made each test map, trained '
+      'on the maps of training images (chance 1/M; 95% bootstrap interval over test images): '
+      "the method's discriminator architecture, and logistic regression on the maps.",
+      '',
+      '| explainer | discriminator probe | logistic probe | chance | training images |',
+      '|---|---|---|---|---|',
+    ]
+    for e, entry in results['explanations'].items():
+      d = entry.get('distinguishability')
+      if d:
+        lines.append(
+          f'| {e} | {_fmt(d["discriminator"])} | {_fmt(d["logistic"])} | '
+          f'{d["logistic"]["chance"]:.3f} | {d.get("train_images", "")} |'
+        )
   if figures:
     lines += ['', '## Figures', '']
     for name in figures:
