@@ -3,11 +3,14 @@ r"""Compile time of every program of a paper-configuration run, and which XLA pa
   .venv/bin/python benchmarks/compile_time.py [--archs densenet121,efficientnet_b0] \
       [--variant mimic] [--explainer gradient_shap|input_gradients] [--batch 8] \
       [--executions unrolled,per_member] [--programs all] [--step_repeats 2] [--timeout 900] \
-      [--aot_threads 1,2] [--out benchmarks/out/compile_cpu.json]
+      [--aot_threads 1,2] [--override mimic.disc_steps=5 ...] \
+      [--out benchmarks/out/compile_cpu.json]
 
 Programs: the member step of each phase of the method (``mimic``: ``discriminator``,
 ``adversarial``, ``cross_entropy``), validation (accuracy, CE and Grad-CAM KLD/NSS against the
-gaze), and evaluation's prediction and explainers. Each program is compiled in a fresh
+gaze), the validation-time monitors (``monitor:game``, ``monitor:loss_terms``: one sub-model's
+gradient) and evaluation's prediction and explainers. ``--override KEY=VALUE`` changes the
+config (e.g. the game's options). Each program is compiled in a fresh
 process with the persistent cache off and XLA's pass timers on
 (``TF_CPP_VMODULE=hlo_pass_pipeline=1,cpu_compiler=1``, read from its log), and reports:
 trace + lowering seconds, compile seconds, HLO size (StableHLO ops lowered; instructions after
@@ -54,6 +57,9 @@ _AOT_THREADS = flags.DEFINE_list(
   'Instead of one program per process: every --programs program of each run lowered, then '
   'compiled ahead of time by this many threads at once (e.g. 1,2), each count in a fresh process.',
 )
+_OVERRIDES = flags.DEFINE_multi_string(
+  'override', [], 'A config override KEY=VALUE (e.g. mimic.disc_steps=5); repeatable.'
+)
 _CHILD = flags.DEFINE_string('child', None, 'Internal: measure one program (arch:execution:name).')
 _CHILD_AOT = flags.DEFINE_string(
   'child_aot', None, 'Internal: compile programs in threads (arch:execution:threads:names).'
@@ -72,6 +78,12 @@ def _config(arch: str, execution: str):
   if _EXPLAINER.value == 'input_gradients':
     c.mimic.explainer = 'input_gradients'
     c.mimic.explainer_kwargs = {}
+  from mimic_jax import config_check
+
+  for item in _OVERRIDES.value:
+    key, _, text = item.partition('=')
+    current = config_check.get(c, key)
+    config_check.set_value(c, key, type(current)(text) if current is not None else text)
   return c
 
 
@@ -117,6 +129,17 @@ def _programs(config) -> dict:
     )
   )
   out['validation'] = (sums, (state, batch), False)
+  # The validation-time monitors: mimic's game (maps and the discriminator) and one sub-model's
+  # gradient for the loss terms' shares (what runs where steps are one program).
+  from mimic_jax.training import loop
+
+  monitor = loop._monitor_fn(method, tuning.jit, None)
+  out['monitor:game'] = (monitor, (state, batch, jax.random.key(2)), False)
+  if method.loss_weights():
+    terms = steps.LossTermGradients(method, method.loss_term_phase or method.phases[0], tuning.jit)
+    member_args = (state.params, state.batch_stats, state.method_state, batch, jax.random.key(3))
+    weights = steps.loss_weights(method)
+    out['monitor:loss_terms'] = (terms.gradients, (*member_args, weights, terms.indices[0]), False)
   fns = evaluate._jitted_functions(config, tuning)
   out['eval:predict'] = (fns['predict'], (state, batch['image']), False)
   for name, fn in fns.items():
@@ -249,6 +272,7 @@ def _run_child(spec: str) -> dict:
     PYTHONPATH=str(ROOT),
   )
   args = [f'--{f.name}={f.value}' for f in (_VARIANT, _EXPLAINER, _BATCH, _STEP_REPEATS)]
+  args += [f'--override={o}' for o in _OVERRIDES.value]
   try:
     out = subprocess.run(
       [sys.executable, __file__, f'--child={spec}', *args],
