@@ -34,6 +34,7 @@ import ml_collections
 from ml_collections import config_flags
 import tensorflow_datasets as tfds
 
+from configs import mimic as mimic_config
 from data_builders.mimic_cxr_egd import prepare
 from mimic_jax import config_check
 from mimic_jax import tuning as tuning_lib
@@ -119,6 +120,14 @@ def _run_config() -> ml_collections.ConfigDict:
         else '--config is required to train'
       )
     return _CONFIG.value
+  added = workdir_lib.fill_missing(stored, mimic_config.get_config())
+  if added:
+    print(
+      f'{_WORKDIR.value}/config.json predates the keys '
+      + ', '.join(f'{k}={v!r}' for k, v in added.items())
+      + '; evaluating with those defaults',
+      flush=True,
+    )
   for key in _explicit_overrides(sys.argv[1:]):
     config_check.set_value(stored, key, config_check.get(_CONFIG.value, key))
   return stored

@@ -99,6 +99,30 @@ def stored_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict | Non
     raise ValueError(f'{path} is not valid JSON ({e})') from e
 
 
+def fill_missing(
+  stored: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict
+) -> dict[str, Any]:
+  """Gives ``stored`` (a ``config.json`` written by an older version) every key of
+  ``defaults`` it lacks, with the default value (a new key's default is the behaviour from
+  before it existed); returns ``{dotted key: value}`` of those it added."""
+  have = flat_config(stored)
+  added = {}
+  for key, value in flat_config(defaults).items():
+    if key in have or any(key.startswith(k + '.') for k in have):
+      continue
+    node = stored
+    *path, leaf = key.split('.')
+    source = defaults
+    for part in path:
+      source = source[part]
+      if part not in node:
+        node[part] = ml_collections.ConfigDict()
+      node = node[part]
+    node[leaf] = source[leaf]
+    added[key] = value
+  return added
+
+
 def check(
   workdir: str | os.PathLike, config: ml_collections.ConfigDict, new_run: bool = False
 ) -> dict[str, tuple[Any, Any]]:
@@ -133,15 +157,18 @@ def check_evaluation(workdir: str | os.PathLike, config: ml_collections.ConfigDi
   :data:`EVALUATION_MAY_CHANGE`, in which ``config`` differs from ``workdir``'s
   ``config.json``: the checkpoints there hold that run's model, method and settings, and
   would fail to restore or be explained as another model. Nothing to check without a
-  ``config.json`` (a run trained elsewhere)."""
+  ``config.json`` (a run trained elsewhere); keys it predates (:func:`fill_missing`) are not
+  compared."""
   stored = stored_config(workdir)
   if stored is None:
     return
   diff = differences(stored.to_dict(), config)
+  recorded = flat_config(stored)
   defining = {
     k: v
     for k, v in diff.items()
     if not any(k == r or (r.endswith('.') and k.startswith(r)) for r in EVALUATION_MAY_CHANGE)
+    and k in recorded
   }
   if defining:
     lines = '\n'.join(
