@@ -28,6 +28,8 @@ VARIANTS = {
     'batch_size': 128,
     'num_epochs': 200,
     'mimic.first_phase': 'adversarial',
+    'mimic.alternation': 'epoch',
+    'mimic.disc_steps': 1,
     'mimic.explanation_gradient': 'stop',
     'mimic.explainer_kwargs.baseline': 0.1307,
     'mimic.post.pool': 1,
@@ -84,7 +86,10 @@ def _base() -> ml_collections.ConfigDict:
   c.mimic = ml_collections.ConfigDict()
   c.mimic.beta = 1.0
   c.mimic.objective = 'neg_ce'  # neg_ce (paper) | confusion
-  c.mimic.alternation = 'epoch'  # epoch (paper) | step
+  # The game, chosen on the synthetic data's validation split (docs/results.md): the phases
+  # alternate every step and the discriminator takes 5 Adam steps in each of its phases (the
+  # paper: by epoch, one step).
+  c.mimic.alternation = 'step'  # epoch (paper) | step
   c.mimic.period = 2  # phases repeat every `period` epochs (or steps)
   # discriminator: epoch (or step) % period == 0 trains the discriminator, else adversarial |
   # adversarial (the released code): % period == 0 adversarial, == period - 1 discriminator,
@@ -99,7 +104,7 @@ def _base() -> ml_collections.ConfigDict:
   c.mimic.disc_arch = 'mlp'  # mlp (the paper's F -> disc_hidden -> M) | conv (small CNN)
   c.mimic.disc_hidden = 512
   c.mimic.disc_learning_rate = 1e-4
-  c.mimic.disc_steps = 1  # discriminator Adam steps per step of its phase (on one batch)
+  c.mimic.disc_steps = 5  # discriminator Adam steps per step of its phase (on one batch)
   # The game's monitor at every validation: the discriminator's accuracy and CE on the maps of
   # the first batch of validation images, and the sub-models' agreement on them.
   c.mimic.monitor = True

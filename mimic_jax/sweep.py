@@ -155,9 +155,11 @@ def game_summary(workdir: pathlib.Path) -> dict[str, float]:
   path = workdir / 'metrics.jsonl'
   if not path.exists():
     return {}
-  rows = [r for r in metric_writer.read_rows(path) if 'game/disc_accuracy' in r]
+  logged = metric_writer.read_rows(path)
+  rows = [r for r in logged if 'game/disc_accuracy' in r]
   if not rows:
     return {}
+  ratios = [r['gradients/beta_over_ce'] for r in logged if 'gradients/beta_over_ce' in r]
   after = lambda flag: [  # noqa: E731
     r['game/disc_accuracy'] for r in rows if r['game/after_discriminator_phase'] == flag
   ]
@@ -165,9 +167,7 @@ def game_summary(workdir: pathlib.Path) -> dict[str, float]:
   return {
     'disc_after_discriminator': mean(after(1.0)),
     'disc_after_adversarial': mean(after(0.0)),
-    'grad_ratio': mean(
-      [r['gradients/beta_over_ce'] for r in rows if 'gradients/beta_over_ce' in r]
-    ),
+    'grad_ratio': mean(ratios),
   }
 
 

@@ -381,8 +381,8 @@ def test_an_image_of_the_wrong_size_is_named_with_both_sizes(synthetic_tree, tmp
 
 def test_a_config_json_from_before_new_keys_is_evaluated_with_their_defaults(tmp_path):
   """A run written before ``mimic.disc_steps`` and ``evaluation`` existed: evaluation fills
-  them with their defaults (the behaviour from before), says so, and compares only the keys
-  config.json records; a recorded key that differs is still refused."""
+  them with today's defaults, says so, and compares only the keys config.json records; a
+  recorded key that differs is still refused."""
   from configs import mimic as mimic_config
 
   defaults = mimic_config.get_config()
@@ -391,8 +391,8 @@ def test_a_config_json_from_before_new_keys_is_evaluated_with_their_defaults(tmp
   (tmp_path / 'config.json').write_text(json.dumps(old))
   stored = workdir_lib.stored_config(tmp_path)
   added = workdir_lib.fill_missing(stored, defaults)
-  assert added['mimic.disc_steps'] == 1 and added['evaluation.probe_steps'] == 400
-  assert 'learning_rate' not in added and stored.mimic.disc_steps == 1
+  assert added['mimic.disc_steps'] == 5 and added['evaluation.probe_steps'] == 400
+  assert 'learning_rate' not in added and stored.mimic.disc_steps == 5
   assert stored.evaluation.gradcam_target == 'logit'
   workdir_lib.check_evaluation(tmp_path, stored)  # nothing recorded differs
   stored.mimic.beta = 2.0

@@ -33,6 +33,7 @@ def test_phase_of_every_epoch_and_step(first_phase, period, expected):
   config = test_config.get_config('mimic')
   config.mimic.first_phase = first_phase
   config.mimic.period = period
+  config.mimic.alternation = 'epoch'
   method = methods.build(config)
   steps_per_epoch = 4
   by_epoch = [method.phase(s, steps_per_epoch) for s in range(6 * steps_per_epoch)]

@@ -81,12 +81,13 @@ def test_probe_criterion_against_the_control_and_the_game_columns(tmp_path):
             'step': s,
             'game/disc_accuracy': a,
             'game/after_discriminator_phase': f,
-            'gradients/beta_over_ce': 0.5,
           }
         )
         + '\n'
         for s, f, a in rows
       )
+      + json.dumps({'step': 45, 'gradients/beta_over_ce': 0.7})
+      + '\n'
     )
   names = ['ensemble', 'm1', 'm2']
   chosen = sweep.select(
@@ -96,6 +97,7 @@ def test_probe_criterion_against_the_control_and_the_game_columns(tmp_path):
   game = chosen['candidates']['m1']['game']
   assert game['disc_after_discriminator']['mean'] == pytest.approx(0.7)
   assert game['disc_after_adversarial']['mean'] == pytest.approx(0.3)
+  assert game['grad_ratio']['mean'] == pytest.approx(0.7)  # from the gradients/ rows
   assert 'game' not in chosen['candidates']['ensemble']
   markdown = (tmp_path / 'selection.md').read_text()
   assert "within 0.02 of ensemble's (0.900)" in markdown and 'lowest mean validation' in markdown

@@ -175,10 +175,10 @@ def test_tensorboard_shows_validation_gaze_metrics_and_explanations(tiny_dataset
   # One row per shown example: the panels are not blank.
   assert picture.shape[:2] == (images[0].image.height, images[0].image.width)
   assert picture.std() > 10
-  # The game's monitor, after epoch 0's discriminator steps: in metrics.jsonl, TensorBoard
-  # and log.txt, the accuracy a share of the 3 x 4 validation maps.
+  # The game's monitor after step 4 (the phases alternate by step: an adversarial step): in
+  # metrics.jsonl, TensorBoard and log.txt, the accuracy a share of the 3 x 4 validation maps.
   game = [r for r in logged if 'game/disc_accuracy' in r]
-  assert [r['step'] for r in game] == [4] and game[0]['game/after_discriminator_phase'] == 1.0
+  assert [r['step'] for r in game] == [4] and game[0]['game/after_discriminator_phase'] == 0.0
   assert game[0]['game/disc_accuracy'] * 12 == pytest.approx(
     round(game[0]['game/disc_accuracy'] * 12)
   )
@@ -195,7 +195,7 @@ def test_tensorboard_shows_validation_gaze_metrics_and_explanations(tiny_dataset
     scalars = [v for tag, step, kind, v in events if tag == key and kind == 'simple_value']
     assert scalars == [pytest.approx(game[0][key], rel=1e-6)], key
   assert (
-    'game at step 4 (after a discriminator step): disc_accuracy'
+    'game at step 4 (after an adversarial step): disc_accuracy'
     in (tmp_path / 'log.txt').read_text()
   )
   # The run's settings are in the hyperparameters tab.

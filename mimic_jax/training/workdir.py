@@ -103,8 +103,10 @@ def fill_missing(
   stored: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict
 ) -> dict[str, Any]:
   """Gives ``stored`` (a ``config.json`` written by an older version) every key of
-  ``defaults`` it lacks, with the default value (a new key's default is the behaviour from
-  before it existed); returns ``{dotted key: value}`` of those it added."""
+  ``defaults`` it lacks, with today's default, so that evaluation can read it (training keys
+  change nothing in trained checkpoints; the keys evaluation reads, ``evaluation.*`` and the
+  probe's ``mimic.disc_arch``, default to what older versions did); returns ``{dotted key:
+  value}`` of those it added."""
   have = flat_config(stored)
   added = {}
   for key, value in flat_config(defaults).items():
