@@ -222,7 +222,8 @@ def aggregate_seeds(
         continue
       seeds = sorted(set(per_seed) & set(values[ref]))
       entry = {'seeds': seeds}
-      for k in per_seed[seeds[0]] if seeds else ():
+      shared = [k for k in per_seed[seeds[0]] if k in values[ref][seeds[0]]] if seeds else []
+      for k in shared:
         d = [per_seed[s][k] - values[ref][s][k] for s in seeds]
         entry[k] = dict(zip(('mean', 'lo', 'hi'), bootstrap.t_interval(d)))
         if k in report.MAP_METRICS and k not in report.PRIOR_RELATIVE:

@@ -388,12 +388,14 @@ def test_a_config_json_from_before_new_keys_is_evaluated_with_their_defaults(tmp
   defaults = mimic_config.get_config()
   old = json.loads(defaults.to_json_best_effort())
   del old['mimic']['disc_steps'], old['evaluation']
+  old['data']['synthetic'] = {'num_images': 600, 'decoy': True}  # a group where defaults hold None
   (tmp_path / 'config.json').write_text(json.dumps(old))
   stored = workdir_lib.stored_config(tmp_path)
   added = workdir_lib.fill_missing(stored, defaults)
   assert added['mimic.disc_steps'] == 5 and added['evaluation.probe_steps'] == 400
   assert 'learning_rate' not in added and stored.mimic.disc_steps == 5
   assert stored.evaluation.gradcam_target == 'logit'
+  assert 'data.synthetic' not in added and stored.data.synthetic.decoy is True
   workdir_lib.check_evaluation(tmp_path, stored)  # nothing recorded differs
   stored.mimic.beta = 2.0
   with pytest.raises(workdir_lib.EvaluationConfigError, match=r'config.mimic.beta: 1.0 in'):

@@ -110,8 +110,9 @@ def fill_missing(
   have = flat_config(stored)
   added = {}
   for key, value in flat_config(defaults).items():
-    if key in have or any(key.startswith(k + '.') for k in have):
-      continue
+    inside = lambda a, b: a.startswith(b + '.')  # noqa: E731
+    if key in have or any(inside(h, key) or inside(key, h) for h in have):
+      continue  # recorded, as a value or as a group of keys (data.synthetic: None by default)
     node = stored
     *path, leaf = key.split('.')
     source = defaults
