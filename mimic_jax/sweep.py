@@ -24,7 +24,13 @@ a JSON object ``{name: {"variant": V, "overrides": {"gaze.weight": 1.0, ...}}}``
 the rule is: among the candidates whose mean validation accuracy over the seeds is within
 ``--accuracy_tolerance`` of the best candidate's, choose the one with the best mean
 ``--criterion`` of ``--explainer``'s maps (information gain over the prior by default; KLD is
-lower-is-better, every other metric higher). It writes ``OUT/selection.json`` and
+lower-is-better, every other metric higher); ``--criterion`` can also be a quantity of the
+ensemble's maps (``probe_logistic``, ``probe_discriminator``: the fresh probes' held-out
+accuracy, lower is better; ``pairwise_correlation``, ``cv_consistency``), and
+``--accuracy_reference=NAME`` measures the accuracy condition against that candidate (e.g. the
+control) instead of the best one. For ``mimic`` runs the table also shows the game (the
+in-training discriminator's accuracy after its steps and after adversarial steps, the
+adversarial/CE gradient ratio). It writes ``OUT/selection.json`` and
 ``OUT/selection.md`` (every candidate's numbers with t intervals across seeds, the rule and the
 choice). Then evaluate the chosen configuration on test once, and confirm it on data never used
 for choosing (another ``data.synthetic.seed``).
