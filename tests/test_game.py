@@ -11,6 +11,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import test_mimic
 
 from configs import test as test_config
 from mimic_jax import methods
@@ -20,7 +21,6 @@ from mimic_jax.evaluation import maps as maps_lib
 from mimic_jax.methods import base
 from mimic_jax.methods import mimic as mimic_lib
 from mimic_jax.models import resnet
-from mimic_jax.training import state as state_lib
 from mimic_jax.training import steps
 
 MODEL = dict(stage_sizes=(1, 1), width=8, num_classes=3, norm='group', stem_pool=False)
@@ -97,23 +97,8 @@ def test_avg_pool_and_minmax_by_hand():
 def game_setup():
   """A float64 ``mimic`` (3 small GroupNorm ResNets, input-gradient maps pooled by 2), its
   state and a batch, with the discriminator first trained 30 steps on the batch's maps."""
+  method, state, batch = test_mimic.small_mimic(disc_learning_rate=1e-2)
   with jax.enable_x64(True):
-    config = test_config.get_config('mimic')
-    config.mimic.explainer = 'input_gradients'
-    config.mimic.explainer_kwargs = {}
-    config.mimic.post.pool = 2
-    config.mimic.disc_hidden = 16
-    config.mimic.disc_learning_rate = 1e-2
-    method = methods.create(config, resnet.ResNet(**MODEL))
-    state = state_lib.create_state(method, (16, 16, 1), jax.random.key(0))
-    state = jax.tree.map(
-      lambda a: a.astype(jnp.float64) if getattr(a, 'dtype', None) == jnp.float32 else a, state
-    )
-    rng = np.random.default_rng(0)
-    batch = {
-      'image': jnp.asarray(rng.normal(size=(6, 16, 16, 1))),
-      'label': jnp.asarray([0, 1, 2, 0, 1, 2]),
-    }
     maps = _maps(method, state.params, batch)
     disc, _ = mimic_lib.discriminator_steps(state.method_state, maps, 30)
     state = state.replace(method_state=disc)

@@ -42,16 +42,17 @@ def test_phase_of_every_epoch_and_step(first_phase, period, expected):
   assert [method.phase(s, steps_per_epoch) for s in range(6)] == expected
 
 
-@pytest.fixture(scope='module')
-def mimic_setup():
-  """A float64 ``mimic`` method (3 small GroupNorm ResNets, input-gradient maps pooled by 2),
-  its state, and a batch."""
+def small_mimic(**mimic_overrides):
+  """A float64 ``mimic`` method (3 small GroupNorm ResNets, input-gradient maps pooled by 2,
+  ``config.mimic`` changed by ``mimic_overrides``), its state, and a batch of 6 images."""
   with jax.enable_x64(True):
     config = test_config.get_config('mimic')
     config.mimic.explainer = 'input_gradients'
     config.mimic.explainer_kwargs = {}
     config.mimic.post.pool = 2
     config.mimic.disc_hidden = 16
+    for key, value in mimic_overrides.items():
+      config.mimic[key] = value
     model = resnet.ResNet(stage_sizes=(1, 1), width=8, num_classes=3, norm='group', stem_pool=False)
     method = methods.create(config, model)
     state = state_lib.create_state(method, (16, 16, 1), jax.random.key(0))
@@ -64,6 +65,11 @@ def mimic_setup():
       'label': jnp.asarray([0, 1, 2, 0, 1, 2]),
     }
   return method, state, batch
+
+
+@pytest.fixture(scope='module')
+def mimic_setup():
+  return small_mimic()
 
 
 def _maps(method, params, batch):
