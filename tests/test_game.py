@@ -234,3 +234,31 @@ def test_conv_discriminator_shapes_and_config_choice():
   config = test_config.get_config('mimic')
   config.mimic.disc_arch = 'conv'
   assert mimic_lib.make_discriminator(config.mimic, 3).arch == 'conv'
+
+
+def test_the_discriminator_learns_at_its_own_rate(game_setup):
+  """``disc_learning_rate`` is the discriminator's alone: Adam's first step moves a parameter
+  by at most its learning rate (|m / sqrt(v)| = 1), so one discriminator step at 1e-2 moves
+  the discriminator by up to 1e-2 and the sub-models' cross-entropy step by up to the
+  sub-models' 3e-3 (configs/mimic.py, synthetic)."""
+  method, state, batch = game_setup
+  with jax.enable_x64(True):
+    fresh = state.replace(
+      method_state=method.init_method_state(jax.random.key(1), (16, 16, 1)),
+      opt_state=state.tx.init(state.params),
+    )
+    fresh = jax.tree.map(
+      lambda a: a.astype(jnp.float64) if getattr(a, 'dtype', None) == jnp.float32 else a, fresh
+    )
+  config = method.config.copy_and_resolve_references()
+  config.mimic.disc_steps = 1
+  one = methods.create(config, method.model)
+  new = _step(one, fresh, batch, 'discriminator')
+  moved = lambda a, b: max(  # noqa: E731
+    float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
+  disc_move = moved(new.method_state.params, fresh.method_state.params)
+  member_move = moved(new.params, fresh.params)
+  assert 0.9e-2 < disc_move <= 1e-2 * (1 + 1e-6)
+  assert 0.9 * 3e-3 < member_move <= 3e-3 * (1 + 1e-6)
