@@ -52,3 +52,47 @@ def test_errors_name_the_file_line_and_column(tmp_path):
     fmt.phase_labels(4)
   assert fmt.PHASE_1_LABELS == tuple(sorted(fmt.PHASE_1_LABELS))
   assert fmt.PHASE_2_3_LABELS == tuple(sorted(fmt.PHASE_2_3_LABELS))
+
+
+def _metadata_row(rid, dicom, discarded='False', **labels):
+  values = {
+    n: ('False' if n in fmt.BOOLEAN_LABELS else '' if n == 'Other' else '0')
+    for n in fmt.PHASE_2_3_LABELS
+  }
+  values.update(labels)
+  image = f'physionet.org/files/mimic-cxr/2.0.0/files/p10/p10000032/s50414267/{dicom}.dcm'
+  return [rid, 'train', discarded, image, dicom, '10000032', '2544', '3056'] + [
+    values[n] for n in fmt.PHASE_2_3_LABELS
+  ]
+
+
+def test_metadata_rows_and_readers_of_one_image(tmp_path):
+  """Phase 2: two readings of image d1 (one discarded), one of d2; certainties are ints,
+  support devices a bool, other text; the study id comes from the image path."""
+  rows = [
+    _metadata_row(
+      'P201R000001', 'd1', Consolidation='4', **{'Support devices': 'True', 'Other': 'a|b'}
+    ),
+    _metadata_row('P201R000002', 'd1', 'True'),
+    _metadata_row('P202R000003', 'd2', Atelectasis='2'),
+  ]
+  path = _write(tmp_path / 'metadata_phase_2.csv', fmt.METADATA_FIXED + fmt.PHASE_2_3_LABELS, rows)
+  readings = fmt.read_metadata(path, 2)
+  first = readings[0]
+  assert first['study_id'] == 50414267 and first['subject_id'] == 10000032
+  assert first['image_size_x'] == 2544 and first['labels']['Consolidation'] == 4
+  assert first['labels']['Support devices'] is True and first['labels']['Other'] == 'a|b'
+  assert readings[1]['eye_tracking_data_discarded'] is True
+  groups = fmt.readings_by_image(readings)
+  assert [r['id'] for r in groups['d1']] == ['P201R000001'] and list(groups) == ['d1', 'd2']
+  bad = _write(
+    tmp_path / 'm.csv',
+    fmt.METADATA_FIXED + fmt.PHASE_2_3_LABELS,
+    [_metadata_row('P2', 'd3', Atelectasis='7')],
+  )
+  with pytest.raises(
+    fmt.FormatError, match=r"m.csv, line 2, column 'Atelectasis': certainty 7 not in 0-5"
+  ):
+    fmt.read_metadata(bad, 2)
+  with pytest.raises(fmt.FormatError, match='header differs from REFLACX 1.0.0 phase 1'):
+    fmt.read_metadata(path, 1)

@@ -143,3 +143,89 @@ def read_ellipses(path: str | os.PathLike, phase: int) -> dict[str, np.ndarray]:
   """``main_data/<id>/anomaly_location_ellipses.csv``: box, certainty and one 0/1 column per
   label of the phase (zero rows for a normal image)."""
   return read_csv(path, ELLIPSE_COORDINATES + phase_labels(phase))
+
+
+# Label columns that hold a Boolean (selected without an ellipse) rather than a 0-5 certainty.
+BOOLEAN_LABELS = ('Support devices', 'Quality issue')
+
+
+def read_metadata(path: str | os.PathLike, phase: int) -> list[dict]:
+  """The readings of ``main_data/metadata_phase_{phase}.csv``, one dict per row: ``id``,
+  ``split``, ``dicom_id``, ``image`` (the MIMIC-CXR DICOM path) as text;
+  ``eye_tracking_data_discarded`` a bool; ``subject_id``, ``study_id`` (from the image path),
+  ``image_size_x``, ``image_size_y`` ints; ``labels``: each finding's certainty 0-5 (int),
+  ``Support devices``/``Quality issue`` as bools, ``Other`` as text. Errors name the file,
+  line and column."""
+  labels = phase_labels(phase)
+  columns = METADATA_FIXED + labels
+  with open(path, newline='') as f:
+    rows = list(csv.reader(f))
+  if not rows or [h.strip() for h in rows[0]] != list(columns):
+    got = [h.strip() for h in rows[0]] if rows else []
+    raise FormatError(
+      f'{path}, line 1: the header differs from REFLACX 1.0.0 phase {phase} (missing '
+      f'{[c for c in columns if c not in got]}, unexpected {[c for c in got if c not in columns]})'
+    )
+  out = []
+  for line, row in enumerate(rows[1:], start=2):
+    if not row:
+      continue
+    if len(row) != len(columns):
+      raise FormatError(f'{path}, line {line}: {len(row)} fields, expected {len(columns)}')
+    rec = dict(zip(columns, (v.strip() for v in row)))
+
+    def number(column: str, rec: dict = rec, line: int = line) -> int:
+      value = _value(rec[column], path, line, column)
+      if not np.isfinite(value) or value != int(value):
+        raise FormatError(
+          f'{path}, line {line}, column {column!r}: {rec[column]!r} is not an integer'
+        )
+      return int(value)
+
+    if rec['eye_tracking_data_discarded'] not in ('True', 'False'):
+      raise FormatError(
+        f"{path}, line {line}, column 'eye_tracking_data_discarded': "
+        f'{rec["eye_tracking_data_discarded"]!r} is not True or False'
+      )
+    parts = rec['image'].split('/')
+    if len(parts) < 3 or not parts[-2].startswith('s') or not parts[-3].startswith('p'):
+      raise FormatError(
+        f"{path}, line {line}, column 'image': {rec['image']!r} is not a MIMIC-CXR path"
+      )
+    values = {}
+    for name in labels:
+      if name == 'Other':
+        values[name] = rec[name]
+      elif name in BOOLEAN_LABELS:
+        values[name] = rec[name] == 'True'
+      else:
+        values[name] = number(name)
+        if not 0 <= values[name] <= 5:
+          raise FormatError(
+            f'{path}, line {line}, column {name!r}: certainty {values[name]} not in 0-5'
+          )
+    out.append(
+      {
+        'id': rec['id'],
+        'split': rec['split'],
+        'eye_tracking_data_discarded': rec['eye_tracking_data_discarded'] == 'True',
+        'image': rec['image'],
+        'dicom_id': rec['dicom_id'],
+        'subject_id': number('subject_id'),
+        'study_id': int(parts[-2][1:]),
+        'image_size_x': number('image_size_x'),
+        'image_size_y': number('image_size_y'),
+        'labels': values,
+      }
+    )
+  return out
+
+
+def readings_by_image(readings: Sequence[dict]) -> dict[str, list[dict]]:
+  """The readings with eye tracking grouped by ``dicom_id`` (phases 1-2: up to five readers of
+  one image; phase 3: one), in the order given."""
+  groups: dict[str, list[dict]] = {}
+  for r in readings:
+    if not r['eye_tracking_data_discarded']:
+      groups.setdefault(r['dicom_id'], []).append(r)
+  return groups
