@@ -79,3 +79,33 @@ def test_a_reading_with_no_mass_on_the_image_and_a_missing_column_are_named():
   del far['angular_resolution_y_pixels_per_degree']
   with pytest.raises(KeyError, match='angular_resolution_y_pixels_per_degree'):
     heatmap.heatmap(far, 6, 4)
+
+
+def test_reading_maps_from_the_tree(tmp_path):
+  """A reading's maps come from main_data/<id>/fixations.csv at the image's size; a discarded
+  reading has none; a missing file of a kept reading is named."""
+  from data_builders.reflacx import reflacx_format
+
+  folder = tmp_path / 'P102R000001'
+  folder.mkdir()
+  row = ['0.0', '0.5', '2', '1', '1.0', '1', '1', '1.0', '0.5', '0', '0', '6', '4']
+  row += ['1500', '1000', '2100', '1400']
+  (folder / 'fixations.csv').write_bytes(
+    (','.join(reflacx_format.FIXATION_COLUMNS) + '\r\n' + ','.join(row) + '\r\n').encode()
+  )
+  reading = {
+    'id': 'P102R000001',
+    'eye_tracking_data_discarded': False,
+    'image_size_x': 6,
+    'image_size_y': 4,
+  }
+  gaze, fixations = heatmap.reading_maps(str(tmp_path), reading)
+  rows, cols = np.mgrid[0:4, 0:6]
+  expected = stats.norm.pdf(cols, 2, 1) * stats.norm.pdf(rows, 1, 1)
+  np.testing.assert_allclose(gaze, expected / expected.sum(), rtol=1e-12)
+  assert fixations.sum() == 1 and fixations[1, 2] == 1
+  assert (
+    heatmap.reading_maps(str(tmp_path), {**reading, 'eye_tracking_data_discarded': True}) is None
+  )
+  with pytest.raises(FileNotFoundError, match='P102R000002/fixations.csv is missing'):
+    heatmap.reading_maps(str(tmp_path), {**reading, 'id': 'P102R000002'})

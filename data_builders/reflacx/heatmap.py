@@ -22,8 +22,11 @@ pixels).
 from __future__ import annotations
 
 from collections.abc import Mapping
+import os
 
 import numpy as np
+
+from data_builders.reflacx import reflacx_format
 
 # The interface's buttons, in screen pixels: [xmin, ymin, xmax, ymax].
 BUTTONS_BOX = (10.0, 933.0, 650.0, 1122.0)
@@ -115,3 +118,20 @@ def fixation_map(fixations: Fixations, width: int, height: int) -> np.ndarray:
   out = np.zeros((height, width), np.uint8)
   out[y[on], x[on]] = 1
   return out
+
+
+def reading_maps(main_data: str, reading: dict) -> tuple[np.ndarray, np.ndarray] | None:
+  """``(heatmap, fixation map)`` of one reading of ``reflacx_format.read_metadata`` at the
+  image's size (``image_size_y`` x ``image_size_x``), from ``main_data/<id>/fixations.csv``;
+  ``None`` for a reading whose eye tracking was discarded (it has no fixations)."""
+  if reading['eye_tracking_data_discarded']:
+    return None
+  path = os.path.join(main_data, reading['id'], 'fixations.csv')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} is missing, and {reading["id"]} is not marked discarded')
+  fixations = reflacx_format.read_fixations(path)
+  width, height = reading['image_size_x'], reading['image_size_y']
+  try:
+    return heatmap(fixations, width, height), fixation_map(fixations, width, height)
+  except ValueError as e:
+    raise ValueError(f'{path}: {e}') from None
