@@ -5,7 +5,8 @@
 
 ``VARIANT`` is one of ``VARIANTS`` (a method, with settings), a dataset part of
 ``DATA_PARTS`` (``synthetic``: the embedded dataset at CPU size; ``synthetic_224``: the paper's
-configuration on it at EGD's size, for benchmarks), or both joined by a comma, e.g.
+configuration on it at EGD's size, for benchmarks; ``reflacx``: the embedded synthetic REFLACX
+tree at CPU size), or both joined by a comma, e.g.
 ``baseline,synthetic``. A dataset part alone trains ``mimic``. Any field can be overridden on the
 command line (``--config.mimic.beta=0.5``); unknown keys are an error. docs/methods.md lists
 where these defaults differ from the released code.
@@ -142,6 +143,11 @@ def _base() -> ml_collections.ConfigDict:
   c.data.skip_invalid_rows = False
   c.data.gaze_sigma = ml_collections.FieldReference(None, field_type=float)  # None: 150 px
   c.data.synthetic = ml_collections.FieldReference(None, field_type=ml_collections.ConfigDict)
+  # mimic_cxr_egd (EGD) | reflacx (five readers; labels mapped to EGD's classes, docs/reflacx.md).
+  c.data.dataset = 'mimic_cxr_egd'
+  c.data.synthetic_reflacx = ml_collections.FieldReference(
+    None, field_type=ml_collections.ConfigDict
+  )
   c.data.threads = 4
   c.data.prefetch = 8
   return c
@@ -175,9 +181,8 @@ def _synthetic_data(c: ml_collections.ConfigDict, name: str, builder_config: str
   )
 
 
-def _synthetic(c: ml_collections.ConfigDict) -> None:
-  """CPU size on the embedded synthetic dataset."""
-  _synthetic_data(c, 'synthetic', '64')
+def _cpu_size(c: ml_collections.ConfigDict) -> None:
+  """The model and schedule of the CPU-size synthetic runs."""
   c.model.arch = 'tiny_resnet'
   c.model.norm = 'group'
   c.model.width = 16
@@ -193,6 +198,31 @@ def _synthetic(c: ml_collections.ConfigDict) -> None:
   c.log_every_steps = 5
 
 
+def _synthetic(c: ml_collections.ConfigDict) -> None:
+  """CPU size on the embedded synthetic dataset."""
+  _synthetic_data(c, 'synthetic', '64')
+  _cpu_size(c)
+
+
+def synthetic_reflacx_data(c: ml_collections.ConfigDict) -> None:
+  """The embedded synthetic REFLACX tree in ``data/synthetic_reflacx``, built at 64 px."""
+  c.data.dataset = 'reflacx'
+  c.data.data_dir = 'data/synthetic_reflacx/tfds'
+  c.data.manual_dir = 'data/synthetic_reflacx/physionet'
+  c.data.builder_config = '64'
+  c.data.synthetic = None
+  c.data.synthetic_reflacx = ml_collections.ConfigDict(
+    # Images of phases 1 and 2 (five readers each) and 3 (one reader each), drawn at half size.
+    {'phase_images': (15, 15, 470), 'seed': 0, 'scale': 0.5, 'readers': 5}
+  )
+
+
+def _reflacx(c: ml_collections.ConfigDict) -> None:
+  """CPU size on the embedded synthetic REFLACX dataset."""
+  synthetic_reflacx_data(c)
+  _cpu_size(c)
+
+
 def _synthetic_224(c: ml_collections.ConfigDict) -> None:
   """The paper's configuration on the synthetic dataset at EGD's size (1,083 images, 866 of
   them for training) and 224 px: for benchmarks (``benchmarks/end_to_end.py``)."""
@@ -202,7 +232,7 @@ def _synthetic_224(c: ml_collections.ConfigDict) -> None:
 
 
 # Dataset parts a variant can be joined with.
-DATA_PARTS = {'synthetic': _synthetic, 'synthetic_224': _synthetic_224}
+DATA_PARTS = {'synthetic': _synthetic, 'synthetic_224': _synthetic_224, 'reflacx': _reflacx}
 
 
 def _set(c: ml_collections.ConfigDict, dotted: str, value: object) -> None:

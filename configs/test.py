@@ -7,9 +7,10 @@ from configs import mimic
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   """``variant`` is a method variant of ``configs/mimic.py`` (default ``mimic``); this config
-  is always on the synthetic data, so a ``synthetic`` part (as ``mimic_jax.sweep`` adds) is
-  accepted and changes nothing."""
-  method = ','.join(p for p in (variant or 'mimic').split(',') if p and p != 'synthetic')
+  is on the synthetic data, so a ``synthetic`` part (as ``mimic_jax.sweep`` adds) is accepted
+  and changes nothing; a ``reflacx`` part puts it on a tiny synthetic REFLACX tree."""
+  parts = [p for p in (variant or 'mimic').split(',') if p]
+  method = ','.join(p for p in parts if p not in ('synthetic', 'reflacx'))
   c = mimic.get_config(f'{method or "mimic"},synthetic')
   c.data.data_dir = 'data/test/tfds'
   c.data.manual_dir = 'data/test/physionet'
@@ -26,4 +27,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.evaluation.probe_steps = 100
   c.data.threads = 1
   c.data.prefetch = 2
+  if 'reflacx' in parts:  # a tiny synthetic REFLACX tree instead
+    mimic.synthetic_reflacx_data(c)
+    c.data.data_dir = 'data/test_reflacx/tfds'
+    c.data.manual_dir = 'data/test_reflacx/physionet'
+    c.data.synthetic_reflacx.phase_images = (3, 3, 24)
+    c.data.synthetic_reflacx.scale = 0.36
   return c

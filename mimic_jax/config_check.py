@@ -18,6 +18,7 @@ from data_builders.synthetic_egd import readers
 from mimic_jax import methods
 from mimic_jax import models
 from mimic_jax import tuning
+from mimic_jax.data import staging
 from mimic_jax.evaluation import report
 from mimic_jax.evaluation import validation
 from mimic_jax.models import pretrained
@@ -31,6 +32,7 @@ CHOICES = {
   'best_metric': tuple(validation.BEST_MODES),
   'model.member_init': pretrained.MEMBER_INITS,
   'data.builder_config': tuple(c.name for c in egd_builder.MimicCxrEgd.BUILDER_CONFIGS),
+  'data.dataset': staging.DATASETS,
 }
 _POSITIVE = ('learning_rate', 'mimic.disc_learning_rate')
 _AT_LEAST_ONE = (

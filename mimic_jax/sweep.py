@@ -2,11 +2,11 @@ r"""Trains and evaluates a set of config variants over several seeds, then compa
 
   python -m mimic_jax.sweep --variants=baseline,ensemble,mimic,mimic_stop,gaze --seeds=0-4 \
       --out=runs/sweep [--references=baseline,ensemble] [--config=configs/mimic.py] \
-      [--nosynthetic] [-- --config.num_epochs=4 ...]
+      [--nosynthetic | --data=reflacx] [-- --config.num_epochs=4 ...]
   python -m mimic_jax.sweep --candidates=configs/gaze_candidates.json --seeds=0-2 \
       --select_on=validation --criterion=information_gain --out=runs/selection
 
-Each run is ``main.py --config=CONFIG:VARIANT[,synthetic] --config.seed=K
+Each run is ``main.py --config=CONFIG:VARIANT[,synthetic|,reflacx] --config.seed=K
 --mode=train_and_evaluate`` in its own workdir ``OUT/VARIANT/seed_K`` (its console output in
 ``OUT/VARIANT/seed_K.log``); arguments after ``--`` go to every run. The seed sets the
 initialisation, the data order and the explainers' noise; the dataset stays the same, so runs
@@ -61,6 +61,9 @@ _SEEDS = flags.DEFINE_string('seeds', '0-4', 'Seeds: a range A-B and/or a comma 
 _OUT = flags.DEFINE_string('out', None, 'Sweep folder: OUT/<variant>/seed_<k>/ per run.')
 _CONFIG = flags.DEFINE_string('config', 'configs/mimic.py', 'Config file.')
 _SYNTHETIC = flags.DEFINE_bool('synthetic', True, 'The embedded synthetic data at CPU size.')
+_DATA = flags.DEFINE_enum(
+  'data', 'synthetic', ['synthetic', 'reflacx'], 'Which embedded synthetic data (with --synthetic).'
+)
 _REFERENCES = flags.DEFINE_list(
   'references', None, 'Variants to compare against (default: the first variant).'
 )
@@ -129,7 +132,7 @@ def run_command(
   split: str = 'test',
 ) -> list[str]:
   """The ``main.py`` command of one run."""
-  spec = f'{variant},synthetic' if _SYNTHETIC.value else variant
+  spec = f'{variant},{_DATA.value}' if _SYNTHETIC.value else variant
   return [
     sys.executable,
     str(ROOT / 'main.py'),

@@ -58,3 +58,16 @@ def tiny_dataset(tmp_path_factory):
   config.data.manual_dir = str(root / 'manual')
   prepare.prepare_dataset(config.data)
   return config.data.data_dir, config.data.manual_dir
+
+
+@pytest.fixture(scope='session')
+def tiny_reflacx(tmp_path_factory):
+  """``configs/test.py:reflacx``'s synthetic REFLACX tree built once: (data_dir, manual_dir)."""
+  from configs import test as test_config
+  from mimic_jax.data import prepare
+
+  root = tmp_path_factory.mktemp('tiny_reflacx')
+  data = test_config.get_config('reflacx').data
+  data.data_dir, data.manual_dir = str(root / 'tfds'), str(root / 'manual')
+  prepare.prepare_dataset(data)
+  return data.data_dir, data.manual_dir

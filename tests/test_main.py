@@ -499,3 +499,31 @@ def test_report_html_renders_in_a_headless_browser(evaluated_runs, tmp_path):
   for image, name in zip(found['images'], linked):
     with Image.open(ev / name) as png:
       assert image['data'] and image['complete'] and (image['width'], image['height']) == png.size
+
+
+def test_evaluate_reflacx_scores_an_egd_run_beside_the_prior_and_the_ceiling(
+  evaluated_runs, tiny_reflacx
+):
+  """The documented command on a run trained on (synthetic) EGD: every REFLACX split, the
+  model's rows beside uniform, prior and the reader ceiling, in the printout and the files."""
+  root = evaluated_runs
+  data_dir, manual_dir = tiny_reflacx
+  out = _run(
+    [
+      '-m',
+      'mimic_jax.evaluate_reflacx',
+      f'--workdir={root}/baseline',
+      f'--data_dir={data_dir}',
+      f'--manual_dir={manual_dir}',
+    ]
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  for row in ('| grad_cam |', '| uniform |', '| prior |', '| reader |'):
+    assert row in out.stdout
+  results = json.loads((root / 'baseline' / 'eval_reflacx' / 'metrics.json').read_text())
+  assert results['splits'] == ['train', 'validation', 'test']
+  assert results['left_out_trained_images'] == 0
+  assert results['images_every_reader_read'] >= 3
+  ceiling = results['tables']['ceiling']['reader']['cc']
+  assert ceiling['n'] == results['images_every_reader_read'] and 0 < ceiling['mean'] < 1
+  assert (root / 'baseline' / 'eval_reflacx' / 'report.md').exists()

@@ -83,6 +83,14 @@ def sample_targets(
   whose regions of interest are ``regions``; ``reader=None``: the ``evidence`` reader."""
   if reader is None:
     return anatomy.sample_gaze_targets(list(regions), n, rng)
+  return sample_reading(regions, n, rng, reader)[0]
+
+
+def sample_reading(
+  regions: Sequence[anatomy.Region], n: int, rng: np.random.Generator, reader: Reader
+) -> tuple[np.ndarray, bool]:
+  """``(targets (n, 2), noticed)``: :func:`sample_targets` of a realistic reader, and whether
+  this reading noticed the image's finding (what the reader would then report)."""
   evidence = [r for r in regions if r.evidence]
   lungs = [r for r in regions if r.name.endswith('lung')]
   noticed = bool(evidence) and rng.random() < reader.notice
@@ -100,7 +108,7 @@ def sample_targets(
         reader.centre[0] + rng.normal(0, reader.centre_sd[0]),
         reader.centre[1] + rng.normal(0, reader.centre_sd[1]),
       )
-  return np.clip(out, 0.01, 0.99)
+  return np.clip(out, 0.01, 0.99), noticed
 
 
 def evidence_mask(regions: Sequence[anatomy.Region], size: int, radius: float = 0.9) -> np.ndarray:

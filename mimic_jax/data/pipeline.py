@@ -65,8 +65,9 @@ def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
 
 
 def data_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict]:
-  """Random-access source of one split of the configured ``mimic_cxr_egd`` build."""
-  name = f'{staging.DATASET_NAME}/{staging.build_name(data)}'
+  """Random-access source of one split of the configured build (``mimic_cxr_egd`` or
+  ``reflacx``)."""
+  name = f'{staging.dataset_name(data)}/{staging.build_name(data)}'
   return tfds.data_source(name, split=split, data_dir=staging.local_data_dir(data))
 
 

@@ -14,7 +14,9 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from data_builders.mimic_cxr_egd import prepare
+from data_builders.reflacx import prepare as reflacx_prepare
 from data_builders.synthetic_egd import generate
+from data_builders.synthetic_reflacx import generate as reflacx_generate
 from mimic_jax.data import staging
 
 
@@ -29,6 +31,12 @@ def prepare_dataset(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
   """
   if staging.is_remote(data.data_dir):
     return _builder(data, data.manual_dir, staging.local_data_dir(data))
+  if staging.dataset_name(data) == 'reflacx':
+    if data.get('synthetic_reflacx'):
+      _write_synthetic_reflacx_tree(data.synthetic_reflacx, data.manual_dir)
+    else:
+      check_inputs(data)
+    return _build(data, data.manual_dir, data.data_dir)
   if data.get('synthetic'):
     _write_synthetic_tree(data.synthetic, data.manual_dir, decoy=False)
     if data.synthetic.get('decoy'):
@@ -43,18 +51,24 @@ def prepare_dataset(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
 def check_inputs(data: ml_collections.ConfigDict) -> None:
   """Raises ``FileNotFoundError`` before anything is written if the dataset is neither built
   in ``data.data_dir`` nor buildable from ``data.manual_dir``."""
-  name = staging.build_name(data)
-  built = os.path.join(data.data_dir, staging.DATASET_NAME, name)
+  name, dataset = staging.build_name(data), staging.dataset_name(data)
+  built = os.path.join(data.data_dir, dataset, name)
   if os.path.isdir(built) and any(
     os.path.exists(os.path.join(built, v, 'dataset_info.json')) for v in os.listdir(built)
   ):
     return
-  sheet = os.path.join(data.manual_dir, 'egd-cxr', '1.0.0', 'master_sheet.csv')
-  if not os.path.exists(sheet):
+  needed, doc = {
+    'mimic_cxr_egd': ('egd-cxr/1.0.0/master_sheet.csv', 'docs/dataset.md'),
+    'reflacx': (
+      'reflacx-xray-localization/1.0.0/main_data/metadata_phase_1.csv',
+      'docs/reflacx.md',
+    ),
+  }[dataset]
+  if not os.path.exists(os.path.join(data.manual_dir, needed)):
     raise FileNotFoundError(
-      f'config.data.data_dir={data.data_dir!r} holds no build of {staging.DATASET_NAME}/{name}, '
-      f'and config.data.manual_dir={data.manual_dir!r} has no egd-cxr/1.0.0/master_sheet.csv to '
-      'build it from (docs/dataset.md says how to lay out the PhysioNet download)'
+      f'config.data.data_dir={data.data_dir!r} holds no build of {dataset}/{name}, '
+      f'and config.data.manual_dir={data.manual_dir!r} has no {needed} to '
+      f'build it from ({doc} says how to lay out the PhysioNet download)'
     )
 
 
@@ -75,6 +89,10 @@ def _build(
 def _builder(
   data: ml_collections.ConfigDict, manual_dir: str, data_dir: str
 ) -> tfds.core.DatasetBuilder:
+  if staging.dataset_name(data) == 'reflacx':
+    return reflacx_prepare.make_builder(
+      data_dir, config=data.builder_config, skip_invalid_rows=data.get('skip_invalid_rows', False)
+    )
   return prepare.make_builder(
     manual_dir,
     data_dir,
@@ -145,6 +163,52 @@ def _write_synthetic_tree(syn: ml_collections.ConfigDict, manual_dir: str, decoy
     reader=stamp['reader'],
     num_readers=stamp['readers'],
     multi_reader_share=stamp['multi_reader_share'],
+  )
+  with open(stamp_path, 'w') as f:
+    json.dump(stamp, f, indent=1)
+
+
+def _write_synthetic_reflacx_tree(syn: ml_collections.ConfigDict, manual_dir: str) -> None:
+  """Writes the synthetic REFLACX tree ``syn`` describes to ``manual_dir`` unless it is there;
+  ``StaleSyntheticTreeError`` if the tree there was written otherwise."""
+  stamp = {
+    'generator_version': reflacx_generate.GENERATOR_VERSION,
+    'phase_images': list(syn.phase_images),
+    'seed': syn.seed,
+    'scale': syn.scale,
+    'readers': syn.readers,
+  }
+  stamp_path = os.path.join(manual_dir, STAMP)
+  if os.path.exists(os.path.join(manual_dir, reflacx_generate.TRUTH_FILE)):
+    found = None
+    if os.path.exists(stamp_path):
+      with open(stamp_path) as f:
+        found = json.load(f)
+    if found != stamp:
+      raise StaleSyntheticTreeError(
+        f'{manual_dir} holds a synthetic REFLACX tree written with {found}, but this run asks '
+        f'for {stamp}. Delete that folder and the dataset built from it (config.data.data_dir) '
+        'to write and build it anew.'
+      )
+    return
+  t0 = time.time()
+
+  def progress(done: int, total: int) -> None:
+    if done == total or done % max(1, total // 10) == 0:
+      print(
+        f'[data] synthetic REFLACX images {done}/{total} ({time.time() - t0:.0f}s)',
+        file=sys.stderr,
+        flush=True,
+      )
+
+  logging.info('Writing the synthetic REFLACX tree to %s', manual_dir)
+  reflacx_generate.write_tree(
+    manual_dir,
+    tuple(syn.phase_images),
+    seed=syn.seed,
+    scale=syn.scale,
+    num_readers=syn.readers,
+    progress=progress,
   )
   with open(stamp_path, 'w') as f:
     json.dump(stamp, f, indent=1)

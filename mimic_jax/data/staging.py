@@ -19,16 +19,28 @@ from etils import epath
 import ml_collections
 
 from data_builders.mimic_cxr_egd import prepare
+from data_builders.reflacx import prepare as reflacx_prepare
 
 DATASET_NAME = 'mimic_cxr_egd'
+DATASETS = ('mimic_cxr_egd', 'reflacx')
 
 
 def is_remote(path: str) -> bool:
   return '://' in str(path)
 
 
+def dataset_name(data: ml_collections.ConfigDict) -> str:
+  """The TFDS dataset ``data`` reads: ``mimic_cxr_egd`` (EGD) or ``reflacx``."""
+  name = data.get('dataset') or DATASET_NAME
+  if name not in DATASETS:
+    raise ValueError(f'config.data.dataset={name!r} is invalid; choose one of {list(DATASETS)}')
+  return name
+
+
 def build_name(data: ml_collections.ConfigDict) -> str:
-  """The builder config's folder name under ``<data_dir>/mimic_cxr_egd/``."""
+  """The builder config's folder name under ``<data_dir>/<dataset>/``."""
+  if dataset_name(data) == 'reflacx':
+    return reflacx_prepare.config_name(data.builder_config, data.get('skip_invalid_rows', False))
   return prepare.config_name(
     data.builder_config, data.get('gaze_sigma'), data.get('skip_invalid_rows', False)
   )
@@ -39,7 +51,7 @@ def local_data_dir(data: ml_collections.ConfigDict) -> str:
   (copied now if needed). Raises FileNotFoundError if the bucket has no such build."""
   if not is_remote(data.data_dir):
     return data.data_dir
-  _stage(str(data.data_dir), f'{DATASET_NAME}/{build_name(data)}', str(data.local_cache_dir))
+  _stage(str(data.data_dir), f'{dataset_name(data)}/{build_name(data)}', str(data.local_cache_dir))
   return str(data.local_cache_dir)
 
 

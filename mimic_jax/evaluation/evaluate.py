@@ -61,8 +61,11 @@ def _score_maps(
   other_fixations: np.ndarray,
   baseline: np.ndarray,
 ) -> dict[str, list[float]]:
+  """Each metric of ``report.MAP_METRICS`` per image; ``baseline`` (the prior) is one
+  ``(S, S)`` map or one per image ``(N, S, S)``."""
   out = {k: [] for k in report.MAP_METRICS}
   for i, (s, g, f) in enumerate(zip(maps, gaze, fixations)):
+    b = baseline[i] if np.ndim(baseline) == 3 else baseline
     out['kld'].append(sm.kld(s, g))
     out['nss'].append(sm.nss(s, f))
     out['cc'].append(sm.cc(s, g))
@@ -70,9 +73,9 @@ def _score_maps(
     out['auc_judd'].append(sm.auc_judd(s, f))
     out['auc_borji'].append(sm.auc_borji(s, f, seed=i))
     out['auc_shuffled'].append(sm.auc_shuffled(s, f, other_fixations[i], seed=i))
-    out['information_gain'].append(sm.information_gain(s, f, baseline))
-    out['sncc'].append(sm.sncc(s, g, baseline))
-    out['sauc'].append(sm.sauc(s, g, baseline, seed=i))
+    out['information_gain'].append(sm.information_gain(s, f, b))
+    out['sncc'].append(sm.sncc(s, g, b))
+    out['sauc'].append(sm.sauc(s, g, b, seed=i))
   return out
 
 
@@ -116,10 +119,27 @@ def _score_references(
   return summaries, per_image
 
 
-def _synthetic_readings(config: ml_collections.ConfigDict, data: dict) -> dict:
-  """On the synthetic data, the readings of the evaluated images that several simulated
-  readers read (``reader_images``, ``reader_gaze``, ``reader_fixations``), made as the
-  builder makes the gaze maps; ``{}`` elsewhere (EGD has one reader per image)."""
+def _several_readings(config: ml_collections.ConfigDict, data: dict, split: str) -> dict:
+  """The readings of the evaluated images that several readers read (``reader_images``,
+  ``reader_gaze``, ``reader_fixations``): on REFLACX, those of the images every reader read
+  with eye tracking; on the synthetic EGD data, the simulated readers', made as the builder
+  makes the gaze maps; ``{}`` elsewhere (EGD has one reader per image)."""
+  if config.data.get('dataset') == 'reflacx':
+    source = pipeline.data_source(config.data, split)
+    readings = [source[i]['readings'] for i in range(len(source))]
+    most = max(len(r['discarded']) for r in readings)
+    full = [
+      i
+      for i, r in enumerate(readings)
+      if most > 1 and len(r['discarded']) == most and not np.any(r['discarded'])
+    ]
+    if not full:
+      return {}
+    return {
+      'reader_images': np.asarray(full),
+      'reader_gaze': np.asarray([readings[i]['gaze'] for i in full], np.float64),
+      'reader_fixations': np.asarray([readings[i]['fixation_map'] for i in full]),
+    }
   if not config.data.get('synthetic'):
     return {}
   sigma = config.data.gaze_sigma or 150.0
@@ -352,7 +372,7 @@ def evaluate_run(
   )
   fns = _jitted_functions(config, tuning)
   data = collect(config, state, fns, config.data, split)
-  data.update(_synthetic_readings(config, data))
+  data.update(_several_readings(config, data, split))
   baseline = mean_train_gaze(config)
   other = _other_fixations(data['fixation_map'])
   class_names = list(egd_format.CLASS_NAMES)

@@ -1,0 +1,1 @@
+"""Synthetic REFLACX look-alike trees."""
