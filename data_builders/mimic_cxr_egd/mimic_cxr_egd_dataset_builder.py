@@ -33,9 +33,7 @@ images skipped with ``skip_invalid_rows``.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterator
-import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -45,6 +43,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_builders import threads
 from data_builders.mimic_cxr_egd import egd_format as fmt
 from data_builders.mimic_cxr_egd import egd_reader
 from data_builders.mimic_cxr_egd import gaze_maps
@@ -184,19 +183,7 @@ class MimicCxrEgd(tfds.core.GeneratorBasedBuilder):
       yield rec.dicom_id, example
 
   def _decoded(self, records: list[egd_reader.EgdRecord]) -> Iterator[tuple[dict, int]]:
-    """``_process`` of each record, in order. With workers, in threads: Pillow's decoding and
-    NumPy/SciPy's heatmap work release the GIL, and threads need no process that would import
-    the caller's ``__main__`` again (a script without a main guard, stdin, a notebook)."""
+    """``_process`` of each record, in order, in threads (``data_builders.threads``)."""
     cfg = self.builder_config
     process = functools.partial(_process, size=cfg.image_size, sigma=cfg.gaze_sigma)
-    if not self._num_workers or len(records) <= 1:
-      yield from map(process, records)
-      return
-    window = 4 * self._num_workers  # records decoded ahead, so memory stays bounded
-    with concurrent.futures.ThreadPoolExecutor(self._num_workers) as pool:
-      pending = collections.deque(pool.submit(process, r) for r in records[:window])
-      for rec in records[window:]:
-        yield pending.popleft().result()
-        pending.append(pool.submit(process, rec))
-      while pending:
-        yield pending.popleft().result()
+    return threads.ordered_map(process, records, self._num_workers)

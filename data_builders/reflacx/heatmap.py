@@ -21,7 +21,7 @@ pixels).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 import os
 
 import numpy as np
@@ -50,10 +50,12 @@ def _shown_rects(fixations: Fixations, where: str) -> np.ndarray:
   )
 
 
-def heatmap(fixations: Fixations, width: int, height: int) -> np.ndarray:
-  """``(height, width)`` float64 heatmap of one reading, summing to 1 (module docstring).
-
-  Raises ``ValueError`` if no fixation puts any mass on the image (nothing to normalise)."""
+def _gaussian_terms(
+  fixations: Fixations, width: int, height: int
+) -> Iterator[tuple[int, int, int, int, np.ndarray, np.ndarray, float]]:
+  """Per fixation with a shown rectangle on the image: ``(x0, y0, x1, y1, gy, gx, weight)``, its
+  term being ``weight * outer(gy, gx)`` on rows ``y0:y1`` and columns ``x0:x1`` (the normal
+  density times the duration, separable)."""
   x, y = _column(fixations, 'x_position'), _column(fixations, 'y_position')
   sx = _column(fixations, 'angular_resolution_x_pixels_per_degree')
   sy = _column(fixations, 'angular_resolution_y_pixels_per_degree')
@@ -61,7 +63,6 @@ def heatmap(fixations: Fixations, width: int, height: int) -> np.ndarray:
     fixations, 'timestamp_start_fixation'
   )
   rects = np.round(_shown_rects(fixations, 'shown_from_image')).astype(int)
-  total = np.zeros((height, width), np.float64)
   for i in range(len(x)):
     x0, y0 = max(rects[i, 0], 0), max(rects[i, 1], 0)
     x1, y1 = min(rects[i, 2], width), min(rects[i, 3], height)
@@ -70,12 +71,25 @@ def heatmap(fixations: Fixations, width: int, height: int) -> np.ndarray:
     cols, rows = np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64)
     gx = np.exp(-0.5 * ((cols - x[i]) / sx[i]) ** 2)
     gy = np.exp(-0.5 * ((rows - y[i]) / sy[i]) ** 2)
-    pdf = np.outer(gy, gx) / (2.0 * np.pi * sx[i] * sy[i])
-    total[y0:y1, x0:x1] += pdf * duration[i]
+    yield x0, y0, x1, y1, gy, gx, duration[i] / (2.0 * np.pi * sx[i] * sy[i])
+
+
+def _normalised(total: np.ndarray, fixations: Fixations, width: int, height: int) -> np.ndarray:
   mass = total.sum()
   if not mass > 0:
-    raise ValueError(f'no fixation of the {len(x)} puts mass on the {width} x {height} image')
+    count = len(_column(fixations, 'x_position'))
+    raise ValueError(f'no fixation of the {count} puts mass on the {width} x {height} image')
   return total / mass
+
+
+def heatmap(fixations: Fixations, width: int, height: int) -> np.ndarray:
+  """``(height, width)`` float64 heatmap of one reading, summing to 1 (module docstring).
+
+  Raises ``ValueError`` if no fixation puts any mass on the image (nothing to normalise)."""
+  total = np.zeros((height, width), np.float64)
+  for x0, y0, x1, y1, gy, gx, weight in _gaussian_terms(fixations, width, height):
+    total[y0:y1, x0:x1] += weight * np.outer(gy, gx)
+  return _normalised(total, fixations, width, height)
 
 
 def resized_heatmap(fixations: Fixations, width: int, height: int, size: int) -> np.ndarray:
@@ -88,31 +102,12 @@ def resized_heatmap(fixations: Fixations, width: int, height: int, size: int) ->
   """
   from data_builders.mimic_cxr_egd import gaze_maps
 
-  x, y = _column(fixations, 'x_position'), _column(fixations, 'y_position')
-  sx = _column(fixations, 'angular_resolution_x_pixels_per_degree')
-  sy = _column(fixations, 'angular_resolution_y_pixels_per_degree')
-  duration = _column(fixations, 'timestamp_end_fixation') - _column(
-    fixations, 'timestamp_start_fixation'
-  )
-  rects = np.round(_shown_rects(fixations, 'shown_from_image')).astype(int)
   resize_rows = gaze_maps.area_resize_matrix(height, size)
   resize_cols = gaze_maps.area_resize_matrix(width, size)
   total = np.zeros((size, size), np.float64)
-  for i in range(len(x)):
-    x0, y0 = max(rects[i, 0], 0), max(rects[i, 1], 0)
-    x1, y1 = min(rects[i, 2], width), min(rects[i, 3], height)
-    if x1 <= x0 or y1 <= y0:
-      continue
-    cols, rows = np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64)
-    gx = np.exp(-0.5 * ((cols - x[i]) / sx[i]) ** 2)
-    gy = np.exp(-0.5 * ((rows - y[i]) / sy[i]) ** 2)
-    weight = duration[i] / (2.0 * np.pi * sx[i] * sy[i])
-    # Resizing keeps mass up to the row/column scale factors, the same for every term.
+  for x0, y0, x1, y1, gy, gx, weight in _gaussian_terms(fixations, width, height):
     total += weight * np.outer(resize_rows[:, y0:y1] @ gy, resize_cols[:, x0:x1] @ gx)
-  mass = total.sum()
-  if not mass > 0:
-    raise ValueError(f'no fixation of the {len(x)} puts mass on the {width} x {height} image')
-  return total / mass
+  return _normalised(total, fixations, width, height)
 
 
 def _distance_to_rect(px: np.ndarray, py: np.ndarray, rects: np.ndarray) -> np.ndarray:

@@ -50,9 +50,7 @@ filter drops, the images read by every reader, and any image skipped with
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterator
-import concurrent.futures
 import dataclasses
 import functools
 import os
@@ -61,6 +59,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_builders import threads
 from data_builders.mimic_cxr_egd import images
 from data_builders.reflacx import heatmap as heatmap_lib
 from data_builders.reflacx import labels as labels_lib
@@ -286,16 +285,6 @@ class Reflacx(tfds.core.GeneratorBasedBuilder):
       yield rec.dicom_id, example
 
   def _decoded(self, records: list[reflacx_reader.ImageRecord]) -> Iterator[tuple[dict, int]]:
-    """``_process`` of each record, in order, in threads (as ``mimic_cxr_egd`` does)."""
+    """``_process`` of each record, in order, in threads (``data_builders.threads``)."""
     process = functools.partial(_process, size=self.builder_config.image_size)
-    if not self._num_workers or len(records) <= 1:
-      yield from map(process, records)
-      return
-    window = 4 * self._num_workers
-    with concurrent.futures.ThreadPoolExecutor(self._num_workers) as pool:
-      pending = collections.deque(pool.submit(process, r) for r in records[:window])
-      for rec in records[window:]:
-        yield pending.popleft().result()
-        pending.append(pool.submit(process, rec))
-      while pending:
-        yield pending.popleft().result()
+    return threads.ordered_map(process, records, self._num_workers)

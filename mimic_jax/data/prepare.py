@@ -4,6 +4,7 @@ build to the local cache."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 import logging
 import os
@@ -102,6 +103,18 @@ def _builder(
   )
 
 
+def _progress(name: str) -> Callable[[int, int], None]:
+  """A generator's progress callback: a line to stderr at every tenth of the images."""
+  t0 = time.time()
+
+  def progress(done: int, total: int) -> None:
+    if done == total or done % max(1, total // 10) == 0:
+      print(f'[data] {name} images {done}/{total} ({time.time() - t0:.0f}s)', file=sys.stderr)
+      sys.stderr.flush()
+
+  return progress
+
+
 # What a synthetic tree was written with, kept beside it (``manual_dir/synthetic.json``).
 STAMP = 'synthetic.json'
 
@@ -139,17 +152,8 @@ def _write_synthetic_tree(syn: ml_collections.ConfigDict, manual_dir: str, decoy
         '(config.data.data_dir; for the decoy tree its _decoy twin) to write and build both anew.'
       )
     return
-  t0 = time.time()
   name = 'decoy' if decoy else 'synthetic'
-
-  def progress(done: int, total: int) -> None:
-    if done == total or done % max(1, total // 10) == 0:
-      print(
-        f'[data] {name} images {done}/{total} ({time.time() - t0:.0f}s)',
-        file=sys.stderr,
-        flush=True,
-      )
-
+  progress = _progress(name)
   logging.info('Writing the %s PhysioNet tree to %s', name, manual_dir)
   generate.write_tree(
     manual_dir,
@@ -191,16 +195,7 @@ def _write_synthetic_reflacx_tree(syn: ml_collections.ConfigDict, manual_dir: st
         'to write and build it anew.'
       )
     return
-  t0 = time.time()
-
-  def progress(done: int, total: int) -> None:
-    if done == total or done % max(1, total // 10) == 0:
-      print(
-        f'[data] synthetic REFLACX images {done}/{total} ({time.time() - t0:.0f}s)',
-        file=sys.stderr,
-        flush=True,
-      )
-
+  progress = _progress('synthetic REFLACX')
   logging.info('Writing the synthetic REFLACX tree to %s', manual_dir)
   reflacx_generate.write_tree(
     manual_dir,

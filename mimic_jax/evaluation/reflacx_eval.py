@@ -323,3 +323,42 @@ def markdown_report(results: dict) -> str:
     for name, scores in rows.items():
       lines.append(f'| {name} | ' + ' | '.join(_cell(scores[m]) for m in metrics) + ' |')
   return '\n'.join(lines) + '\n'
+
+
+def across_runs(results: Sequence[dict], names: Sequence[str]) -> str:
+  """Markdown: per table, each explainer's and reference's mean over the runs of each run's
+  mean, with a 95% t interval across runs (``names``: one label per run, e.g. its variant;
+  runs with the same label are pooled, as seeds of one variant)."""
+  from mimic_jax.evaluation import bootstrap
+
+  groups: dict[str, list[dict]] = {}
+  for name, r in zip(names, results):
+    groups.setdefault(name, []).append(r)
+  lines = [
+    '# Explanations on REFLACX, across runs',
+    '',
+    "Per row: the mean over runs of each run's mean over images, with a 95% t interval "
+    'across runs (' + ', '.join(f'{k}: {len(v)} runs' for k, v in groups.items()) + '). '
+    'Reference rows do not depend on the model; they are shown once, from the first group.',
+  ]
+  for table, description in TABLES.items():
+    metrics = ELLIPSE_METRICS if table == 'ellipses' else ('kld', 'nss', 'cc', 'auc_judd', 'sncc')
+    lines += ['', f'## {table}: {description}', '', '| row | ' + ' | '.join(metrics) + ' |']
+    lines.append('|---|' + '---|' * len(metrics))
+    first = next(iter(groups.values()))
+    for ref in ('uniform', 'prior', 'reader'):
+      if ref in first[0]['tables'][table]:
+        cells = [first[0]['tables'][table][ref][m] for m in metrics]
+        lines.append(f'| {ref} | ' + ' | '.join(_cell(c) for c in cells) + ' |')
+    for name, runs in groups.items():
+      for explainer in report.EXPLAINERS:
+        if explainer not in runs[0]['tables'][table]:
+          continue
+        cells = []
+        for m in metrics:
+          mean, lo, hi = bootstrap.t_interval(
+            [r['tables'][table][explainer][m]['mean'] for r in runs]
+          )
+          cells.append(f'{mean:.3f} [{lo:.3f}, {hi:.3f}]')
+        lines.append(f'| {name} {explainer} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
