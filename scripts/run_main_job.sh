@@ -17,3 +17,5 @@ start=$(date +%s)
 echo "Done in $(( $(date +%s) - start ))s."
 echo "Comparison report: $RUNS/comparison/comparison.md (figure: comparison.png)"
 echo "Per-run reports and galleries: $RUNS/<variant>/seed_<k>/eval/test/"
+echo "Score the gaze run on synthetic REFLACX (reader ceiling, prior, ellipses):"
+echo "  .venv/bin/python -m mimic_jax.evaluate_reflacx --workdir=$RUNS/gaze/seed_0"
