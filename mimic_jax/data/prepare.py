@@ -119,6 +119,14 @@ def _progress(name: str) -> Callable[[int, int], None]:
 STAMP = 'synthetic.json'
 
 
+def _read_stamp(path: str) -> dict | None:
+  """What the synthetic tree beside ``path`` was written with; ``None`` without a stamp."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 class StaleSyntheticTreeError(ValueError):
   """The synthetic tree on disk is not the one the config asks for."""
 
@@ -140,10 +148,7 @@ def _write_synthetic_tree(syn: ml_collections.ConfigDict, manual_dir: str, decoy
   }
   stamp_path = os.path.join(manual_dir, STAMP)
   if os.path.exists(os.path.join(manual_dir, 'egd-cxr', '1.0.0', 'fixations.csv')):
-    found = None
-    if os.path.exists(stamp_path):
-      with open(stamp_path) as f:
-        found = json.load(f)
+    found = _read_stamp(stamp_path)
     if found != stamp:
       raise StaleSyntheticTreeError(
         f'{manual_dir} holds a synthetic tree written '
@@ -184,10 +189,7 @@ def _write_synthetic_reflacx_tree(syn: ml_collections.ConfigDict, manual_dir: st
   }
   stamp_path = os.path.join(manual_dir, STAMP)
   if os.path.exists(os.path.join(manual_dir, reflacx_generate.TRUTH_FILE)):
-    found = None
-    if os.path.exists(stamp_path):
-      with open(stamp_path) as f:
-        found = json.load(f)
+    found = _read_stamp(stamp_path)
     if found != stamp:
       raise StaleSyntheticTreeError(
         f'{manual_dir} holds a synthetic REFLACX tree written with {found}, but this run asks '
