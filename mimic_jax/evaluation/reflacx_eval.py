@@ -49,6 +49,8 @@ TABLES = {
   'ellipses': 'against the abnormality ellipses (certainty > 2) of each reading',
 }
 ELLIPSE_METRICS = ('ncc', 'iou')
+# The gaze metrics the printed tables show (metrics.json has every one of report.MAP_METRICS).
+SHOWN_METRICS = ('information_gain', 'sncc', 'kld', 'nss', 'cc', 'auc_judd')
 
 
 def reflacx_data(
@@ -309,14 +311,15 @@ def markdown_report(results: dict) -> str:
     f'REFLACX `{results["reflacx"]["build"]}` splits {", ".join(results["splits"])}: '
     f'{results["num_images"]} images ({results["images_every_reader_read"]} read by every reader; '
     f'{results["left_out_trained_images"]} left out as the run trained on them). '
-    'Means over images with 95% bootstrap intervals; KLD is lower-is-better.',
+    'Means over images with 95% bootstrap intervals; KLD is lower-is-better; information gain '
+    '(bits per fixation) and sNCC are relative to the prior (0 for the prior).',
   ]
   for table, description in TABLES.items():
     rows = results['tables'][table]
     if not rows:
       lines += ['', f'## {table}: {description}', '', 'No image qualifies.']
       continue
-    metrics = ELLIPSE_METRICS if table == 'ellipses' else ('kld', 'nss', 'cc', 'auc_judd', 'sncc')
+    metrics = ELLIPSE_METRICS if table == 'ellipses' else SHOWN_METRICS
     lines += ['', f'## {table}: {description}', '']
     lines.append('| row | ' + ' | '.join(metrics) + ' |')
     lines.append('|---|' + '---|' * len(metrics))
@@ -342,7 +345,7 @@ def across_runs(results: Sequence[dict], names: Sequence[str]) -> str:
     'Reference rows do not depend on the model; they are shown once, from the first group.',
   ]
   for table, description in TABLES.items():
-    metrics = ELLIPSE_METRICS if table == 'ellipses' else ('kld', 'nss', 'cc', 'auc_judd', 'sncc')
+    metrics = ELLIPSE_METRICS if table == 'ellipses' else SHOWN_METRICS
     lines += ['', f'## {table}: {description}', '', '| row | ' + ' | '.join(metrics) + ' |']
     lines.append('|---|' + '---|' * len(metrics))
     first = next(iter(groups.values()))
