@@ -364,8 +364,14 @@ def test_reading_needs_no_tensorflow(built):
   assert int(out.stdout.split()[-1]) == len(examples['train'])
 
 
-def test_tfds_build_command_line(built, tmp_path):
+@pytest.mark.parametrize('form', ['imports', 'folder'])
+def test_tfds_build_command_line(built, tmp_path, form):
   manual = built[0]
+  target = (
+    ['reflacx', '--imports', 'data_builders.reflacx']
+    if form == 'imports'
+    else ['data_builders/reflacx']
+  )
   tfds_cli = TFDS
   if not tfds_cli.exists():
     pytest.fail(f'{tfds_cli} is missing: run bash scripts/setup_tfds_cli_env.sh')
@@ -374,7 +380,7 @@ def test_tfds_build_command_line(built, tmp_path):
     [
       str(tfds_cli),
       'build',
-      'data_builders/reflacx',
+      *target,
       '--data_dir',
       str(tmp_path / 'tfds'),
       '--manual_dir',
