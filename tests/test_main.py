@@ -522,7 +522,7 @@ def test_evaluate_reflacx_scores_an_egd_run_beside_the_prior_and_the_ceiling(
     assert row in out.stdout
   results = json.loads((root / 'baseline' / 'eval_reflacx' / 'metrics.json').read_text())
   assert results['splits'] == ['train', 'validation', 'test']
-  assert results['left_out_trained_images'] == 0
+  assert results['left_out_trained_images'] == 0 and results['training_images_known']
   assert results['images_every_reader_read'] >= 3
   ceiling = results['tables']['ceiling']['reader']['cc']
   assert ceiling['n'] == results['images_every_reader_read'] and 0 < ceiling['mean'] < 1

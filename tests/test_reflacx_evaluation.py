@@ -122,3 +122,23 @@ def test_training_on_reflacx_and_the_command_on_its_run(tiny_reflacx, tmp_path):
   )
   for row in ('| grad_cam |', '| prior |', '| uniform |'):
     assert row in out.stdout
+
+
+def test_the_report_says_when_the_runs_training_images_are_unknown():
+  entry = {'mean': 0.5, 'ci95': [0.4, 0.6], 'n': 3, 'nan': 0}
+  scores = {m: entry for m in reflacx_eval.SHOWN_METRICS}
+  results = {
+    'workdir': 'RUN',
+    'checkpoint': None,
+    'trained_on': 'mimic_cxr_egd (gs://elsewhere)',
+    'reflacx': {'build': 'reflacx/64/1.0.0'},
+    'splits': ['test'],
+    'num_images': 3,
+    'images_every_reader_read': 0,
+    'left_out_trained_images': 0,
+    'training_images_known': False,
+    'tables': {'readers': {'grad_cam': scores, 'prior': scores}, 'ceiling': {}, 'ellipses': {}},
+  }
+  text = reflacx_eval.markdown_report(results)
+  assert 'training images are unknown here, so none was left out' in text
+  assert '| grad_cam | 0.500 [0.400, 0.600] |' in text and 'No image qualifies.' in text

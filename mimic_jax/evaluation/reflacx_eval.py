@@ -221,6 +221,12 @@ def evaluate_on_reflacx(
   if 'train' in pipeline_splits(config):
     train = pipeline.data_source(config.data, 'train')
     trained_on = {train[i]['dicom_id'].decode() for i in range(len(train))}
+  else:
+    print(
+      f"[reflacx] warning: the run's own build ({config.data.data_dir}) is not readable here, "
+      'so images it trained on cannot be left out; metrics.json records this',
+      flush=True,
+    )
   fns = evaluate._jitted_functions(config, tuning)
   maps, readings, fixation_maps, ids, left_out = {}, [], [], [], 0
   for split in built:
@@ -255,6 +261,7 @@ def evaluate_on_reflacx(
     'splits': list(built),
     'num_images': len(ids),
     'left_out_trained_images': left_out,
+    'training_images_known': bool(trained_on),
     'images_every_reader_read': sum(
       len(r['discarded']) == max(len(x['discarded']) for x in readings) > 1
       and not r['discarded'].any()
@@ -310,8 +317,12 @@ def markdown_report(results: dict) -> str:
     f'{results["trained_on"]}; '
     f'REFLACX `{results["reflacx"]["build"]}` splits {", ".join(results["splits"])}: '
     f'{results["num_images"]} images ({results["images_every_reader_read"]} read by every reader; '
-    f'{results["left_out_trained_images"]} left out as the run trained on them). '
-    'Means over images with 95% bootstrap intervals; KLD is lower-is-better; information gain '
+    + (
+      f'{results["left_out_trained_images"]} left out as the run trained on them). '
+      if results.get('training_images_known', True)
+      else "the run's training images are unknown here, so none was left out). "
+    )
+    + 'Means over images with 95% bootstrap intervals; KLD is lower-is-better; information gain '
     '(bits per fixation) and sNCC are relative to the prior (0 for the prior).',
   ]
   for table, description in TABLES.items():
