@@ -38,17 +38,25 @@ class Problem:
     return f'{self.file} {self.where}: {self.message}'
 
 
-class EgdValidationError(ValueError):
-  """Raised with every problem found in the tree, one per line."""
+class TreeValidationError(ValueError):
+  """Raised with every problem found in a PhysioNet tree (``TREE`` names it), one per line."""
+
+  TREE = 'PhysioNet'
 
   def __init__(self, problems: Sequence[Problem]):
     self.problems = list(problems)
     lines = '\n'.join(f'  - {p}' for p in self.problems)
     super().__init__(
-      f'{len(self.problems)} problem(s) in the EGD/MIMIC-CXR tree:\n{lines}\n'
+      f'{len(self.problems)} problem(s) in the {self.TREE} tree:\n{lines}\n'
       'Fix the files, or build with skip_invalid_rows=True (build.py --skip_invalid_rows) to '
       'drop the affected images; their ids are then listed in the dataset metadata.'
     )
+
+
+class EgdValidationError(TreeValidationError):
+  """Every problem of an EGD + MIMIC-CXR(-JPG) tree."""
+
+  TREE = 'EGD/MIMIC-CXR'
 
 
 @dataclasses.dataclass

@@ -10,7 +10,6 @@ images concerned and reports their ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import dataclasses
 import os
 
@@ -18,6 +17,7 @@ from etils import epath
 from PIL import Image
 
 from data_builders.mimic_cxr_egd.egd_reader import Problem
+from data_builders.mimic_cxr_egd.egd_reader import TreeValidationError
 from data_builders.reflacx import heatmap as heatmap_lib
 from data_builders.reflacx import reflacx_format as fmt
 
@@ -28,17 +28,10 @@ DICOM_DIR = ('mimic-cxr', '2.0.0')
 SPLIT_NAMES = {'train': 'train', 'validate': 'validation', 'test': 'test'}
 
 
-class ReflacxValidationError(ValueError):
-  """Raised with every problem found in the tree, one per line."""
+class ReflacxValidationError(TreeValidationError):
+  """Every problem of a REFLACX + MIMIC-CXR(-JPG) tree."""
 
-  def __init__(self, problems: Sequence[Problem]):
-    self.problems = list(problems)
-    lines = '\n'.join(f'  - {p}' for p in self.problems)
-    super().__init__(
-      f'{len(self.problems)} problem(s) in the REFLACX/MIMIC-CXR tree:\n{lines}\n'
-      'Fix the files, or build with skip_invalid_rows=True (build.py --skip_invalid_rows) to '
-      'drop the affected images; their ids are then listed in the dataset metadata.'
-    )
+  TREE = 'REFLACX/MIMIC-CXR'
 
 
 @dataclasses.dataclass
@@ -242,10 +235,9 @@ def read_tree(manual_dir: str | os.PathLike, skip_invalid_rows: bool = False) ->
         try:
           heatmap_lib.resized_heatmap(reading.fixations, rec.width, rec.height, 8)
         except ValueError as e:
-          problems.append(
-            Problem(str(reading.folder / 'fixations.csv'), f'reading {reading.id}', str(e))
-          )
-          problems[-1] = dataclasses.replace(problems[-1], dicom_id=rec.dicom_id)
+          where = f'reading {reading.id}'
+          path = str(reading.folder / 'fixations.csv')
+          problems.append(Problem(path, where, str(e), rec.dicom_id))
   bad = {p.dicom_id for p in problems}
   if problems and (not skip_invalid_rows or None in bad):
     raise ReflacxValidationError(problems)

@@ -127,12 +127,7 @@ def _several_readings(config: ml_collections.ConfigDict, data: dict, split: str)
   if config.data.get('dataset') == 'reflacx':
     source = pipeline.data_source(config.data, split)
     readings = [source[i]['readings'] for i in range(len(source))]
-    most = max(len(r['discarded']) for r in readings)
-    full = [
-      i
-      for i, r in enumerate(readings)
-      if most > 1 and len(r['discarded']) == most and not np.any(r['discarded'])
-    ]
+    full = references.every_reader([r['discarded'] for r in readings])
     if not full:
       return {}
     return {

@@ -18,7 +18,7 @@ data cannot give it. The scores of an image are the mean over its trials.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import dataclasses
 
 import numpy as np
@@ -94,6 +94,13 @@ def leave_one_reader_out(
       )
     )
   return trials
+
+
+def every_reader(discarded: Sequence[np.ndarray]) -> list[int]:
+  """Indices of the images read by the most readers (at least two), every reading with eye
+  tracking (``discarded``: per image, a bool per reading): the images the ceiling uses."""
+  most = max((len(d) for d in discarded), default=0)
+  return [i for i, d in enumerate(discarded) if most > 1 and len(d) == most and not np.any(d)]
 
 
 def _reader(ctx: Context) -> list[Trial] | None:

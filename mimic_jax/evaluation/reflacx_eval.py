@@ -134,30 +134,23 @@ def score_tables(
   most = max(len(r['discarded']) for r in readings)
   per_image: dict[str, dict] = {t: {} for t in TABLES}
 
-  def trials_readers(row: np.ndarray | None) -> list[dict]:
-    out = []
-    for k in range(most):
-      images = [i for i, r in enumerate(readings) if k < len(r['discarded'])]
-      images = [i for i in images if not readings[i]['discarded'][k]]
-      if not images:
-        continue
+  # One trial per reading position k: the images whose k-th reading has eye tracking.
+  reading_trials = []
+  for k in range(most):
+    images = [i for i, r in enumerate(readings) if k < len(r['discarded'])]
+    images = [i for i in images if not readings[i]['discarded'][k]]
+    if images:
       gaze = np.stack([readings[i]['gaze'][k] for i in images])
       fix = np.stack([readings[i]['fixation_map'][k] for i in images])
-      out.append((images, gaze, fix, None if row is None else row[images]))
-    return out
-
+      reading_trials.append((images, gaze, fix))
   for name, row in rows.items():
     scored = []
-    for images, gaze, fix, saliency in trials_readers(row):
-      s = evaluate._score_maps(saliency, gaze, fix, other[images], prior[images])
+    for images, gaze, fix in reading_trials:
+      s = evaluate._score_maps(row[images], gaze, fix, other[images], prior[images])
       scored.append({'images': images, **s})
     per_image['readers'][name] = _mean_scores(scored, n, report.MAP_METRICS)
 
-  full = [
-    i
-    for i, r in enumerate(readings)
-    if len(r['discarded']) == most > 1 and not r['discarded'].any()
-  ]
+  full = references.every_reader([r['discarded'] for r in readings])
   if full:
     reader_gaze = np.stack([readings[i]['gaze'] for i in full])
     reader_fix = np.stack([readings[i]['fixation_map'] for i in full])
@@ -217,38 +210,34 @@ def evaluate_on_reflacx(
   state, checkpoint = checkpoints.load_checkpoint(
     config, workdir, tuning=tuning, devices=jax.local_devices()
   )
-  trained_on = set()
-  if 'train' in pipeline_splits(config):
-    train = pipeline.data_source(config.data, 'train')
-    trained_on = {train[i]['dicom_id'].decode() for i in range(len(train))}
-  else:
+  trained_on = training_ids(config)
+  if trained_on is None:
     print(
       f"[reflacx] warning: the run's own build ({config.data.data_dir}) is not readable here, "
       'so images it trained on cannot be left out; metrics.json records this',
       flush=True,
     )
   fns = evaluate._jitted_functions(config, tuning)
+  # Every built split's readings, read once: the evaluated ones and the prior's pool.
+  by_split = {}
+  for split in builder.info.splits:
+    source = pipeline.data_source(data, split)
+    by_split[split] = [_readings(source, i) for i in range(len(source))]
   maps, readings, fixation_maps, ids, left_out = {}, [], [], [], 0
   for split in built:
     collected = evaluate.collect(config, state, fns, data, split, label=f'REFLACX {split}')
-    source = pipeline.data_source(data, split)
-    keep = [i for i, d in enumerate(collected['dicom_id']) if d not in trained_on]
+    keep = [i for i, d in enumerate(collected['dicom_id']) if d not in (trained_on or ())]
     left_out += len(collected['dicom_id']) - len(keep)
     for e, m in collected['maps'].items():
       maps.setdefault(e, []).append(m.mean(axis=0)[keep])
-    readings += [_readings(source, i) for i in keep]
+    readings += [by_split[split][i] for i in keep]
     fixation_maps.append(collected['fixation_map'][keep])
     ids += [collected['dicom_id'][i] for i in keep]
   if not ids:
     raise ValueError(
       f"every REFLACX image of {built} is in the run's training split; evaluate other splits"
     )
-  all_readings = [
-    _readings(source, i)
-    for s in builder.info.splits
-    for source in [pipeline.data_source(data, s)]
-    for i in range(len(source))
-  ]
+  all_readings = [r for split_readings in by_split.values() for r in split_readings]
   prior = prior_excluding(all_readings, readings)
   summaries, per_image = score_tables(
     {e: np.concatenate(v) for e, v in maps.items()}, readings, prior, np.concatenate(fixation_maps)
@@ -261,12 +250,8 @@ def evaluate_on_reflacx(
     'splits': list(built),
     'num_images': len(ids),
     'left_out_trained_images': left_out,
-    'training_images_known': bool(trained_on),
-    'images_every_reader_read': sum(
-      len(r['discarded']) == max(len(x['discarded']) for x in readings) > 1
-      and not r['discarded'].any()
-      for r in readings
-    ),
+    'training_images_known': trained_on is not None,
+    'images_every_reader_read': len(references.every_reader([r['discarded'] for r in readings])),
     'tables': summaries,
     'per_image': {'dicom_id': ids, **per_image},
   }
@@ -277,12 +262,14 @@ def evaluate_on_reflacx(
   return results
 
 
-def pipeline_splits(config: ml_collections.ConfigDict) -> list[str]:
-  """The splits of the run's own build, or ``[]`` if it cannot be read here."""
+def training_ids(config: ml_collections.ConfigDict) -> set[str] | None:
+  """The ``dicom_id`` of every image of the run's own training split, or ``None`` if its build
+  cannot be read here."""
   try:
-    return list(pipeline.data_source(config.data, 'train').dataset_info.splits)
+    train = pipeline.data_source(config.data, 'train')
   except Exception:  # noqa: BLE001 - no build of the run's data on this machine
-    return []
+    return None
+  return {train[i]['dicom_id'].decode() for i in range(len(train))}
 
 
 def prior_excluding(
